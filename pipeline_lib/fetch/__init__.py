@@ -1,0 +1,1 @@
+"""Product sources (demo, local, cdse, dhus) behind one interface, and the scene table."""

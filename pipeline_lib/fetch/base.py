@@ -1,0 +1,150 @@
+"""The data-source interface and the scene table (``results/{region}/scenes.csv``).
+
+A source turns a :class:`SearchRequest` (AOI, dates, tolerance) into candidate :class:`Scene`
+records and can materialise one scene as a product folder/zip on disk. Scene selection
+(:func:`select_scenes`) is source-independent: per configured date, the best S1 GRD and S2 L2A
+within ``pair_tolerance_days``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from pipeline_lib.errors import SceneNotFoundError
+from pipeline_lib.io import write_text_atomic
+
+__all__ = ["Scene", "SearchRequest", "Source", "select_scenes", "write_scene_table", "read_scene_table", "SCENE_COLUMNS"]
+
+S1_PRODUCT_TYPE = "IW_GRDH_1S"
+S2_PRODUCT_TYPE = "S2MSI2A"
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One catalogue entry. ``uri`` is where the source fetches it from (URL, path or generator key)."""
+
+    product_id: str  # e.g. S1B_IW_GRDH_1SDV_20211223T051122_..._5371 (no .SAFE suffix)
+    mission: str  # S1A, S1B, S2A, S2B ...
+    product_type: str  # IW_GRDH_1S | S2MSI2A
+    sensing_time: datetime  # UTC, start of acquisition
+    footprint_wkt: str  # EPSG:4326 polygon, "" when the catalogue gives none
+    size_bytes: int = 0
+    checksum: str = ""  # "md5:<hex>" or "" when the catalogue lists none
+    relative_orbit: int | None = None
+    cloud_cover: float | None = None  # percent, S2 only
+    source: str = ""
+    uri: str = ""
+    date: str = ""  # the configured date this scene was selected for (set by select_scenes)
+    reason: str = ""  # why it was selected (set by select_scenes)
+
+    @property
+    def is_s1(self) -> bool:
+        return self.mission.startswith("S1")
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """What to look for: an AOI (lon/lat bbox), configured dates and the pairing tolerance."""
+
+    aoi_lonlat: tuple[float, float, float, float]
+    dates: Sequence[date]
+    pair_tolerance_days: float
+    max_cloud_cover: float = 100.0
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Source(Protocol):
+    """A product source. Implementations: demo, local, cdse, dhus."""
+
+    name: str
+
+    def search(self, request: SearchRequest) -> list[Scene]:
+        """All candidate S1 GRD and S2 L2A scenes intersecting the AOI near the requested dates."""
+        ...
+
+    def download(self, scene: Scene, dest: Path) -> Path:
+        """Materialise ``scene`` at ``dest`` (a ``.SAFE`` folder or ``.zip``), verified, atomically."""
+        ...
+
+
+SCENE_COLUMNS = [f.name for f in dataclasses.fields(Scene)]
+
+
+def select_scenes(candidates: Sequence[Scene], request: SearchRequest) -> list[Scene]:
+    """Per configured date pick the best S1 and S2 scene within the tolerance.
+
+    S1: closest in time, all dates on the same relative orbit (the orbit that covers most
+    dates wins). S2: lowest cloud cover, then closest in time.
+    """
+    tol = request.pair_tolerance_days
+    s1 = [c for c in candidates if c.is_s1]
+    s2 = [c for c in candidates if not c.is_s1]
+
+    def near(c: Scene, d: date) -> float:
+        return abs((c.sensing_time.date() - d).days + (c.sensing_time.hour / 24.0 if c.sensing_time.date() < d else 0))
+
+    orbits = {c.relative_orbit for c in s1}
+    best_orbit = max(orbits, key=lambda o: (sum(any(near(c, d) <= tol for c in s1 if c.relative_orbit == o) for d in request.dates), -(o or 0)), default=None)
+    chosen: list[Scene] = []
+    for d in request.dates:
+        s1_ok = sorted((c for c in s1 if near(c, d) <= tol and c.relative_orbit == best_orbit), key=lambda c: (near(c, d), c.product_id))
+        s2_ok = sorted((c for c in s2 if near(c, d) <= tol and (c.cloud_cover or 0) <= request.max_cloud_cover), key=lambda c: (c.cloud_cover or 0.0, near(c, d), c.product_id))
+        for kind, ok, pool in (("Sentinel-1 GRD", s1_ok, s1), ("Sentinel-2 L2A", s2_ok, s2)):
+            if not ok:
+                nearby = sorted(pool, key=lambda c: near(c, d))[:5]
+                found = ", ".join(f"{c.product_id} ({c.sensing_time:%Y-%m-%d})" for c in nearby) or "nothing"
+                raise SceneNotFoundError(
+                    f"date {d.isoformat()}: no {kind} scene within pair_tolerance_days={tol:g}"
+                    f"{' on relative orbit ' + str(best_orbit) if kind.endswith('GRD') and best_orbit else ''}; found nearby: {found}; "
+                    "widen pair_tolerance_days or change the date"
+                )
+        c1, c2 = s1_ok[0], s2_ok[0]
+        chosen.append(dataclasses.replace(c1, date=d.isoformat(), reason=f"closest S1 to {d} on relative orbit {c1.relative_orbit} ({near(c1, d):.1f} d)"))
+        chosen.append(dataclasses.replace(c2, date=d.isoformat(), reason=f"lowest cloud cover ({c2.cloud_cover if c2.cloud_cover is not None else 'n/a'} %) within {tol:g} d of {d}"))
+    return chosen
+
+
+def write_scene_table(scenes: Sequence[Scene], path: str | os.PathLike[str]) -> None:
+    """Write the scene table as CSV atomically (ISO times, empty cells for missing values)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=SCENE_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for s in scenes:
+        row = dataclasses.asdict(s)
+        row["sensing_time"] = s.sensing_time.isoformat()
+        w.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    write_text_atomic(path, buf.getvalue())
+
+
+def read_scene_table(path: str | os.PathLike[str]) -> list[Scene]:
+    """Read a scene table written by :func:`write_scene_table`."""
+    out = []
+    with open(path, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            out.append(
+                Scene(
+                    product_id=row["product_id"],
+                    mission=row["mission"],
+                    product_type=row["product_type"],
+                    sensing_time=datetime.fromisoformat(row["sensing_time"]),
+                    footprint_wkt=row["footprint_wkt"],
+                    size_bytes=int(row["size_bytes"] or 0),
+                    checksum=row["checksum"],
+                    relative_orbit=int(row["relative_orbit"]) if row["relative_orbit"] else None,
+                    cloud_cover=float(row["cloud_cover"]) if row["cloud_cover"] else None,
+                    source=row["source"],
+                    uri=row["uri"],
+                    date=row["date"],
+                    reason=row["reason"],
+                )
+            )
+    return out
