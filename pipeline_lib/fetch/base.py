@@ -90,7 +90,9 @@ def select_scenes(candidates: Sequence[Scene], request: SearchRequest) -> list[S
     s2 = [c for c in candidates if not c.is_s1]
 
     def near(c: Scene, d: date) -> float:
-        return abs((c.sensing_time.date() - d).days + (c.sensing_time.hour / 24.0 if c.sensing_time.date() < d else 0))
+        """Days between the acquisition and noon UTC of the configured date."""
+        noon = datetime(d.year, d.month, d.day, 12)
+        return abs((c.sensing_time.replace(tzinfo=None) - noon).total_seconds()) / 86400.0
 
     orbits = {c.relative_orbit for c in s1}
     best_orbit = max(orbits, key=lambda o: (sum(any(near(c, d) <= tol for c in s1 if c.relative_orbit == o) for d in request.dates), -(o or 0)), default=None)
