@@ -1,1 +1,75 @@
-"""Product sources (demo, local, cdse, dhus) behind one interface, and the scene table."""
+"""Product sources (demo, local, cdse, dhus) behind one interface, and the scene table.
+
+:func:`make_source` builds the configured source; :func:`run_search` and :func:`run_download`
+are the entry points of the ``search`` checkpoint and the ``download`` rule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from pipeline_lib.errors import ConfigError, FetchError
+from pipeline_lib.fetch.base import Scene, SearchRequest, Source, read_scene_table, select_scenes, write_scene_table
+
+__all__ = ["make_source", "run_search", "run_download"]
+
+
+def make_source(name: str, settings: dict[str, Any]) -> Source:
+    """The source named by ``fetch.source`` with its settings (credentials are read by the source itself)."""
+    if name == "demo":
+        from pipeline_lib.fetch.demo import DemoSource
+
+        return DemoSource(seed=int(settings.get("seed", 0)))
+    if name == "local":
+        from pipeline_lib.fetch.local import LocalSource
+
+        folder = settings.get("local_dir")
+        if not folder:
+            raise ConfigError("fetch.local_dir: required when fetch.source is local; set it to your folder of SAFE products")
+        return LocalSource(Path(folder))
+    if name == "cdse":
+        from pipeline_lib.fetch import cdse
+
+        return cdse.source_from_settings(settings.get("cdse", {}))  # type: ignore[no-any-return]
+    if name == "dhus":
+        from pipeline_lib.fetch import dhus
+
+        return dhus.source_from_settings(settings.get("dhus", {}))  # type: ignore[no-any-return]
+    raise ConfigError(f"fetch.source: unknown source {name!r}; use demo, cdse, dhus or local")
+
+
+def run_search(
+    fetch: dict[str, Any],
+    aoi_lonlat: tuple[float, float, float, float],
+    dates: list[str],
+    pair_tolerance_days: float,
+    max_cloud_cover: float,
+    out_csv: Path,
+) -> list[Scene]:
+    """Search the source, select one S1 and one S2 scene per date, write the scene table."""
+    source = make_source(fetch["source"], fetch)
+    request = SearchRequest(
+        aoi_lonlat=aoi_lonlat,
+        dates=[date.fromisoformat(d) for d in dates],
+        pair_tolerance_days=pair_tolerance_days,
+        max_cloud_cover=max_cloud_cover,
+    )
+    candidates = source.search(request)
+    if not candidates:
+        raise FetchError(f"fetch.source {fetch['source']}: no Sentinel-1/2 products intersect the AOI {aoi_lonlat} near {dates[0]}..{dates[-1]}; check aoi and dates")
+    chosen = select_scenes(candidates, request)
+    chosen = [dataclasses.replace(s, source=s.source or fetch["source"]) for s in chosen]
+    write_scene_table(chosen, out_csv)
+    return chosen
+
+
+def run_download(fetch: dict[str, Any], scenes_csv: Path, product_id: str, dest: Path) -> Path:
+    """Materialise one product of the scene table at ``dest`` (verified, atomic)."""
+    rows = [s for s in read_scene_table(scenes_csv) if s.product_id == product_id]
+    if not rows:
+        raise FetchError(f"{scenes_csv}: product {product_id} is not in the scene table; rerun the search")
+    source = make_source(fetch["source"], fetch)
+    return source.download(rows[0], dest)

@@ -1,0 +1,55 @@
+# Search (a checkpoint: the scene table decides which products exist) and download.
+# Credentials are read by the source from the environment or ~/.netrc, never from config or params.
+
+
+checkpoint search:
+    input:
+        grid="results/{region}/grid.json",
+    output:
+        table="results/{region}/scenes.csv",
+    params:
+        fetch=rcfg("fetch"),
+        dates=rcfg("dates"),
+        pair_tolerance_days=rcfg("pair_tolerance_days"),
+        max_cloud_cover=rcfg("max_cloud_cover"),
+    log:
+        "logs/{region}/search.log",
+    benchmark:
+        "benchmarks/runs/{region}/search.tsv"
+    localrule: True
+    script:
+        "../scripts/search.py"
+
+
+rule download_safe:
+    input:
+        table="results/{region}/scenes.csv",
+    output:
+        directory("results/{region}/raw/{product}.SAFE"),
+    params:
+        fetch=rcfg("fetch"),
+    log:
+        "logs/{region}/download/{product}.log",
+    benchmark:
+        "benchmarks/runs/{region}/download/{product}.tsv"
+    resources:
+        downloads=1,
+    script:
+        "../scripts/download.py"
+
+
+rule download_zip:
+    input:
+        table="results/{region}/scenes.csv",
+    output:
+        "results/{region}/raw/{product}.zip",
+    params:
+        fetch=rcfg("fetch"),
+    log:
+        "logs/{region}/download/{product}.log",
+    benchmark:
+        "benchmarks/runs/{region}/download/{product}.tsv"
+    resources:
+        downloads=1,
+    script:
+        "../scripts/download.py"

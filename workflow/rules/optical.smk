@@ -1,0 +1,17 @@
+# Sentinel-2 L2A: reflectance from the product's own offsets, SCL mask, onto the grid.
+
+
+rule optical:
+    input:
+        product=product_for("S2"),
+        grid="results/{region}/grid.json",
+    output:
+        "results/{region}/s2/{date}.tif",
+    params:
+        resampling=rcfg("optical", "resampling"),
+    log:
+        "logs/{region}/optical/{date}.log",
+    benchmark:
+        "benchmarks/runs/{region}/optical/{date}.tsv"
+    script:
+        "../scripts/optical.py"

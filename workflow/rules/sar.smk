@@ -1,0 +1,51 @@
+# Sentinel-1 GRD: calibration to sigma0 with thermal-noise removal -> Lee sigma -> terrain correction.
+# Each step is its own job so changing the speckle filter reruns only speckle and what follows.
+
+
+rule calibrate:
+    input:
+        product=product_for("S1"),
+        grid="results/{region}/grid.json",
+    output:
+        "results/{region}/s1/calibrated/{date}.nc",
+    params:
+        polarisations=rcfg("sar", "polarisations"),
+        margin_px=rcfg("sar", "margin_px"),
+    log:
+        "logs/{region}/calibrate/{date}.log",
+    benchmark:
+        "benchmarks/runs/{region}/calibrate/{date}.tsv"
+    script:
+        "../scripts/calibrate.py"
+
+
+rule speckle:
+    input:
+        "results/{region}/s1/calibrated/{date}.nc",
+    output:
+        "results/{region}/s1/filtered/{date}.nc",
+    params:
+        speckle=rcfg("sar", "speckle"),
+    log:
+        "logs/{region}/speckle/{date}.log",
+    benchmark:
+        "benchmarks/runs/{region}/speckle/{date}.tsv"
+    script:
+        "../scripts/speckle.py"
+
+
+rule terrain_correct:
+    input:
+        filtered="results/{region}/s1/filtered/{date}.nc",
+        product=product_for("S1"),
+        grid="results/{region}/grid.json",
+    output:
+        "results/{region}/s1/{date}.tif",
+    params:
+        dem=rcfg("sar", "dem"),
+    log:
+        "logs/{region}/terrain_correct/{date}.log",
+    benchmark:
+        "benchmarks/runs/{region}/terrain_correct/{date}.tsv"
+    script:
+        "../scripts/terrain_correct.py"
