@@ -22,7 +22,10 @@ from pipeline_lib.errors import ConfigError
 __all__ = ["SCHEMA_PATH", "load_schema", "validate_top", "load_region", "load_regions", "region_experiment_dates"]
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
-SECRET_KEY = re.compile(r"^(pass(word)?|passwd|token|access_token|refresh_token|secret|client_secret|credentials?|username|user)$", re.IGNORECASE)
+SECRET_KEY = re.compile(
+    r"^(pass(word)?|passwd|token|access_token|refresh_token|secret|client_secret|credentials?|username|user)$",
+    re.IGNORECASE,
+)
 
 
 def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
@@ -108,7 +111,9 @@ def validate_top(config: dict[str, Any], origin: str = "config/config.yaml") -> 
 def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(dict(base))
     for k, v in over.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else copy.deepcopy(v)
+        out[k] = (
+            _deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else copy.deepcopy(v)
+        )
     return out
 
 
@@ -117,7 +122,9 @@ def load_region(slug: str, regions_dir: str | Path, defaults: Mapping[str, Any] 
     path = Path(regions_dir) / f"{slug}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in Path(regions_dir).glob("*.yaml"))
-        raise ConfigError(f"regions: region file {path} not found; create it or use one of: {', '.join(known) or 'none'}")
+        raise ConfigError(
+            f"regions: region file {path} not found; create it or use one of: {', '.join(known) or 'none'}"
+        )
     try:
         with open(path, encoding="utf-8") as fh:
             raw = yaml.safe_load(fh)
@@ -158,9 +165,13 @@ def _check_semantics(region: dict[str, Any], path: Path, slug: str) -> None:
     if isinstance(aoi, list):
         w, s, e, n = aoi
         if any(abs(v) > 90 for v in (s, n)) and all(abs(v) <= 90 for v in (w, e)):
-            raise ConfigError(f"{path}: aoi: {aoi} looks like lat/lon swapped; give [lon_min, lat_min, lon_max, lat_max]")
+            raise ConfigError(
+                f"{path}: aoi: {aoi} looks like lat/lon swapped; give [lon_min, lat_min, lon_max, lat_max]"
+            )
         if not (-180 <= w < e <= 180 and -90 <= s < n <= 90):
-            raise ConfigError(f"{path}: aoi: {aoi} must be [lon_min, lat_min, lon_max, lat_max] within ±180/±90 with min < max")
+            raise ConfigError(
+                f"{path}: aoi: {aoi} must be [lon_min, lat_min, lon_max, lat_max] within ±180/±90 with min < max"
+            )
     else:
         lon, lat = aoi["center"]
         if abs(lat) > 90 and abs(lon) <= 90:
@@ -181,14 +192,20 @@ def _check_semantics(region: dict[str, Any], path: Path, slug: str) -> None:
     for i, exp in enumerate(region["experiments"]):
         where = f"{path}: experiments.{i}"
         if exp["target"] not in dates:
-            raise ConfigError(f"{where}.target: {exp['target']} is not one of dates; add it to dates or pick one of {dates}")
+            raise ConfigError(
+                f"{where}.target: {exp['target']} is not one of dates; add it to dates or pick one of {dates}"
+            )
         for g in exp["guides"]:
             if g not in dates:
                 raise ConfigError(f"{where}.guides: {g} is not one of dates; add it to dates or pick one of {dates}")
         if exp["target"] in exp["guides"]:
-            raise ConfigError(f"{where}.guides: the target date {exp['target']} is also a guide; guides must differ from the target")
+            raise ConfigError(
+                f"{where}.guides: the target date {exp['target']} is also a guide; guides must differ from the target"
+            )
     for key in _secret_keys(region):
-        raise ConfigError(f"{path}: {key}: credentials never go in config; export CDSE_USERNAME/CDSE_PASSWORD or use ~/.netrc")
+        raise ConfigError(
+            f"{path}: {key}: credentials never go in config; export CDSE_USERNAME/CDSE_PASSWORD or use ~/.netrc"
+        )
 
 
 def _secret_keys(obj: Any, prefix: str = "") -> Iterator[str]:

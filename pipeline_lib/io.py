@@ -17,12 +17,12 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from xml.etree.ElementTree import Element
 
 import numpy as np
 import rasterio
 import rasterio.shutil
 from defusedxml import ElementTree as SafeET
-from xml.etree.ElementTree import Element
 
 from pipeline_lib.errors import ProductError
 
@@ -148,4 +148,6 @@ def parse_xml(source: str | os.PathLike[str] | bytes, *, name: str | None = None
     except FileNotFoundError as exc:
         raise ProductError(f"{label}: file not found; check the product is complete") from exc
     except Exception as exc:  # defusedxml raises several unrelated types
-        raise ProductError(f"{label}: unreadable or unsafe XML ({type(exc).__name__}: {exc}); re-download the product") from exc
+        raise ProductError(
+            f"{label}: unreadable or unsafe XML ({type(exc).__name__}: {exc}); re-download the product"
+        ) from exc

@@ -28,7 +28,9 @@ def make_source(name: str, settings: dict[str, Any]) -> Source:
 
         folder = settings.get("local_dir")
         if not folder:
-            raise ConfigError("fetch.local_dir: required when fetch.source is local; set it to your folder of SAFE products")
+            raise ConfigError(
+                "fetch.local_dir: required when fetch.source is local; set it to your folder of SAFE products"
+            )
         return LocalSource(Path(folder))
     if name == "cdse":
         from pipeline_lib.fetch import cdse
@@ -59,7 +61,9 @@ def run_search(
     )
     candidates = source.search(request)
     if not candidates:
-        raise FetchError(f"fetch.source {fetch['source']}: no Sentinel-1/2 products intersect the AOI {aoi_lonlat} near {dates[0]}..{dates[-1]}; check aoi and dates")
+        raise FetchError(
+            f"fetch.source {fetch['source']}: no Sentinel-1/2 products intersect the AOI {aoi_lonlat} near {dates[0]}..{dates[-1]}; check aoi and dates"
+        )
     chosen = select_scenes(candidates, request)
     chosen = [dataclasses.replace(s, source=s.source or fetch["source"]) for s in chosen]
     write_scene_table(chosen, out_csv)

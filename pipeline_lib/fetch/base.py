@@ -21,7 +21,15 @@ from typing import Protocol, runtime_checkable
 from pipeline_lib.errors import SceneNotFoundError
 from pipeline_lib.io import write_text_atomic
 
-__all__ = ["Scene", "SearchRequest", "Source", "select_scenes", "write_scene_table", "read_scene_table", "SCENE_COLUMNS"]
+__all__ = [
+    "Scene",
+    "SearchRequest",
+    "Source",
+    "select_scenes",
+    "write_scene_table",
+    "read_scene_table",
+    "SCENE_COLUMNS",
+]
 
 S1_PRODUCT_TYPE = "IW_GRDH_1S"
 S2_PRODUCT_TYPE = "S2MSI2A"
@@ -95,11 +103,24 @@ def select_scenes(candidates: Sequence[Scene], request: SearchRequest) -> list[S
         return abs((c.sensing_time.replace(tzinfo=None) - noon).total_seconds()) / 86400.0
 
     orbits = {c.relative_orbit for c in s1}
-    best_orbit = max(orbits, key=lambda o: (sum(any(near(c, d) <= tol for c in s1 if c.relative_orbit == o) for d in request.dates), -(o or 0)), default=None)
+    best_orbit = max(
+        orbits,
+        key=lambda o: (
+            sum(any(near(c, d) <= tol for c in s1 if c.relative_orbit == o) for d in request.dates),
+            -(o or 0),
+        ),
+        default=None,
+    )
     chosen: list[Scene] = []
     for d in request.dates:
-        s1_ok = sorted((c for c in s1 if near(c, d) <= tol and c.relative_orbit == best_orbit), key=lambda c: (near(c, d), c.product_id))
-        s2_ok = sorted((c for c in s2 if near(c, d) <= tol and (c.cloud_cover or 0) <= request.max_cloud_cover), key=lambda c: (c.cloud_cover or 0.0, near(c, d), c.product_id))
+        s1_ok = sorted(
+            (c for c in s1 if near(c, d) <= tol and c.relative_orbit == best_orbit),
+            key=lambda c: (near(c, d), c.product_id),
+        )
+        s2_ok = sorted(
+            (c for c in s2 if near(c, d) <= tol and (c.cloud_cover or 0) <= request.max_cloud_cover),
+            key=lambda c: (c.cloud_cover or 0.0, near(c, d), c.product_id),
+        )
         for kind, ok, pool in (("Sentinel-1 GRD", s1_ok, s1), ("Sentinel-2 L2A", s2_ok, s2)):
             if not ok:
                 nearby = sorted(pool, key=lambda c: near(c, d))[:5]
@@ -110,8 +131,20 @@ def select_scenes(candidates: Sequence[Scene], request: SearchRequest) -> list[S
                     "widen pair_tolerance_days or change the date"
                 )
         c1, c2 = s1_ok[0], s2_ok[0]
-        chosen.append(dataclasses.replace(c1, date=d.isoformat(), reason=f"closest S1 to {d} on relative orbit {c1.relative_orbit} ({near(c1, d):.1f} d)"))
-        chosen.append(dataclasses.replace(c2, date=d.isoformat(), reason=f"lowest cloud cover ({c2.cloud_cover if c2.cloud_cover is not None else 'n/a'} %) within {tol:g} d of {d}"))
+        chosen.append(
+            dataclasses.replace(
+                c1,
+                date=d.isoformat(),
+                reason=f"closest S1 to {d} on relative orbit {c1.relative_orbit} ({near(c1, d):.1f} d)",
+            )
+        )
+        chosen.append(
+            dataclasses.replace(
+                c2,
+                date=d.isoformat(),
+                reason=f"lowest cloud cover ({c2.cloud_cover if c2.cloud_cover is not None else 'n/a'} %) within {tol:g} d of {d}",
+            )
+        )
     return chosen
 
 

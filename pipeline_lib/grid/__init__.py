@@ -73,8 +73,14 @@ class Grid:
     def to_dict(self) -> dict[str, Any]:
         return {
             "crs": self.crs,
-            "transform": [self.transform.a, self.transform.b, self.transform.c,
-                          self.transform.d, self.transform.e, self.transform.f],
+            "transform": [
+                self.transform.a,
+                self.transform.b,
+                self.transform.c,
+                self.transform.d,
+                self.transform.e,
+                self.transform.f,
+            ],
             "shape": [self.height, self.width],
             "resolution_m": self.resolution_m,
             "bounds": list(self.bounds),
@@ -101,7 +107,9 @@ def make_grid(aoi: tuple[float, float, float, float], resolution_m: float = 10.0
     """
     west, south, east, north = aoi
     if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
-        raise ConfigError(f"aoi: {aoi} is not (west, south, east, north) within ±180/±90; give [lon_min, lat_min, lon_max, lat_max]")
+        raise ConfigError(
+            f"aoi: {aoi} is not (west, south, east, north) within ±180/±90; give [lon_min, lat_min, lon_max, lat_max]"
+        )
     lon0, lat0 = (west + east) / 2, (south + north) / 2
     crs = crs or utm_crs_for(lon0, lat0)
     crs_obj = CRS.from_user_input(crs)
@@ -113,15 +121,21 @@ def make_grid(aoi: tuple[float, float, float, float], resolution_m: float = 10.0
         res_x = res_y = float(resolution_m)
         tr = Transformer.from_crs("EPSG:4326", crs_obj, always_xy=True)
         t = np.linspace(0, 1, 21)
-        lons = np.concatenate([west + (east - west) * t, np.full_like(t, east), east - (east - west) * t, np.full_like(t, west)])
-        lats = np.concatenate([np.full_like(t, south), south + (north - south) * t, np.full_like(t, north), north - (north - south) * t])
+        lons = np.concatenate(
+            [west + (east - west) * t, np.full_like(t, east), east - (east - west) * t, np.full_like(t, west)]
+        )
+        lats = np.concatenate(
+            [np.full_like(t, south), south + (north - south) * t, np.full_like(t, north), north - (north - south) * t]
+        )
         xs, ys = tr.transform(lons, lats)
         left, right, bottom, top = float(np.min(xs)), float(np.max(xs)), float(np.min(ys)), float(np.max(ys))
     left = math.floor(left / res_x) * res_x
     top = math.ceil(top / res_y) * res_y
     width = int(math.ceil((right - left) / res_x - 1e-9))
     height = int(math.ceil((top - bottom) / res_y - 1e-9))
-    return Grid(crs=crs_obj.to_string(), transform=Affine(res_x, 0.0, left, 0.0, -res_y, top), height=height, width=width)
+    return Grid(
+        crs=crs_obj.to_string(), transform=Affine(res_x, 0.0, left, 0.0, -res_y, top), height=height, width=width
+    )
 
 
 def read_grid(path: str | os.PathLike[str]) -> Grid:
@@ -153,4 +167,6 @@ def make_centered_grid(
         cx, cy = Transformer.from_crs("EPSG:4326", crs_obj, always_xy=True).transform(lon, lat)
     left = math.floor((cx - width * res_x / 2) / res_x) * res_x
     top = math.floor((cy + height * res_y / 2) / res_y) * res_y
-    return Grid(crs=crs_obj.to_string(), transform=Affine(res_x, 0.0, left, 0.0, -res_y, top), height=height, width=width)
+    return Grid(
+        crs=crs_obj.to_string(), transform=Affine(res_x, 0.0, left, 0.0, -res_y, top), height=height, width=width
+    )

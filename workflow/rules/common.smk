@@ -34,7 +34,9 @@ def region_cfg(region):
     """The validated settings of a region (loaded on demand for regions not in `regions`)."""
     if region not in REGIONS:
         try:
-            REGIONS[region] = load_region(region, config["regions_dir"], config.get("defaults"))
+            REGIONS[region] = load_region(
+                region, config["regions_dir"], config.get("defaults")
+            )
         except ConfigError as exc:
             _fail(exc)
     return REGIONS[region]
@@ -73,7 +75,11 @@ def scenes_for(wildcards):
 
 
 def product_path(region, scene):
-    ext = "zip" if scene.uri.endswith(".zip") or scene.source in ("cdse", "dhus") else "SAFE"
+    ext = (
+        "zip"
+        if scene.uri.endswith(".zip") or scene.source in ("cdse", "dhus")
+        else "SAFE"
+    )
     return f"results/{region}/raw/{scene.product_id}.{ext}"
 
 
@@ -82,10 +88,32 @@ def product_for(mission_prefix):
 
     def get(wildcards):
         for scene in scenes_for(wildcards):
-            if scene.date == wildcards.date and scene.mission.startswith(mission_prefix):
+            if scene.date == wildcards.date and scene.mission.startswith(
+                mission_prefix
+            ):
                 return product_path(wildcards.region, scene)
         raise ValueError(
             f"results/{wildcards.region}/scenes.csv has no {mission_prefix} scene for {wildcards.date}"
         )
 
     return get
+
+
+def region_report_inputs(wildcards):
+    cfg = region_cfg(wildcards.region)
+    dates = cfg["dates"]
+    exps = [e["name"] for e in cfg["experiments"]]
+    return {
+        "grid": f"results/{wildcards.region}/grid.json",
+        "scenes": f"results/{wildcards.region}/scenes.csv",
+        "offsets": f"results/{wildcards.region}/offsets.json",
+        "s1": expand(
+            "results/{region}/s1/{date}.tif", region=wildcards.region, date=dates
+        ),
+        "s2": expand(
+            "results/{region}/s2/{date}.tif", region=wildcards.region, date=dates
+        ),
+        "stacks": expand(
+            "results/{region}/stacks/{e}.nc", region=wildcards.region, e=exps
+        ),
+    }

@@ -7,16 +7,18 @@ checkpoint search:
         grid="results/{region}/grid.json",
     output:
         table="results/{region}/scenes.csv",
-    params:
-        fetch=rcfg("fetch"),
-        dates=rcfg("dates"),
-        pair_tolerance_days=rcfg("pair_tolerance_days"),
-        max_cloud_cover=rcfg("max_cloud_cover"),
     log:
         "logs/{region}/search.log",
     benchmark:
         "benchmarks/runs/{region}/search.tsv"
     localrule: True
+    conda:
+        "../../envs/geo.yaml"
+    params:
+        fetch=rcfg("fetch"),
+        dates=rcfg("dates"),
+        pair_tolerance_days=rcfg("pair_tolerance_days"),
+        max_cloud_cover=rcfg("max_cloud_cover"),
     script:
         "../scripts/search.py"
 
@@ -26,14 +28,16 @@ rule download_safe:
         table="results/{region}/scenes.csv",
     output:
         directory("results/{region}/raw/{product}.SAFE"),
-    params:
-        fetch=rcfg("fetch"),
     log:
         "logs/{region}/download/{product}.log",
     benchmark:
         "benchmarks/runs/{region}/download/{product}.tsv"
+    conda:
+        "../../envs/geo.yaml"
     resources:
         downloads=1,
+    params:
+        fetch=rcfg("fetch"),
     script:
         "../scripts/download.py"
 
@@ -43,13 +47,15 @@ rule download_zip:
         table="results/{region}/scenes.csv",
     output:
         "results/{region}/raw/{product}.zip",
-    params:
-        fetch=rcfg("fetch"),
     log:
         "logs/{region}/download/{product}.log",
     benchmark:
         "benchmarks/runs/{region}/download/{product}.tsv"
+    conda:
+        "../../envs/geo.yaml"
     resources:
         downloads=1,
+    params:
+        fetch=rcfg("fetch"),
     script:
         "../scripts/download.py"

@@ -4,29 +4,37 @@
 rule grid:
     output:
         "results/{region}/grid.json",
+    log:
+        "logs/{region}/grid.log",
+    localrule: True
+    conda:
+        "../../envs/geo.yaml"
     params:
         aoi=rcfg("aoi"),
         crs=rcfg("crs"),
         resolution_m=rcfg("resolution_m"),
-    log:
-        "logs/{region}/grid.log",
-    localrule: True
     script:
         "../scripts/grid.py"
 
 
 rule offsets:
     input:
-        s1=lambda wc: expand("results/{{region}}/s1/{date}.tif", date=region_cfg(wc.region)["dates"]),
-        s2=lambda wc: expand("results/{{region}}/s2/{date}.tif", date=region_cfg(wc.region)["dates"]),
+        s1=lambda wc: expand(
+            "results/{{region}}/s1/{date}.tif", date=region_cfg(wc.region)["dates"]
+        ),
+        s2=lambda wc: expand(
+            "results/{{region}}/s2/{date}.tif", date=region_cfg(wc.region)["dates"]
+        ),
     output:
         "results/{region}/offsets.json",
-    params:
-        dates=rcfg("dates"),
-        threshold_px=rcfg("coreg", "threshold_px"),
     log:
         "logs/{region}/offsets.log",
     benchmark:
         "benchmarks/runs/{region}/offsets.tsv"
+    conda:
+        "../../envs/geo.yaml"
+    params:
+        dates=rcfg("dates"),
+        threshold_px=rcfg("coreg", "threshold_px"),
     script:
         "../scripts/offsets.py"

@@ -7,11 +7,13 @@ rule optical:
         grid="results/{region}/grid.json",
     output:
         "results/{region}/s2/{date}.tif",
-    params:
-        resampling=rcfg("optical", "resampling"),
     log:
         "logs/{region}/optical/{date}.log",
     benchmark:
         "benchmarks/runs/{region}/optical/{date}.tsv"
+    conda:
+        "../../envs/geo.yaml"
+    params:
+        resampling=rcfg("optical", "resampling"),
     script:
         "../scripts/optical.py"

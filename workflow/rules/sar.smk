@@ -8,13 +8,15 @@ rule calibrate:
         grid="results/{region}/grid.json",
     output:
         "results/{region}/s1/calibrated/{date}.nc",
-    params:
-        polarisations=rcfg("sar", "polarisations"),
-        margin_px=rcfg("sar", "margin_px"),
     log:
         "logs/{region}/calibrate/{date}.log",
     benchmark:
         "benchmarks/runs/{region}/calibrate/{date}.tsv"
+    conda:
+        "../../envs/geo.yaml"
+    params:
+        polarisations=rcfg("sar", "polarisations"),
+        margin_px=rcfg("sar", "margin_px"),
     script:
         "../scripts/calibrate.py"
 
@@ -24,12 +26,14 @@ rule speckle:
         "results/{region}/s1/calibrated/{date}.nc",
     output:
         "results/{region}/s1/filtered/{date}.nc",
-    params:
-        speckle=rcfg("sar", "speckle"),
     log:
         "logs/{region}/speckle/{date}.log",
     benchmark:
         "benchmarks/runs/{region}/speckle/{date}.tsv"
+    conda:
+        "../../envs/geo.yaml"
+    params:
+        speckle=rcfg("sar", "speckle"),
     script:
         "../scripts/speckle.py"
 
@@ -41,11 +45,13 @@ rule terrain_correct:
         grid="results/{region}/grid.json",
     output:
         "results/{region}/s1/{date}.tif",
-    params:
-        dem=rcfg("sar", "dem"),
     log:
         "logs/{region}/terrain_correct/{date}.log",
     benchmark:
         "benchmarks/runs/{region}/terrain_correct/{date}.tsv"
+    conda:
+        "../../envs/geo.yaml"
+    params:
+        dem=rcfg("sar", "dem"),
     script:
         "../scripts/terrain_correct.py"

@@ -4,21 +4,25 @@
 rule stack:
     input:
         s1=lambda wc: expand(
-            "results/{{region}}/s1/{date}.tif", date=experiment_dates(wc.region, wc.experiment)
+            "results/{{region}}/s1/{date}.tif",
+            date=experiment_dates(wc.region, wc.experiment),
         ),
         s2=lambda wc: expand(
-            "results/{{region}}/s2/{date}.tif", date=experiment_dates(wc.region, wc.experiment)
+            "results/{{region}}/s2/{date}.tif",
+            date=experiment_dates(wc.region, wc.experiment),
         ),
         offsets="results/{region}/offsets.json",
     output:
         stack="results/{region}/stacks/{experiment}.nc",
         truth="results/{region}/truth/{experiment}.tif",
-    params:
-        experiment=lambda wc: experiment_cfg(wc.region, wc.experiment),
-        dates=lambda wc: experiment_dates(wc.region, wc.experiment),
     log:
         "logs/{region}/stack/{experiment}.log",
     benchmark:
         "benchmarks/runs/{region}/stack/{experiment}.tsv"
+    conda:
+        "../../envs/geo.yaml"
+    params:
+        experiment=lambda wc: experiment_cfg(wc.region, wc.experiment),
+        dates=lambda wc: experiment_dates(wc.region, wc.experiment),
     script:
         "../scripts/stack.py"

@@ -1,8 +1,9 @@
 """Rule index_report: results/report.html linking every configured region's report."""
+
 from pathlib import Path
 
 from pipeline_lib.jobs import job
 from pipeline_lib.report import run_index
 
-with job(snakemake) as log:  # noqa: F821
-    run_index(list(snakemake.params.regions), [Path(p) for p in snakemake.input], Path(snakemake.output[0]))  # noqa: F821
+with job(snakemake) as log:
+    run_index(list(snakemake.params.regions), [Path(p) for p in snakemake.input], Path(snakemake.output[0]))

@@ -1,0 +1,30 @@
+"""Shared test helpers: repository paths, the shared fixtures folder, CI-aware skipping."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO.parent / "shared" / "fixtures"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_tool(name: str, why: str) -> str:
+    """Path of a system tool; skip with a reason when absent, but fail under CI=true (.ci/run installs it)."""
+    path = shutil.which(name)
+    if path is None:
+        if IN_CI:
+            pytest.fail(f"{name} is missing under CI=true ({why}); .ci/run must install it")
+        pytest.skip(f"{name} not installed ({why}); .ci/run installs it")
+    return path
+
+
+@pytest.fixture(scope="session")
+def fixtures() -> Path:
+    if not FIXTURES.is_dir():
+        pytest.fail(f"shared fixtures not found at {FIXTURES}; clone the repo beside ../shared")
+    return FIXTURES
