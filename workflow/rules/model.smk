@@ -1,0 +1,61 @@
+# TIRSIT, its ablations and pix2pix: training (GPU rule), prediction over the full grid, evaluation.
+# Baselines (neighbour_j, neighbour_k, blend) need no training.
+
+
+rule train:
+    input:
+        stack="results/{region}/stacks/{experiment}.nc",
+    output:
+        "results/{region}/models/{experiment}/{variant}.pt",
+    params:
+        train=lambda wc: train_params(wc.region, wc.experiment),
+        device=rcfg("train", "device"),
+    threads: lambda wc: region_cfg(wc.region)["train"]["threads"]
+    resources:
+        gpu=1,
+    log:
+        "logs/{region}/train/{experiment}/{variant}.log",
+    benchmark:
+        "benchmarks/runs/{region}/train/{experiment}/{variant}.tsv"
+    wildcard_constraints:
+        variant="tirsit|tirsit_noadv|no_uc|no_sg|no_uc_sg|pix2pix",
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/train.py"
+
+
+rule predict:
+    input:
+        unpack(predict_inputs),
+    output:
+        pred="results/{region}/pred/{experiment}/{variant}.tif",
+        uncertainty="results/{region}/pred/{experiment}/{variant}_uncertainty.tif",
+    params:
+        train=lambda wc: train_params(wc.region, wc.experiment),
+        predict=rcfg("predict"),
+        device=rcfg("train", "device"),
+    threads: lambda wc: region_cfg(wc.region)["train"]["threads"]
+    log:
+        "logs/{region}/predict/{experiment}/{variant}.log",
+    benchmark:
+        "benchmarks/runs/{region}/predict/{experiment}/{variant}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/predict.py"
+
+
+rule evaluate:
+    input:
+        unpack(evaluate_inputs),
+    output:
+        json="results/{region}/metrics/{experiment}.json",
+    log:
+        "logs/{region}/evaluate/{experiment}.log",
+    benchmark:
+        "benchmarks/runs/{region}/evaluate/{experiment}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/evaluate.py"
