@@ -46,10 +46,14 @@ def _normalise_member(name: str, product: str) -> str:
     """POSIX-normalised member name; ProductError if it is absolute or escapes the product root."""
     raw = name.replace("\\", "/")
     if raw.startswith("/") or (len(raw) >= 2 and raw[1] == ":") or "\x00" in raw:
-        raise ProductError(f"{product}: member {name!r} has an absolute path; refusing the product (zip-slip), re-download it")
+        raise ProductError(
+            f"{product}: member {name!r} has an absolute path; refusing the product (zip-slip), re-download it"
+        )
     norm = posixpath.normpath(raw)
     if norm == ".." or norm.startswith("../"):
-        raise ProductError(f"{product}: member {name!r} escapes the product folder (zip-slip); refusing the product, re-download it")
+        raise ProductError(
+            f"{product}: member {name!r} escapes the product folder (zip-slip); refusing the product, re-download it"
+        )
     return "" if norm == "." else norm
 
 
@@ -96,7 +100,9 @@ class ProductReader:
     def _check(self, member: str) -> str:
         norm = _normalise_member(member, str(self.path))
         if norm not in self._members:
-            raise ProductError(f"{self.path}: member {member!r} not found in the product; the product is incomplete, re-download it")
+            raise ProductError(
+                f"{self.path}: member {member!r} not found in the product; the product is incomplete, re-download it"
+            )
         return norm
 
     def read_bytes(self, member: str) -> bytes:
@@ -108,7 +114,9 @@ class ProductReader:
             with zipfile.ZipFile(self.path) as zf, zf.open(self.root + norm) as fh:
                 return fh.read()
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
-            raise ProductError(f"{self.path}: member {norm} is corrupt ({type(exc).__name__}: {exc}); re-download the product") from exc
+            raise ProductError(
+                f"{self.path}: member {norm} is corrupt ({type(exc).__name__}: {exc}); re-download the product"
+            ) from exc
 
     def parse_xml(self, member: str) -> Element:
         """Parse an XML member safely (no DTD, no entities)."""
@@ -136,7 +144,9 @@ class ProductReader:
                         while fh.read(_READ_CHUNK):
                             pass
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
-            raise ProductError(f"{self.path}: corrupt zip ({type(exc).__name__}: {exc}); re-download the product") from exc
+            raise ProductError(
+                f"{self.path}: corrupt zip ({type(exc).__name__}: {exc}); re-download the product"
+            ) from exc
 
 
 def _zip_root(names: list[str]) -> str:
@@ -155,18 +165,24 @@ def _open_zip(path: Path, max_total_bytes: int, max_ratio: float) -> ProductRead
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
-        raise ProductError(f"{label}: not a readable zip ({type(exc).__name__}: {exc}); the file is corrupt or truncated, re-download it") from exc
+        raise ProductError(
+            f"{label}: not a readable zip ({type(exc).__name__}: {exc}); the file is corrupt or truncated, re-download it"
+        ) from exc
     total = 0
     files: list[tuple[str, int]] = []
     for info in infos:
         norm = _normalise_member(info.filename, label)
         if _zip_is_symlink(info):
-            raise ProductError(f"{label}: member {info.filename!r} is a symbolic link; refusing the product, re-download it")
+            raise ProductError(
+                f"{label}: member {info.filename!r} is a symbolic link; refusing the product, re-download it"
+            )
         if info.is_dir():
             continue
         total += info.file_size
         if total > max_total_bytes:
-            raise ProductError(f"{label}: uncompressed size exceeds {max_total_bytes} bytes (zip bomb?); refusing it, or raise max_total_bytes")
+            raise ProductError(
+                f"{label}: uncompressed size exceeds {max_total_bytes} bytes (zip bomb?); refusing it, or raise max_total_bytes"
+            )
         if info.file_size >= RATIO_MIN_BYTES and info.file_size > max_ratio * max(info.compress_size, 1):
             raise ProductError(
                 f"{label}: member {info.filename!r} expands {info.file_size / max(info.compress_size, 1):.0f}x "
@@ -174,7 +190,7 @@ def _open_zip(path: Path, max_total_bytes: int, max_ratio: float) -> ProductRead
             )
         files.append((norm, info.file_size))
     root = _zip_root([n for n, _ in files])
-    members = {n[len(root):]: size for n, size in files if n[len(root):]}
+    members = {n[len(root) :]: size for n, size in files if n[len(root) :]}
     return ProductReader(path, is_zip=True, root=root, members=members)
 
 
@@ -190,20 +206,26 @@ def _open_folder(path: Path, max_total_bytes: int) -> ProductReader:
             if p.is_symlink():
                 target = p.resolve()
                 if not target.is_relative_to(real_root):
-                    raise ProductError(f"{label}: folder link {p.relative_to(path)} points outside the product ({target}); remove it")
+                    raise ProductError(
+                        f"{label}: folder link {p.relative_to(path)} points outside the product ({target}); remove it"
+                    )
                 dirnames.remove(d)  # its files are reachable under their real path already
         for f in filenames:
             p = here / f
             target = p.resolve()
             if not target.is_relative_to(real_root):
-                raise ProductError(f"{label}: link {p.relative_to(path)} points outside the product ({target}); remove it")
+                raise ProductError(
+                    f"{label}: link {p.relative_to(path)} points outside the product ({target}); remove it"
+                )
             if not target.is_file():
                 continue
             rel = p.relative_to(path).as_posix()
             size = target.stat().st_size
             total += size
             if total > max_total_bytes:
-                raise ProductError(f"{label}: total size exceeds {max_total_bytes} bytes; refusing it, or raise max_total_bytes")
+                raise ProductError(
+                    f"{label}: total size exceeds {max_total_bytes} bytes; refusing it, or raise max_total_bytes"
+                )
             members[rel] = size
     return ProductReader(path, is_zip=False, root="", members=members)
 

@@ -31,7 +31,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from xml.etree.ElementTree import Element
 
@@ -65,8 +65,10 @@ SCL_MASKED_CLASSES: tuple[int, ...] = (0, 1, 3, 8, 9, 10)
 PREFERRED_RESOLUTION_M: dict[str, int] = {"B02": 10, "B03": 10, "B04": 10, "B08": 10, "B11": 20, "B12": 20, "SCL": 20}
 RESAMPLING_METHODS: dict[str, Resampling] = {"bilinear": Resampling.bilinear, "cubic": Resampling.cubic}
 # PSD band index order (Spectral_Information/@bandId), used when the metadata lacks that table.
-_DEFAULT_BAND_IDS = {b: i for i, b in enumerate(
-    ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"])}
+_DEFAULT_BAND_IDS = {
+    b: i
+    for i, b in enumerate(["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"])
+}
 _IMAGE_FILE_RE = re.compile(r"_(B\d{2}|B8A|SCL|TCI|AOT|WVP)_(\d{2})m$")
 _BASELINE_RE = re.compile(r"^\s*(\d{1,2})\.(\d{2})\s*$")
 _TILE_RE = re.compile(r"_T(\d{2}[A-Z]{3})_")
@@ -105,7 +107,9 @@ def parse_baseline(text: str | None, product: str) -> tuple[int, int]:
     """``"04.00"`` -> (4, 0); ProductError for a missing or unparseable PROCESSING_BASELINE."""
     m = _BASELINE_RE.match(text or "")
     if not m:
-        raise ProductError(f"{product}: PROCESSING_BASELINE {text!r} is missing or unparseable; the metadata is not an L2A product we support")
+        raise ProductError(
+            f"{product}: PROCESSING_BASELINE {text!r} is missing or unparseable; the metadata is not an L2A product we support"
+        )
     return int(m.group(1)), int(m.group(2))
 
 
@@ -119,23 +123,34 @@ def read_l2a_metadata(mtd: Element | bytes, product: str = "MTD_MSIL2A.xml") -> 
 
     quant_text = _find_text(root, "BOA_QUANTIFICATION_VALUE")
     if quant_text is None:
-        raise ProductError(f"{product}: BOA_QUANTIFICATION_VALUE is missing; the product metadata is incomplete, re-download it")
+        raise ProductError(
+            f"{product}: BOA_QUANTIFICATION_VALUE is missing; the product metadata is incomplete, re-download it"
+        )
     try:
         quantification = float(quant_text)
     except ValueError as exc:
-        raise ProductError(f"{product}: BOA_QUANTIFICATION_VALUE {quant_text!r} is not a number; re-download the product") from exc
+        raise ProductError(
+            f"{product}: BOA_QUANTIFICATION_VALUE {quant_text!r} is not a number; re-download the product"
+        ) from exc
     if not quantification > 0:
-        raise ProductError(f"{product}: BOA_QUANTIFICATION_VALUE {quantification} must be positive; re-download the product")
+        raise ProductError(
+            f"{product}: BOA_QUANTIFICATION_VALUE {quantification} must be positive; re-download the product"
+        )
 
-    band_ids = {_band_name(el.get("physicalBand", "")): int(el.get("bandId", "-1"))
-                for el in root.iter("Spectral_Information") if el.get("bandId") is not None}
+    band_ids = {
+        _band_name(el.get("physicalBand", "")): int(el.get("bandId", "-1"))
+        for el in root.iter("Spectral_Information")
+        if el.get("bandId") is not None
+    }
     band_ids = band_ids or dict(_DEFAULT_BAND_IDS)
     offset_els = list(root.iter("BOA_ADD_OFFSET"))
     if offset_els:
         by_id = {int(el.get("band_id", "-1")): float((el.text or "nan").strip()) for el in offset_els}
         offsets = {name: by_id[i] for name, i in band_ids.items() if i in by_id}
     elif baseline >= (4, 0):
-        raise ProductError(f"{product}: processing baseline {baseline_text} requires BOA_ADD_OFFSET_VALUES_LIST but it is missing; re-download the product")
+        raise ProductError(
+            f"{product}: processing baseline {baseline_text} requires BOA_ADD_OFFSET_VALUES_LIST but it is missing; re-download the product"
+        )
     else:
         offsets = {name: 0.0 for name in band_ids}
 
@@ -146,8 +161,10 @@ def read_l2a_metadata(mtd: Element | bytes, product: str = "MTD_MSIL2A.xml") -> 
         if m:
             band_files.setdefault(m.group(1), {})[int(m.group(2))] = text + ".jp2"
 
-    specials = {(_find_text(sv, "SPECIAL_VALUE_TEXT") or ""): _find_text(sv, "SPECIAL_VALUE_INDEX")
-                for sv in root.iter("Special_Values")}
+    specials = {
+        (_find_text(sv, "SPECIAL_VALUE_TEXT") or ""): _find_text(sv, "SPECIAL_VALUE_INDEX")
+        for sv in root.iter("Special_Values")
+    }
     uri = _find_text(root, "PRODUCT_URI") or product
     product_id = uri[:-5] if uri.endswith(".SAFE") else uri
     tile = _TILE_RE.search(uri + "_")
@@ -156,7 +173,7 @@ def read_l2a_metadata(mtd: Element | bytes, product: str = "MTD_MSIL2A.xml") -> 
         raise ProductError(f"{product}: PRODUCT_START_TIME is missing; re-download the product")
     sensing = datetime.fromisoformat(start.replace("Z", "+00:00"))
     if sensing.tzinfo is None:
-        sensing = sensing.replace(tzinfo=timezone.utc)
+        sensing = sensing.replace(tzinfo=UTC)
     cloud = _find_text(root, "Cloud_Coverage_Assessment")
     pos = _find_text(root, "EXT_POS_LIST")
     footprint: list[tuple[float, float]] = []
@@ -166,7 +183,7 @@ def read_l2a_metadata(mtd: Element | bytes, product: str = "MTD_MSIL2A.xml") -> 
     return L2AMetadata(
         product_id=product_id,
         tile_id=tile.group(1) if tile else "",
-        sensing_time=sensing.astimezone(timezone.utc),
+        sensing_time=sensing.astimezone(UTC),
         processing_baseline=baseline_text or "",
         quantification=quantification,
         offsets=offsets,
@@ -178,7 +195,9 @@ def read_l2a_metadata(mtd: Element | bytes, product: str = "MTD_MSIL2A.xml") -> 
     )
 
 
-def select_band_file(meta: L2AMetadata, band: str, available: Sequence[str] | set[str], product: str) -> tuple[str, int]:
+def select_band_file(
+    meta: L2AMetadata, band: str, available: Sequence[str] | set[str], product: str
+) -> tuple[str, int]:
     """(member, resolution_m) of ``band``: the preferred resolution if present, else the finest present one."""
     files = meta.band_files.get(band, {})
     preferred = PREFERRED_RESOLUTION_M.get(band, 20)
@@ -189,10 +208,14 @@ def select_band_file(meta: L2AMetadata, band: str, available: Sequence[str] | se
         if member is not None and member in avail:
             return member, res
     looked = ", ".join(files[r] for r in order if r in files) or "no IMAGE_FILE entry in MTD_MSIL2A.xml"
-    raise ProductError(f"S2 product {product} has no {band} (looked for {looked}); the product is incomplete, re-download it")
+    raise ProductError(
+        f"S2 product {product} has no {band} (looked for {looked}); the product is incomplete, re-download it"
+    )
 
 
-def dn_to_reflectance(dn: np.ndarray, offset: float, quantification: float, nodata_dn: int = 0, saturated_dn: int = 65535) -> np.ndarray:
+def dn_to_reflectance(
+    dn: np.ndarray, offset: float, quantification: float, nodata_dn: int = 0, saturated_dn: int = 65535
+) -> np.ndarray:
     """Surface reflectance (float32) = (DN + offset) / quantification; NaN where DN is NODATA or SATURATED."""
     dn = np.asarray(dn)
     refl = (dn.astype(np.float32) + np.float32(offset)) / np.float32(quantification)
@@ -219,7 +242,9 @@ def _read_window(ds: rasterio.io.DatasetReader, grid: Grid) -> tuple[np.ndarray,
     return ds.read(1, window=window), ds.window_transform(window)
 
 
-def warp_to_grid(src: np.ndarray, src_transform: object, src_crs: object, grid: Grid, resampling: Resampling) -> np.ndarray:
+def warp_to_grid(
+    src: np.ndarray, src_transform: object, src_crs: object, grid: Grid, resampling: Resampling
+) -> np.ndarray:
     """Warp a float32 array (NaN = nodata) onto ``grid``; NaN where nothing maps."""
     dst = np.full(grid.shape, np.nan, dtype=np.float32)
     reproject(
@@ -240,7 +265,9 @@ def _open_band(reader: ProductReader, member: str) -> rasterio.io.DatasetReader:
     try:
         return rasterio.open(reader.gdal_path(member))
     except rasterio.errors.RasterioIOError as exc:
-        raise ProductError(f"{reader.path}: cannot read {member} ({exc}); the product is corrupt, re-download it") from exc
+        raise ProductError(
+            f"{reader.path}: cannot read {member} ({exc}); the product is corrupt, re-download it"
+        ) from exc
 
 
 def _tile_disjoint(ds: rasterio.io.DatasetReader, grid: Grid) -> bool:
@@ -256,12 +283,16 @@ def run_l2a(product_path: Path, grid: Grid, out_tif: Path, resampling: str = "bi
     CoverageError when the grid lies outside the tile, ConfigError for an unknown resampling.
     """
     if resampling not in RESAMPLING_METHODS:
-        raise ConfigError(f"optical.resampling: {resampling!r} is not supported; use one of {sorted(RESAMPLING_METHODS)}")
+        raise ConfigError(
+            f"optical.resampling: {resampling!r} is not supported; use one of {sorted(RESAMPLING_METHODS)}"
+        )
     kernel = RESAMPLING_METHODS[resampling]
     reader = open_product(product_path)
     mtd_member = "MTD_MSIL2A.xml"
     if not reader.exists(mtd_member):
-        raise ProductError(f"S2 product {product_path} has no MTD_MSIL2A.xml; it is not an L2A product or is incomplete")
+        raise ProductError(
+            f"S2 product {product_path} has no MTD_MSIL2A.xml; it is not an L2A product or is incomplete"
+        )
     meta = read_l2a_metadata(reader.parse_xml(mtd_member), product=f"{product_path}:{mtd_member}")
     available = set(reader.members())
     label = meta.product_id or str(product_path)
@@ -274,7 +305,8 @@ def run_l2a(product_path: Path, grid: Grid, out_tif: Path, resampling: str = "bi
                 f"does not cover the grid {grid.bounds} in {grid.crs}; choose a product on the tile over the AOI"
             )
         got = _read_window(ds, grid)
-        assert got is not None  # not disjoint, checked above
+        if got is None:  # unreachable after the disjointness check; kept explicit
+            raise CoverageError(f"S2 product {label}: no SCL pixel over the grid {grid.bounds}; choose another product")
         scl, scl_transform = got
         masked = (~scl_valid_mask(scl)).astype(np.float32)
         invalid = warp_to_grid(masked, scl_transform, ds.crs, grid, Resampling.max)
@@ -285,7 +317,9 @@ def run_l2a(product_path: Path, grid: Grid, out_tif: Path, resampling: str = "bi
     for band in OUTPUT_BANDS:
         member, res = select_band_file(meta, band, available, label)
         if band not in meta.offsets:
-            raise ProductError(f"S2 product {label}: no BOA_ADD_OFFSET for {band} in MTD_MSIL2A.xml; re-download the product")
+            raise ProductError(
+                f"S2 product {label}: no BOA_ADD_OFFSET for {band} in MTD_MSIL2A.xml; re-download the product"
+            )
         with _open_band(reader, member) as ds:
             got = _read_window(ds, grid)
             if got is None:
@@ -296,30 +330,34 @@ def run_l2a(product_path: Path, grid: Grid, out_tif: Path, resampling: str = "bi
                 refl = warp_to_grid(src, transform, ds.crs, grid, kernel)
         valid &= np.isfinite(refl)
         bands.append(refl)
-        band_tags.append({
-            "band": band,
-            "source_file": member,
-            "source_resolution_m": str(res),
-            "preferred_resolution_m": str(PREFERRED_RESOLUTION_M[band]),
-            "boa_add_offset": f"{meta.offsets[band]:g}",
-            "boa_quantification_value": f"{meta.quantification:g}",
-            "resampling": resampling,
-            "units": "1",
-            "long_name": f"surface reflectance {band}",
-        })
+        band_tags.append(
+            {
+                "band": band,
+                "source_file": member,
+                "source_resolution_m": str(res),
+                "preferred_resolution_m": str(PREFERRED_RESOLUTION_M[band]),
+                "boa_add_offset": f"{meta.offsets[band]:g}",
+                "boa_quantification_value": f"{meta.quantification:g}",
+                "resampling": resampling,
+                "units": "1",
+                "long_name": f"surface reflectance {band}",
+            }
+        )
     if not valid.any():
         raise ProductError(
             f"S2 product {label}: all pixels cloudy/nodata over the AOI; choose another date or raise max cloud cover"
         )
     data = np.stack([np.where(valid, b, np.float32(np.nan)) for b in bands] + [valid.astype(np.float32)])
-    band_tags.append({
-        "band": "valid",
-        "source_file": scl_member,
-        "source_resolution_m": str(scl_res),
-        "resampling": "max of the SCL masked indicator (any overlapping masked SCL pixel invalidates)",
-        "scl_masked_classes": ",".join(str(c) for c in SCL_MASKED_CLASSES),
-        "long_name": "1 valid, 0 masked by SCL/nodata",
-    })
+    band_tags.append(
+        {
+            "band": "valid",
+            "source_file": scl_member,
+            "source_resolution_m": str(scl_res),
+            "resampling": "max of the SCL masked indicator (any overlapping masked SCL pixel invalidates)",
+            "scl_masked_classes": ",".join(str(c) for c in SCL_MASKED_CLASSES),
+            "long_name": "1 valid, 0 masked by SCL/nodata",
+        }
+    )
     tags: Mapping[str, str] = {
         "product": meta.product_id,
         "tile_id": meta.tile_id,
@@ -328,5 +366,12 @@ def run_l2a(product_path: Path, grid: Grid, out_tif: Path, resampling: str = "bi
         "resampling": resampling,
         "valid_fraction": f"{float(valid.mean()):.6f}",
     }
-    write_cog(data, out_tif, crs=grid.crs, transform=grid.transform, descriptions=[*OUTPUT_BANDS, "valid"],
-              tags=tags, band_tags=band_tags)
+    write_cog(
+        data,
+        out_tif,
+        crs=grid.crs,
+        transform=grid.transform,
+        descriptions=[*OUTPUT_BANDS, "valid"],
+        tags=tags,
+        band_tags=band_tags,
+    )

@@ -1,0 +1,278 @@
+"""The ``local`` source: a folder of Sentinel products the user already has (DESIGN §4).
+
+The folder is scanned (not recursively) for ``*.SAFE`` folders and ``*.zip`` files holding one.
+Each product is opened through :mod:`pipeline_lib.safe` (zip-slip / zip-bomb checks) and
+identified from its own metadata:
+
+- Sentinel-1 GRD: ``manifest.safe`` (SAFE XFDU, S1-RS-MDA-52-7441 §3): ``safe:familyName`` +
+  ``safe:number`` (mission), ``s1sarl1:mode`` and ``s1sarl1:productType`` with the product
+  name's resolution class (``IW_GRDH_1S``), ``safe:startTime`` (UTC), ``safe:relativeOrbitNumber``
+  and the footprint ``gml:coordinates`` — "lat,lon" pairs, swapped here to lon/lat.
+- Sentinel-2 L2A: ``MTD_MSIL2A.xml`` (S2-PDGS-TAS-DI-PSD): ``PRODUCT_START_TIME``,
+  ``Cloud_Coverage_Assessment`` and ``Product_Footprint/…/EXT_POS_LIST`` ("lat lon" pairs).
+
+Products whose footprint intersects the AOI (shapely) and whose start time lies within the
+pairing tolerance (+1 day) of a requested date are returned; their size and MD5 go to the
+scene table. :meth:`LocalSource.download` hard-links (or copies / symlinks) the product into
+place atomically and verifies size and MD5 against the table. Other products (S1 SLC, S2 L1C,
+unreadable files) are skipped with a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from xml.etree.ElementTree import Element
+
+from shapely.geometry import Polygon, box
+
+from pipeline_lib.errors import FetchError, ProductError
+from pipeline_lib.fetch.base import S1_PRODUCT_TYPE, S2_PRODUCT_TYPE, Scene, SearchRequest
+from pipeline_lib.safe import ProductReader, open_product
+
+__all__ = ["LocalSource", "describe_product", "parse_s1_manifest", "parse_s2_l2a_mtd", "product_checksum"]
+
+log = logging.getLogger(__name__)
+_S1_NAME_RE = re.compile(r"^(S1[A-D])_([A-Z0-9]{2})_([A-Z]{3})([FHM_])_(\d)([SA])")
+_CHUNK = 4 * 1024**2
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _first_text(root: Element, local_name: str, **attrs: str) -> str | None:
+    """Text of the first element with this local name (any namespace) and attribute values."""
+    for el in root.iter():
+        if _local(el.tag) == local_name and all(el.get(k) == v for k, v in attrs.items()):
+            if el.text and el.text.strip():
+                return el.text.strip()
+    return None
+
+
+def _utc(text: str) -> datetime:
+    t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def _polygon_wkt(lonlat: list[tuple[float, float]]) -> str:
+    return Polygon(lonlat).wkt if len(lonlat) >= 3 else ""
+
+
+@dataclass(frozen=True)
+class ProductInfo:
+    """Identity of a product read from its own metadata."""
+
+    product_id: str
+    mission: str
+    product_type: str
+    sensing_time: datetime
+    footprint_lonlat: list[tuple[float, float]]
+    relative_orbit: int | None = None
+    cloud_cover: float | None = None
+
+
+def parse_s1_manifest(manifest: Element, product_id: str) -> ProductInfo:
+    """S1 identity from ``manifest.safe``; ``product_id`` is the product name (it carries the resolution class)."""
+    family = _first_text(manifest, "familyName") or ""
+    number = _first_text(manifest, "number") or ""
+    if family != "SENTINEL-1" or not number:
+        raise ProductError(f"{product_id}: manifest.safe platform {family!r} {number!r} is not Sentinel-1")
+    mode = _first_text(manifest, "mode") or ""
+    ptype = _first_text(manifest, "productType") or ""
+    m = _S1_NAME_RE.match(product_id)
+    if m and m.group(2) == mode and m.group(3) == ptype:
+        product_type = f"{mode}_{ptype}{m.group(4)}_{m.group(5)}{m.group(6)}"
+    else:
+        product_type = f"{mode}_{ptype}"
+    start = _first_text(manifest, "startTime")
+    if start is None:
+        raise ProductError(f"{product_id}: manifest.safe has no safe:startTime; re-download the product")
+    orbit = _first_text(manifest, "relativeOrbitNumber", type="start")
+    coords = _first_text(manifest, "coordinates") or ""
+    lonlat = []
+    for pair in coords.split():
+        lat, lon = (float(v) for v in pair.split(","))
+        lonlat.append((lon, lat))
+    return ProductInfo(product_id, f"S1{number}", product_type, _utc(start), lonlat, int(orbit) if orbit else None)
+
+
+def parse_s2_l2a_mtd(mtd: Element, product_id: str) -> ProductInfo:
+    """S2 L2A identity from ``MTD_MSIL2A.xml``."""
+    ptype = _first_text(mtd, "PRODUCT_TYPE") or S2_PRODUCT_TYPE
+    start = _first_text(mtd, "PRODUCT_START_TIME")
+    if start is None:
+        raise ProductError(f"{product_id}: MTD_MSIL2A.xml has no PRODUCT_START_TIME; re-download the product")
+    craft = _first_text(mtd, "SPACECRAFT_NAME") or product_id[:3]
+    mission = "S2" + craft[-1] if craft.startswith("Sentinel-2") else product_id[:3]
+    orbit = _first_text(mtd, "SENSING_ORBIT_NUMBER")
+    cloud = _first_text(mtd, "Cloud_Coverage_Assessment")
+    pos = [float(v) for v in (_first_text(mtd, "EXT_POS_LIST") or "").split()]
+    lonlat = [(pos[i + 1], pos[i]) for i in range(0, len(pos) - 1, 2)]
+    return ProductInfo(
+        product_id,
+        mission,
+        ptype,
+        _utc(start),
+        lonlat,
+        int(orbit) if orbit else None,
+        float(cloud) if cloud is not None else None,
+    )
+
+
+def describe_product(reader: ProductReader) -> ProductInfo | None:
+    """Identity of an S1 GRD or S2 L2A product; None for any other product (L1C, SLC, unrelated zip)."""
+    name = reader.name
+    if reader.exists("MTD_MSIL2A.xml"):
+        return parse_s2_l2a_mtd(reader.parse_xml("MTD_MSIL2A.xml"), name)
+    if name.startswith("S1") and reader.exists("manifest.safe"):
+        info = parse_s1_manifest(reader.parse_xml("manifest.safe"), name)
+        return info if info.product_type == S1_PRODUCT_TYPE else None
+    return None
+
+
+def product_checksum(path: Path) -> tuple[int, str]:
+    """(size in bytes, ``"md5:<hex>"``). A zip: MD5 of the file. A folder: MD5 over its files in sorted
+    relative-path order, each contributing ``path`` + NUL + content (size is the sum of the files)."""
+    md5 = hashlib.md5(usedforsecurity=False)
+    size = 0
+    files = (
+        [path]
+        if path.is_file()
+        else sorted((p for p in path.rglob("*") if p.is_file()), key=lambda p: p.relative_to(path).as_posix())
+    )
+    for f in files:
+        if path.is_dir():
+            md5.update(f.relative_to(path).as_posix().encode() + b"\x00")
+        with open(f, "rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                md5.update(chunk)
+                size += len(chunk)
+    return size, "md5:" + md5.hexdigest()
+
+
+def _near_dates(t: datetime, dates: list[date], tolerance_days: float) -> bool:
+    noon = [datetime(d.year, d.month, d.day, 12, tzinfo=UTC) for d in dates]
+    return any(abs(t - n) <= timedelta(days=tolerance_days + 1.0) for n in noon)
+
+
+def _link_tree(src: Path, dest: Path) -> None:
+    """Recreate the folder ``src`` at ``dest`` with hard-linked files (writable folders, no symlinks followed out)."""
+    dest.mkdir()
+    for dirpath, dirnames, filenames in os.walk(src):
+        rel = Path(dirpath).relative_to(src)
+        for d in dirnames:
+            (dest / rel / d).mkdir()
+        for f in filenames:
+            os.link(Path(dirpath) / f, dest / rel / f)
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
+class LocalSource:
+    """Products already on disk, in one folder (``fetch.local_dir``)."""
+
+    name = "local"
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    def _candidates(self) -> list[Path]:
+        if not self.folder.is_dir():
+            raise FetchError(
+                f"fetch.local_dir: {self.folder} is not a folder; point it at your folder of .SAFE/.zip products"
+            )
+        return sorted(
+            p
+            for p in self.folder.iterdir()
+            if (p.is_dir() and p.name.upper().endswith(".SAFE")) or (p.is_file() and p.suffix.lower() == ".zip")
+        )
+
+    def search(self, request: SearchRequest) -> list[Scene]:
+        """S1 IW GRDH and S2 L2A products in the folder intersecting the AOI near the requested dates."""
+        aoi = box(*request.aoi_lonlat)
+        scenes = []
+        for path in self._candidates():
+            try:
+                info = describe_product(open_product(path))
+            except ProductError as exc:
+                log.warning("local source: skipping %s: %s", path, exc)
+                continue
+            if info is None:
+                log.info("local source: %s is neither an S1 IW GRDH nor an S2 L2A product; skipped", path.name)
+                continue
+            if len(info.footprint_lonlat) < 3 or not Polygon(info.footprint_lonlat).intersects(aoi):
+                continue
+            if not _near_dates(info.sensing_time, list(request.dates), request.pair_tolerance_days):
+                continue
+            size, md5 = product_checksum(path)
+            scenes.append(
+                Scene(
+                    product_id=info.product_id,
+                    mission=info.mission,
+                    product_type=info.product_type,
+                    sensing_time=info.sensing_time,
+                    footprint_wkt=_polygon_wkt(info.footprint_lonlat),
+                    size_bytes=size,
+                    checksum=md5,
+                    relative_orbit=info.relative_orbit if info.mission.startswith("S1") else None,
+                    cloud_cover=info.cloud_cover,
+                    source=self.name,
+                    uri=str(path.resolve()),
+                )
+            )
+        return scenes
+
+    def download(self, scene: Scene, dest: Path) -> Path:
+        """Hard-link (zip: copy if linking fails; folder: symlink if linking fails) the product to ``dest``, verified."""
+        src = Path(scene.uri)
+        dest = Path(dest)
+        if not src.exists():
+            raise FetchError(
+                f"{src}: product {scene.product_id} is gone from the local folder; restore it or rerun the search"
+            )
+        want_zip = dest.suffix.lower() == ".zip"
+        if want_zip != src.is_file():
+            raise FetchError(
+                f"{dest}: product {scene.product_id} is a {'zip' if src.is_file() else '.SAFE folder'} at {src}; request {dest.stem}{'.zip' if src.is_file() else '.SAFE'}"
+            )
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.parent / f".{dest.name}.part-{os.getpid()}"
+        _remove(tmp)
+        try:
+            if src.is_file():
+                try:
+                    os.link(src, tmp)
+                except OSError:
+                    shutil.copy2(src, tmp)
+            else:
+                try:
+                    _link_tree(src, tmp)
+                except OSError:
+                    _remove(tmp)
+                    tmp.symlink_to(src.resolve(), target_is_directory=True)
+            size, md5 = product_checksum(tmp)
+            if (scene.size_bytes and size != scene.size_bytes) or (scene.checksum and md5 != scene.checksum):
+                raise FetchError(
+                    f"{src}: product changed since the search (size {size} vs {scene.size_bytes}, {md5} vs {scene.checksum}); rerun the search"
+                )
+            reader = open_product(tmp)
+            if reader.is_zip:
+                reader.verify()
+            _remove(dest)
+            os.replace(tmp, dest)
+        except BaseException:
+            _remove(tmp)
+            raise
+        return dest
