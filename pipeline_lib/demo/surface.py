@@ -58,7 +58,9 @@ def _days(when: date | datetime) -> float:
 def _hash01(i: np.ndarray, j: np.ndarray, seed: int, salt: int) -> np.ndarray:
     """Uniform [0, 1) from integer lattice indices (SplitMix64-style mixing, vectorised)."""
     with np.errstate(over="ignore"):
-        h = (i.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) ^ (j.astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F))
+        h = (i.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) ^ (
+            j.astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)
+        )
         h ^= np.uint64((seed * 1_000_003 + salt * 7919) & 0xFFFFFFFFFFFFFFFF)
         h ^= h >> np.uint64(30)
         h *= np.uint64(0xBF58476D1CE4E5B9)
@@ -196,7 +198,7 @@ def simulate_surface(x_m: np.ndarray, y_m: np.ndarray, when: date | datetime, se
     core = np.zeros(x.shape)
     if abs(t - _days(CLOUDY_DATE)) < 1.0:
         cu, cv = u - 150.0, v + 120.0
-        rr = np.sqrt((cu / 380.0) ** 2 + (cv / 260.0) ** 2) + 0.18 * _fbm(x, y, 200.0, seed, 4, 2)
+        rr = np.sqrt((cu / 600.0) ** 2 + (cv / 420.0) ** 2) + 0.18 * _fbm(x, y, 200.0, seed, 4, 2)
         cloud = (rr < 1.0).astype(np.float64)
         core = (rr < 0.7).astype(np.float64)
         opacity = np.where(core > 0, 1.0, 0.6)
@@ -207,5 +209,7 @@ def simulate_surface(x_m: np.ndarray, y_m: np.ndarray, when: date | datetime, se
     out["cloud"] = cloud.astype(np.float32)
     out["cloud_core"] = core.astype(np.float32)
     out["water"] = water.astype(np.float32)
-    out["landcover"] = np.where(water > 0.5, 0, np.where((cls == 1) & (veg_frac > 0.5), 1, np.where(cls == 3, 3, 2))).astype(np.uint8)
+    out["landcover"] = np.where(
+        water > 0.5, 0, np.where((cls == 1) & (veg_frac > 0.5), 1, np.where(cls == 3, 3, 2))
+    ).astype(np.uint8)
     return out
