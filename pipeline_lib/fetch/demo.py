@@ -8,6 +8,7 @@ renames it into place, so an interrupted job never leaves a half-written product
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -15,6 +16,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+from pyproj import Transformer
 from shapely import wkt
 from shapely.geometry import box
 
@@ -49,8 +51,21 @@ class DemoSource:
         self.size_px = int(size_px) if size_px else 512
         self.bounds = demo_bounds(self.size_px)
 
+    @staticmethod
+    def bounds_for_aoi(aoi_lonlat: tuple[float, float, float, float], margin_m: float = 500.0) -> tuple[float, ...]:
+        """Rendered area (UTM 33N, snapped to 60 m) covering the AOI plus a margin."""
+        tr = Transformer.from_crs("EPSG:4326", "EPSG:32633", always_xy=True)
+        w, s, e, n = aoi_lonlat
+        xs, ys = tr.transform([w, e, e, w], [s, s, n, n])
+        left = math.floor((min(xs) - margin_m) / 60.0) * 60.0
+        bottom = math.floor((min(ys) - margin_m) / 60.0) * 60.0
+        right = math.ceil((max(xs) + margin_m) / 60.0) * 60.0
+        top = math.ceil((max(ys) + margin_m) / 60.0) * 60.0
+        return (left, bottom, right, top)
+
     def _scenes_for(self, d: date) -> list[Scene]:
         k = s1_cycle_index(d)
+        tag = ",".join(f"{v:.0f}" for v in self.bounds)
         scl = render_s2(s2_window_for(self.bounds), d, self.seed)["SCL"]
         cloud = float(np.isin(scl, (8, 9)).mean() * 100.0)
         s2_time = datetime(d.year, d.month, d.day, 10, 3, 9)
@@ -63,7 +78,7 @@ class DemoSource:
                 footprint_wkt=s1_footprint_wkt(),
                 relative_orbit=S1_RELATIVE_ORBIT,
                 source=self.name,
-                uri=f"demo:s1:{d.isoformat()}",
+                uri=f"demo:s1:{d.isoformat()}:{tag}",
             ),
             Scene(
                 product_id=s2_product_id(d),
@@ -73,7 +88,7 @@ class DemoSource:
                 footprint_wkt=s2_tile_footprint_wkt(),
                 cloud_cover=round(cloud, 4),
                 source=self.name,
-                uri=f"demo:s2:{d.isoformat()}",
+                uri=f"demo:s2:{d.isoformat()}:{tag}",
             ),
         ]
 
@@ -83,6 +98,7 @@ class DemoSource:
         world = box(*DEMO_WORLD_LONLAT).intersection(wkt.loads(s1_footprint_wkt()))
         if not aoi.intersects(world):
             return []
+        self.bounds = self.bounds_for_aoi(request.aoi_lonlat)
         tol = float(request.pair_tolerance_days) + 1.0
         wanted = [d for d in DEMO_DATES if any(abs((d - r).days) <= tol for r in request.dates)]
         return [s for d in wanted for s in self._scenes_for(d)]
@@ -90,8 +106,11 @@ class DemoSource:
     def download(self, scene: Scene, dest: Path) -> Path:
         """Generate ``scene`` at ``dest`` (``<product_id>.SAFE``) atomically and return ``dest``."""
         try:
-            _, kind, day = scene.uri.split(":")
+            _, kind, day, *tag = scene.uri.split(":")
             when = date.fromisoformat(day)
+            if tag:
+                left, bottom, right, top = (float(v) for v in tag[0].split(","))
+                self.bounds = (left, bottom, right, top)
         except ValueError as exc:
             raise FetchError(
                 f"scene {scene.product_id}: uri {scene.uri!r} is not a demo uri (demo:s1|s2:YYYY-MM-DD); re-run the search"
