@@ -23,6 +23,8 @@ def make_workdir(dest: Path) -> Path:
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(src, dest / name)
+    # Region files may name data shipped in the package (the demo DEM): link the package in.
+    (dest / "pipeline_lib").symlink_to(REPO / "pipeline_lib", target_is_directory=True)
     return dest
 
 

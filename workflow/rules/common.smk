@@ -117,3 +117,9 @@ def region_report_inputs(wildcards):
             "results/{region}/stacks/{e}.nc", region=wildcards.region, e=exps
         ),
     }
+
+
+def dem_input(wildcards):
+    """The DEM file as an input (so replacing it reruns terrain correction); none for the ellipsoid."""
+    dem = region_cfg(wildcards.region)["sar"]["dem"]
+    return [] if dem == "ellipsoid" else [dem]

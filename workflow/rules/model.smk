@@ -7,12 +7,6 @@ rule train:
         stack="results/{region}/stacks/{experiment}.nc",
     output:
         "results/{region}/models/{experiment}/{variant}.pt",
-    params:
-        train=lambda wc: train_params(wc.region, wc.experiment),
-        device=rcfg("train", "device"),
-    threads: lambda wc: region_cfg(wc.region)["train"]["threads"]
-    resources:
-        gpu=1,
     log:
         "logs/{region}/train/{experiment}/{variant}.log",
     benchmark:
@@ -21,6 +15,12 @@ rule train:
         variant="tirsit|tirsit_noadv|no_uc|no_sg|no_uc_sg|pix2pix",
     conda:
         "../../envs/torch.yaml"
+    threads: lambda wc: region_cfg(wc.region)["train"]["threads"]
+    resources:
+        gpu=1,
+    params:
+        train=lambda wc: train_params(wc.region, wc.experiment),
+        device=rcfg("train", "device"),
     script:
         "../scripts/train.py"
 
@@ -31,17 +31,17 @@ rule predict:
     output:
         pred="results/{region}/pred/{experiment}/{variant}.tif",
         uncertainty="results/{region}/pred/{experiment}/{variant}_uncertainty.tif",
-    params:
-        train=lambda wc: train_params(wc.region, wc.experiment),
-        predict=rcfg("predict"),
-        device=rcfg("train", "device"),
-    threads: lambda wc: region_cfg(wc.region)["train"]["threads"]
     log:
         "logs/{region}/predict/{experiment}/{variant}.log",
     benchmark:
         "benchmarks/runs/{region}/predict/{experiment}/{variant}.tsv"
     conda:
         "../../envs/torch.yaml"
+    threads: lambda wc: region_cfg(wc.region)["train"]["threads"]
+    params:
+        train=lambda wc: train_params(wc.region, wc.experiment),
+        predict=rcfg("predict"),
+        device=rcfg("train", "device"),
     script:
         "../scripts/predict.py"
 

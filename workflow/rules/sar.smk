@@ -43,6 +43,7 @@ rule terrain_correct:
         filtered="results/{region}/s1/filtered/{date}.nc",
         product=product_for("S1"),
         grid="results/{region}/grid.json",
+        dem=dem_input,
     output:
         "results/{region}/s1/{date}.tif",
     log:
