@@ -1,0 +1,189 @@
+"""Sentinel-1 GRD radiometric calibration with thermal-noise removal over the window covering a grid.
+
+Governing specs: S1-RS-MDA-52-7441 §9.3 and ESA "Sentinel-1 Level 1 Detected Algorithm / Radiometric
+Calibration of S-1 Level-1 Products" (ESA-EOPG-CSCOP-TN-0002): σ0 = (DN² − η) / A_σ², with A_σ the
+``sigmaNought`` LUT bilinearly interpolated (as xarray-sentinel's ``calibrate_amplitude``) and η the
+thermal noise power (``pipeline_lib.sar.noise``, MPC-0392). Negative values after noise subtraction
+(noise-dominated pixels) are clipped to ``SIGMA0_FLOOR`` = 1e-5 m²/m² (−50 dB, well under the
+S1 IW noise-equivalent σ0 of about −22 dB). DN = 0 is the GRD zero-fill outside the swath and becomes NaN.
+
+The window covering the grid is found from the annotation ``geolocationGrid`` (line/pixel ↔ lat/lon at
+the annotation heights), so only that window of the measurement TIFF is read.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import rasterio.errors
+import xarray as xr
+from rasterio.windows import Window
+from scipy.interpolate import LinearNDInterpolator
+from shapely.geometry import MultiPoint, box
+
+from pipeline_lib.errors import CoverageError, ProductError
+from pipeline_lib.grid import Grid
+from pipeline_lib.io import atomic_path
+from pipeline_lib.sar.noise import noise_power, parse_noise
+from pipeline_lib.sar.product import (
+    find_pol_files,
+    measurement_uri,
+    open_sigma_lut,
+    parse_member,
+    product_name,
+    read_geolocation_grid,
+    read_image_info,
+)
+
+__all__ = ["SIGMA0_FLOOR", "calibrate_sigma0", "interp_lut", "find_window", "run_calibrate"]
+
+#: floor for σ0 after thermal-noise subtraction (linear, −50 dB)
+SIGMA0_FLOOR = 1e-5
+
+
+def calibrate_sigma0(dn: np.ndarray, sigma_lut: np.ndarray, noise: np.ndarray | float = 0.0) -> np.ndarray:
+    """σ0 = (DN² − η) / A_σ², clipped below at ``SIGMA0_FLOOR``; NaN where DN = 0 (no data), float32."""
+    dn_f = np.asarray(dn, dtype=np.float64)
+    sigma0 = (dn_f**2 - noise) / np.asarray(sigma_lut, dtype=np.float64) ** 2
+    sigma0 = np.maximum(sigma0, SIGMA0_FLOOR)
+    sigma0[dn_f == 0] = np.nan
+    return sigma0.astype(np.float32)
+
+
+def interp_lut(lut: xr.DataArray, lines: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """A calibration LUT on (line, pixel) interpolated linearly onto the window (as xarray-sentinel)."""
+    return np.asarray(lut.interp(line=np.asarray(lines), pixel=np.asarray(pixels)).values, dtype=np.float64)
+
+
+def _polyfit_2d(x: np.ndarray, y: np.ndarray, z: np.ndarray, deg: int = 3) -> np.ndarray:
+    terms = [x**i * y**j for i in range(deg + 1) for j in range(deg + 1 - i)]
+    coef, *_ = np.linalg.lstsq(np.stack(terms, axis=1), z, rcond=None)
+    return coef
+
+
+def _polyval_2d(coef: np.ndarray, x: np.ndarray, y: np.ndarray, deg: int = 3) -> np.ndarray:
+    terms = [x**i * y**j for i in range(deg + 1) for j in range(deg + 1 - i)]
+    return np.stack(terms, axis=-1) @ coef
+
+
+def lonlat_to_line_pixel(gcp: dict[str, np.ndarray], lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Map lon/lat to GRD (line, pixel) from the geolocation grid: piecewise linear inside, cubic outside."""
+    pts = np.column_stack([gcp["longitude"], gcp["latitude"]])
+    targets = np.column_stack([gcp["line"], gcp["pixel"]])
+    lin = LinearNDInterpolator(pts, targets)(np.column_stack([lon, lat]))
+    x0, y0 = pts.mean(axis=0)
+    out = []
+    for k in range(2):
+        coef = _polyfit_2d(pts[:, 0] - x0, pts[:, 1] - y0, targets[:, k])
+        poly = _polyval_2d(coef, np.asarray(lon) - x0, np.asarray(lat) - y0)
+        out.append(np.where(np.isnan(lin[:, k]), poly, lin[:, k]))
+    return out[0], out[1]
+
+
+def find_window(
+    gcp: dict[str, np.ndarray], grid: Grid, shape: tuple[int, int], margin_px: int, product: str = "product"
+) -> tuple[slice, slice]:
+    """(line slice, pixel slice) of the GRD covering ``grid`` plus ``margin_px``; CoverageError if disjoint."""
+    west, south, east, north = grid.lonlat_bounds()
+    footprint = MultiPoint(np.column_stack([gcp["longitude"], gcp["latitude"]])).convex_hull
+    if not footprint.intersects(box(west, south, east, north)):
+        raise CoverageError(
+            f"{product}: footprint does not cover the grid ({west:.4f}, {south:.4f}, {east:.4f}, {north:.4f}); "
+            "choose a product over the region"
+        )
+    t = np.linspace(0.0, 1.0, 33)
+    lon = np.concatenate([west + (east - west) * t, np.full_like(t, east), west + (east - west) * t, np.full_like(t, west)])
+    lat = np.concatenate([np.full_like(t, south), south + (north - south) * t, np.full_like(t, north),
+                          south + (north - south) * t])
+    line, pixel = lonlat_to_line_pixel(gcp, lon, lat)
+    n_lines, n_samples = shape
+    l0 = int(np.clip(np.floor(line.min()) - margin_px, 0, n_lines))
+    l1 = int(np.clip(np.ceil(line.max()) + margin_px + 1, 0, n_lines))
+    p0 = int(np.clip(np.floor(pixel.min()) - margin_px, 0, n_samples))
+    p1 = int(np.clip(np.ceil(pixel.max()) + margin_px + 1, 0, n_samples))
+    if l1 <= l0 or p1 <= p0:
+        raise CoverageError(f"{product}: the grid falls outside the image lines/samples; choose a product over the region")
+    return slice(l0, l1), slice(p0, p1)
+
+
+def _read_window(uri: str, shape: tuple[int, int], rows: slice, cols: slice, label: str) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():  # GRD TIFFs carry GCPs, not a geotransform
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            src = rasterio.open(uri)
+        with src:
+            if (src.height, src.width) != shape:
+                raise ProductError(
+                    f"{label}: measurement is {src.height}×{src.width} but the annotation says {shape[0]}×{shape[1]}; "
+                    "download the product again"
+                )
+            window = Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start)  # type: ignore[arg-type]
+            return src.read(1, window=window)
+    except rasterio.errors.RasterioError as exc:
+        raise ProductError(f"{label}: measurement unreadable ({exc}); download the product again") from exc
+
+
+def run_calibrate(
+    safe_path: Path,
+    grid: Grid,
+    out_nc: Path,
+    polarisations: Sequence[str] = ("VV", "VH"),
+    margin_px: int = 64,
+) -> None:
+    """σ0 (thermal noise removed) of the GRD window covering ``grid``, all polarisations, to NetCDF."""
+    safe_path = Path(safe_path)
+    name = product_name(safe_path)
+    if not polarisations:
+        raise ProductError(f"{safe_path}: no polarisation requested; set sar.polarisations (e.g. [VV, VH])")
+    files = [find_pol_files(safe_path, p) for p in polarisations]
+    ref = parse_member(safe_path, files[0].annotation)
+    info = read_image_info(ref, label=f"{safe_path}/{files[0].annotation}")
+    shape = (info.number_of_lines, info.number_of_samples)
+    rows, cols = find_window(read_geolocation_grid(ref), grid, shape, margin_px, product=name)
+    lines = np.arange(rows.start, rows.stop)
+    pixels = np.arange(cols.start, cols.stop)
+    bands = []
+    for f in files:
+        ann = read_image_info(parse_member(safe_path, f.annotation), label=f"{safe_path}/{f.annotation}")
+        if (ann.number_of_lines, ann.number_of_samples) != shape:
+            raise ProductError(f"{safe_path}/{f.annotation}: image size differs between polarisations; download again")
+        label = f"{safe_path}/{f.measurement}"
+        dn = _read_window(measurement_uri(f), shape, rows, cols, label)
+        lut = interp_lut(open_sigma_lut(f), lines, pixels)
+        eta = noise_power(parse_noise(parse_member(safe_path, f.noise), f"{safe_path}/{f.noise}"), lines, pixels)
+        bands.append(calibrate_sigma0(dn, lut, eta))
+    ds = xr.Dataset(
+        data_vars={
+            "sigma0": (
+                ("polarisation", "line", "pixel"),
+                np.stack(bands),
+                {"long_name": "sigma nought, thermal noise removed", "units": "m2 m-2",
+                 "sigma0_floor": SIGMA0_FLOOR},
+            )
+        },
+        coords={
+            "polarisation": [f.polarisation for f in files],
+            "line": ("line", lines, {"long_name": "GRD line index in the full product"}),
+            "pixel": ("pixel", pixels, {"long_name": "GRD pixel index in the full product"}),
+        },
+        attrs={
+            "product": name,
+            "number_of_looks": float(info.number_of_looks),
+            "polarisations": ",".join(f.polarisation for f in files),
+            "number_of_lines": info.number_of_lines,
+            "number_of_samples": info.number_of_samples,
+            "Conventions": "CF-1.8",
+        },
+    )
+    write_dataset(ds, out_nc)
+
+
+def write_dataset(ds: xr.Dataset, out_nc: Path) -> None:
+    """Write a (polarisation, line, pixel) σ0 dataset as compressed NetCDF-4, atomically."""
+    encoding = {"sigma0": {"zlib": True, "complevel": 4, "dtype": "float32"}}
+    with atomic_path(out_nc, suffix=".nc") as tmp:
+        ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)

@@ -1,0 +1,233 @@
+"""Improved Lee sigma speckle filter for intensity images (Lee et al. 2009, as implemented in ESA SNAP).
+
+Reference: J.-S. Lee, J.-H. Wen, T. L. Ainsworth, K.-S. Chen, A. J. Chen, "Improved Sigma Filter for
+Speckle Filtering of SAR Imagery", IEEE TGRS 47(1):202–213, 2009; SNAP s1tbx
+``SpeckleFilterOp.computeLeeSigma`` (same steps, same constants):
+
+1. Point targets: Z98 = 98th percentile of the image. A pixel whose value exceeds Z98 and whose
+   ``target``×``target`` window holds more than 5 pixels above Z98 is a point target; it and those
+   bright neighbours are kept unfiltered.
+2. Prior: MMSE (Lee 1980) estimate over the target window with the speckle variance σv² = 1/L.
+3. Sigma range [I1·x̂, I2·x̂]: I1, I2 from the L-look speckle distribution (Gamma, mean 1) such that
+   the range holds probability ``sigma`` and the truncated distribution keeps mean 1 (bias-free);
+   σv' is the standard deviation of that truncated distribution. They are computed here for any L,
+   and match SNAP's tables for L = 1…4 to 3 decimals.
+4. MMSE over the pixels of the ``window``×``window`` window inside the sigma range, with σv'².
+Near the image border (window not fully inside) the pixel gets the plain MMSE over the valid pixels of
+its window, as SNAP does at a source-tile border. NaN pixels are no-data: skipped as neighbours, kept
+NaN. Deviation from SNAP, stated: Z98 is computed over the whole input (SNAP per source tile), and the
+point-target mask is computed before filtering instead of during the raster sweep (order-independent).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numba
+import numpy as np
+import xarray as xr
+from scipy import optimize, stats
+
+from pipeline_lib.errors import ConfigError
+
+__all__ = ["sigma_range", "point_target_mask", "lee_sigma", "run_speckle"]
+
+#: SNAP's cluster-size threshold: a point target needs more than this many bright pixels in the target window
+POINT_TARGET_CLUSTER = 5
+
+
+@lru_cache(maxsize=64)
+def sigma_range(looks: float, sigma: float) -> tuple[float, float, float]:
+    """(I1, I2, σv') of the bias-free sigma range for ``looks``-look intensity speckle and probability ``sigma``."""
+    if not (0.0 < sigma < 1.0):
+        raise ConfigError(f"sar.speckle.sigma: {sigma} must be in (0, 1), e.g. 0.9")
+    if not (looks > 0):
+        raise ConfigError(f"sar.speckle.looks: {looks} must be positive, e.g. 4.4 for IW GRDH")
+    g0, g1, g2 = (stats.gamma(looks + k, scale=1.0 / looks) for k in range(3))
+
+    def upper(a: float) -> float:
+        return float(g0.ppf(min(sigma + g0.cdf(a), 1.0 - 1e-15)))
+
+    def mean_error(a: float) -> float:
+        return float(g1.cdf(upper(a)) - g1.cdf(a) - sigma)
+
+    a = float(optimize.brentq(mean_error, 1e-12, float(g0.ppf(1.0 - sigma)) * (1 - 1e-9), xtol=1e-12))
+    b = upper(a)
+    second_moment = (looks + 1.0) / looks * (g2.cdf(b) - g2.cdf(a)) / sigma
+    return a, b, float(np.sqrt(max(second_moment - 1.0, 0.0)))
+
+
+@numba.njit(cache=True, nogil=True)
+def _point_targets(img: np.ndarray, z98: float, half_t: int, cluster: int) -> np.ndarray:
+    h, w = img.shape
+    bright = np.zeros((h, w), dtype=np.bool_)
+    for y in range(h):
+        for x in range(w):
+            v = img[y, x]
+            bright[y, x] = v > z98  # False for NaN
+    mask = np.zeros((h, w), dtype=np.bool_)
+    for y in range(h):
+        for x in range(w):
+            if not bright[y, x]:
+                continue
+            n = 0
+            for j in range(max(0, y - half_t), min(h, y + half_t + 1)):
+                for i in range(max(0, x - half_t), min(w, x + half_t + 1)):
+                    if bright[j, i]:
+                        n += 1
+            if n > cluster:
+                for j in range(max(0, y - half_t), min(h, y + half_t + 1)):
+                    for i in range(max(0, x - half_t), min(w, x + half_t + 1)):
+                        if bright[j, i]:
+                            mask[j, i] = True
+    return mask
+
+
+@numba.njit(cache=True, nogil=True, fastmath=False)
+def _mmse(center: float, s: float, s2: float, n: int, var_noise: float) -> float:
+    # MMSE (Lee 1980) with the sample variance (n - 1), as SNAP's computeMMSEEstimate
+    if n == 0:
+        return center
+    mean = s / n
+    if n < 2:
+        return mean
+    var_y = (s2 - s * mean) / (n - 1)
+    if var_y <= 0.0:
+        return mean
+    var_x = (var_y - mean * mean * var_noise) / (1.0 + var_noise)
+    if var_x < 0.0:
+        var_x = 0.0
+    b = var_x / var_y
+    return (1.0 - b) * mean + b * center
+
+
+_FAST = {"reassoc", "contract", "arcp", "nsz"}  # no "nnan"/"ninf": NaN is data here
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
+def _border_pixel(img: np.ndarray, y: int, x: int, half_w: int, var_v: float) -> float:
+    h, w = img.shape
+    s = 0.0
+    s2 = 0.0
+    n = 0
+    for j in range(max(0, y - half_w), min(h, y + half_w + 1)):
+        for i in range(max(0, x - half_w), min(w, x + half_w + 1)):
+            q = img[j, i]
+            if not np.isnan(q):
+                s += q
+                s2 += q * q
+                n += 1
+    return _mmse(img[y, x], s, s2, n, var_v)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=_FAST)
+def _lee_sigma_kernel(img: np.ndarray, pt: np.ndarray, half_w: int, half_t: int,
+                      i1: float, i2: float, var_v: float, var_vp: float) -> np.ndarray:
+    h, w = img.shape
+    out = np.empty((h, w), dtype=np.float32)
+    # NaN -> -1: never inside a sigma range (which is >= 0), so the inner loops need no NaN test
+    clean = np.where(np.isnan(img), np.float32(-1.0), img)
+    valid = np.where(np.isnan(img), np.float32(0.0), np.float32(1.0))
+    x0 = half_w
+    x1 = w - half_w
+    nx = max(x1 - x0, 0)
+    lo = np.empty(nx, dtype=np.float32)
+    hi = np.empty(nx, dtype=np.float32)
+    # float32 accumulators: twice the SIMD width; 49 terms keep ~1e-6 relative precision
+    s = np.empty(nx, dtype=np.float32)
+    s2 = np.empty(nx, dtype=np.float32)
+    cnt = np.empty(nx, dtype=np.float32)
+    for y in range(h):
+        if y < half_w or y >= h - half_w or nx == 0:
+            for x in range(w):
+                out[y, x] = img[y, x] if (np.isnan(img[y, x]) or pt[y, x]) else _border_pixel(img, y, x, half_w, var_v)
+            continue
+        # 1) MMSE prior over the target window, vectorised along the row
+        s[:] = 0.0
+        s2[:] = 0.0
+        cnt[:] = 0.0
+        for j in range(y - half_t, y + half_t + 1):
+            for di in range(-half_t, half_t + 1):
+                qrow = clean[j, x0 + di: x0 + di + nx]
+                mrow = valid[j, x0 + di: x0 + di + nx]
+                for k in range(nx):
+                    q = qrow[k]
+                    m = mrow[k]
+                    s[k] += q * m
+                    s2[k] += q * q * m
+                    cnt[k] += m
+        for k in range(nx):
+            prior = _mmse(img[y, x0 + k], float(s[k]), float(s2[k]), int(cnt[k]), var_v)
+            lo[k] = prior * i1
+            hi[k] = prior * i2
+        # 2) MMSE over the pixels of the filter window inside the sigma range
+        s[:] = 0.0
+        s2[:] = 0.0
+        cnt[:] = 0.0
+        for j in range(y - half_w, y + half_w + 1):
+            for di in range(-half_w, half_w + 1):
+                qrow = clean[j, x0 + di: x0 + di + nx]
+                for k in range(nx):
+                    q = qrow[k]
+                    m = np.float32((q >= lo[k]) & (q <= hi[k]))
+                    qm = q * m
+                    s[k] += qm
+                    s2[k] += qm * q
+                    cnt[k] += m
+        for x in range(w):
+            v = img[y, x]
+            if np.isnan(v) or pt[y, x]:
+                out[y, x] = v
+            elif x < x0 or x >= x1:
+                out[y, x] = _border_pixel(img, y, x, half_w, var_v)
+            else:
+                k = x - x0
+                n = int(cnt[k])
+                out[y, x] = v if n == 0 else _mmse(v, float(s[k]), float(s2[k]), n, var_vp)
+    return out
+
+
+def point_target_mask(intensity: np.ndarray, target: int = 3) -> np.ndarray:
+    """Pixels kept as point targets (Z98 rule of Lee et al. 2009, SNAP cluster size > 5)."""
+    img = np.ascontiguousarray(intensity, dtype=np.float32)
+    valid = img[np.isfinite(img)]
+    if valid.size == 0:
+        return np.zeros(img.shape, dtype=bool)
+    k = max(int(valid.size * 0.98) - 1, 0)  # SNAP computeZ98Values: sorted[int(0.98·n) − 1]
+    z98 = float(np.partition(valid, k)[k])
+    return np.asarray(_point_targets(img, z98, target // 2, POINT_TARGET_CLUSTER))
+
+
+def lee_sigma(
+    intensity: np.ndarray, looks: float, window: int = 7, target: int = 3, sigma: float = 0.9
+) -> np.ndarray:
+    """Lee sigma filter of a 2-D intensity image (linear power, NaN = no data); float32 out."""
+    if window % 2 == 0 or target % 2 == 0 or not (3 <= target < window):
+        raise ConfigError(f"sar.speckle: window {window} and target {target} must be odd with 3 <= target < window")
+    img = np.ascontiguousarray(intensity, dtype=np.float32)
+    if img.ndim != 2:
+        raise ValueError(f"lee_sigma: expected a 2-D image, got {img.shape=}")
+    i1, i2, sigma_vp = sigma_range(float(looks), float(sigma))
+    pt = point_target_mask(img, target)
+    return np.asarray(_lee_sigma_kernel(img, pt, window // 2, target // 2, i1, i2, 1.0 / looks, sigma_vp**2))
+
+
+def run_speckle(
+    in_nc: Path, out_nc: Path, window: int = 7, target: int = 3, sigma: float = 0.9, looks: float | None = None
+) -> None:
+    """Lee-sigma filter every polarisation of a calibrated σ0 NetCDF (same layout out)."""
+    from pipeline_lib.sar.calibration import write_dataset
+
+    with xr.open_dataset(in_nc) as src:
+        ds = src.load()
+    n_looks = float(looks) if looks is not None else float(ds.attrs.get("number_of_looks", 0) or 0)
+    if n_looks <= 0:
+        raise ConfigError(f"{in_nc}: no number_of_looks attribute; set sar.speckle.looks")
+    filtered = np.stack([lee_sigma(ds["sigma0"].values[k], n_looks, window, target, sigma)
+                         for k in range(ds.sizes["polarisation"])])
+    out = ds.copy()
+    out["sigma0"] = (ds["sigma0"].dims, filtered, {**ds["sigma0"].attrs, "long_name": "sigma nought, Lee sigma filtered"})
+    out.attrs.update({"speckle_filter": "Lee sigma (Lee et al. 2009, SNAP)", "speckle_window": window,
+                      "speckle_target_window": target, "speckle_sigma": sigma, "speckle_looks": n_looks})
+    write_dataset(out, out_nc)
