@@ -24,11 +24,15 @@ import hashlib
 import http.client
 import logging
 import os
+import queue
 import random
 import re
+import shutil
 import sys
+import tempfile
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -54,6 +58,8 @@ __all__ = [
     "make_session",
     "download_file",
     "netloc",
+    "unpack_safe",
+    "materialise",
 ]
 
 log = logging.getLogger(__name__)
@@ -212,13 +218,38 @@ class Progress:
         self._emit(self._clock(), final=True)
 
 
+class _AsyncMd5:
+    """MD5 computed on a helper thread (hashlib releases the GIL), so hashing overlaps network and disk I/O."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.md5(usedforsecurity=False)
+        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=32)
+        self._digest = ""
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        while (b := self._q.get()) is not None:
+            self._h.update(b)
+
+    def update(self, b: bytes) -> None:
+        self._q.put(b)
+
+    def hexdigest(self) -> str:
+        if not self._digest:
+            self._q.put(None)
+            self._t.join()
+            self._digest = self._h.hexdigest()
+        return self._digest
+
+
 class _PartFile:
     """The ``.part`` file and the running MD5 of the bytes in it."""
 
     def __init__(self, path: Path, want_md5: bool) -> None:
         self.path = path
         self.want_md5 = want_md5
-        self.hasher = hashlib.md5(usedforsecurity=False) if want_md5 else None
+        self.hasher = _AsyncMd5() if want_md5 else None
         self.size = 0
         if path.is_file():
             self.size = path.stat().st_size
@@ -230,7 +261,9 @@ class _PartFile:
     def reset(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
-        self.hasher = hashlib.md5(usedforsecurity=False) if self.want_md5 else None
+        if self.hasher is not None:
+            self.hasher.hexdigest()  # stop the old thread
+        self.hasher = _AsyncMd5() if self.want_md5 else None
         self.size = 0
 
 
@@ -322,9 +355,9 @@ def _stream_into(resp: requests.Response, part: _PartFile, chunk_bytes: int, pro
 
 
 def _iter_body(resp: requests.Response, chunk_bytes: int) -> Iterable[bytes]:
-    raw = resp.raw
+    raw = resp.raw  # read1: whatever has arrived (<= chunk_bytes), so a reset loses nothing already received
     while True:
-        chunk = raw.read(chunk_bytes, decode_content=True)
+        chunk = raw.read1(chunk_bytes, decode_content=True)
         if not chunk:
             return
         yield chunk
@@ -366,8 +399,11 @@ def download_file(
     mismatches = 0
     while True:
         try:
-            total = _exchange(session, url, part, auth=auth, auth_hosts=hosts, policy=policy, timeout_s=timeout_s,
-                              chunk_bytes=chunk_bytes, progress=progress, expected_size=expected_size)
+            if expected_size and part.size == expected_size:
+                total = expected_size  # a previous run got every byte: verify without a request
+            else:
+                    total = _exchange(session, url, part, auth=auth, auth_hosts=hosts, policy=policy, timeout_s=timeout_s,
+                                  chunk_bytes=chunk_bytes, progress=progress, expected_size=expected_size)
             want = expected_size or total
             if want and part.size < want:
                 raise _Retry(f"body ended at {part.size} of {want} B")
@@ -398,4 +434,53 @@ def download_file(
     if progress is not None:
         progress.close()
     log.info("%s: %d B verified (%s)", dest.name, part.size, "md5" if md5 else "size")
+    return dest
+
+
+def _safe_members(zf: zipfile.ZipFile, root: Path) -> list[zipfile.ZipInfo]:
+    """Members of a zip, refusing absolute paths and ``..`` escapes (zip-slip) and links."""
+    base = root.resolve()
+    members = zf.infolist()
+    for m in members:
+        target = (base / m.filename).resolve()
+        if not target.is_relative_to(base) or m.filename.startswith(("/", "\\")):
+            raise FetchError(f"{zf.filename}: member {m.filename!r} would land outside the product folder; the archive is unsafe")
+        if (m.external_attr >> 16) & 0o170000 == 0o120000:
+            raise FetchError(f"{zf.filename}: member {m.filename!r} is a symbolic link; the archive is unsafe")
+    return members
+
+
+def unpack_safe(zip_path: Path, dest: Path) -> Path:
+    """Unpack the ``*.SAFE`` folder of a product zip to ``dest`` atomically (temp folder, then rename)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent))
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            zf.extractall(tmp, members=_safe_members(zf, tmp))
+        inner = [p for p in tmp.iterdir() if p.is_dir() and p.suffix == ".SAFE"]
+        src = inner[0] if len(inner) == 1 else tmp
+        if not (src / "manifest.safe").is_file():
+            raise FetchError(f"{zip_path}: no manifest.safe inside; the download is not a SAFE product")
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(src, dest)
+    except zipfile.BadZipFile:
+        raise FetchError(f"{zip_path}: not a valid zip although its checksum matched; report the product to the provider") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def materialise(fetch: Callable[[Path], Path], dest: Path) -> Path:
+    """Run ``fetch`` to get the product zip; for a ``.SAFE`` destination, unpack it and drop the zip."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.suffix != ".SAFE":
+        return fetch(dest)
+    if (dest / "manifest.safe").is_file():
+        log.info("%s: already unpacked; nothing to download", dest.name)
+        return dest
+    zip_path = dest.with_name(dest.stem + ".zip")
+    fetch(zip_path)
+    unpack_safe(zip_path, dest)
+    zip_path.unlink()
     return dest
