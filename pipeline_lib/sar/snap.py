@@ -38,7 +38,7 @@ from rasterio.warp import Resampling, reproject
 
 from pipeline_lib.errors import ConfigError, FetchError, PipelineError, ProductError
 from pipeline_lib.grid import Grid
-from pipeline_lib.io import atomic_path, parse_xml, write_cog, write_text_atomic
+from pipeline_lib.io import atomic_path, write_cog, write_text_atomic
 
 __all__ = [
     "OPERATORS_CSV",
@@ -344,26 +344,8 @@ def _product_file(safe_path: Path) -> Path:
     raise ProductError(f"{safe_path}: not a SAFE folder or zip; download the product again")
 
 
-def footprint_lonlat(safe_path: Path) -> tuple[float, float, float, float]:
-    """(lon_min, lat_min, lon_max, lat_max) of the manifest's ``gml:coordinates`` footprint."""
-    from pipeline_lib.sar.product import read_member
-
-    manifest = "manifest.safe"
-    if not safe_path.is_dir():
-        import zipfile
-
-        with zipfile.ZipFile(safe_path) as zf:
-            manifest = next((n for n in zf.namelist() if n.endswith("/manifest.safe")), manifest)
-    root = parse_xml(read_member(safe_path, manifest), name=f"{safe_path}/manifest.safe")
-    text = next((el.text for el in root.iter() if el.tag.endswith("coordinates") and el.text), None)
-    if text is None:
-        raise ProductError(f"{safe_path}/manifest.safe: no footprint gml:coordinates; download the product again")
-    lat, lon = np.array([[float(v) for v in pair.split(",")] for pair in text.split()]).T
-    return float(lon.min()), float(lat.min()), float(lon.max()), float(lat.max())
-
-
 def write_flat_dem(bounds: tuple[float, float, float, float], path: Path, step_deg: float = 0.01) -> None:
-    """An all-zero WGS84 height GeoTIFF over ``bounds`` (+2 cells): SNAP's stand-in for the flat ellipsoid."""
+    """An all-zero WGS84 height GeoTIFF over ``bounds`` (+2 cells): the flat ellipsoid as a DEM for SNAP."""
     lon0, lat0, lon1, lat1 = bounds
     width = int(math.ceil((lon1 - lon0) / step_deg)) + 4
     height = int(math.ceil((lat1 - lat0) / step_deg)) + 4
@@ -374,11 +356,12 @@ def write_flat_dem(bounds: tuple[float, float, float, float], path: Path, step_d
             dst.write(np.zeros((1, height, width), dtype=np.float32))
 
 
-def dem_spec(dem: Path | None, safe_path: Path, workdir: Path) -> DemSpec:
-    """External DEM for Terrain-Correction: the configured EGM96 GeoTIFF, or a flat zero DEM for the ellipsoid."""
+def dem_spec(dem: Path | None, grid: Grid, workdir: Path, margin_m: float = 2000.0) -> DemSpec:
+    """External DEM for Terrain-Correction: the configured EGM96 GeoTIFF, or, for the ellipsoid, a flat zero DEM
+    over the grid plus ``margin_m`` (outside it SNAP finds no height and writes no data: the grid is all we keep)."""
     if dem is None:
         flat = workdir / "ellipsoid-dem.tif"
-        write_flat_dem(footprint_lonlat(safe_path), flat)
+        write_flat_dem(grid.lonlat_bounds(margin_m), flat)
         return DemSpec(name="External DEM", file=flat, apply_egm=False, nodata=FLAT_DEM_NODATA)
     if not dem.is_file():
         raise ConfigError(f"sar.dem: {dem} does not exist; give a DEM GeoTIFF or 'ellipsoid'")
@@ -452,7 +435,7 @@ def run_snap(
         work = Path(tmp)
         snap_out = work / "terrain_corrected.tif"
         root = build_graph(product_file.resolve(), snap_out, grid, polarisations=polarisations, speckle=spk,
-                           dem=dem_spec(dem, safe_path, work), apply_orbit=apply_orbit)
+                           dem=dem_spec(dem, grid, work), apply_orbit=apply_orbit)
         problems = validate_graph(root)
         if problems:
             raise PipelineError(f"SNAP graph for {safe_path.name} is invalid: {problems[0]}; report this as a bug")
