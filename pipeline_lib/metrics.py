@@ -133,7 +133,7 @@ def band_metrics(
         out["rmse"][name] = rmse(pred[b], truth[b], mask)
         out["cc"][name] = cc(pred[b], truth[b], mask)
         out["ssim"][name] = ssim(pred[b], truth[b], data_ranges[b], mask)
-    for key, vals in out.items():
+    for vals in out.values():
         arr = np.array([vals[n] for n in band_names], dtype=np.float64)
         vals["mean"] = float(np.nanmean(arr)) if np.isfinite(arr).any() else float("nan")
     return out

@@ -1,0 +1,312 @@
+"""Stack loading, fixed physical normalisation, training parameters and patch sampling.
+
+Governing text: docs/CONTRACTS.md ("Stack NetCDF"), DESIGN §6, paper §IV-C.1 / §IV-D.1.
+
+- Every band is normalised by its **fixed physical range** ``[lo, hi]`` from the stack attrs
+  ``source_range`` / ``target_range`` (JSON): x_n = (clip(x, lo, hi) − lo) / (hi − lo). Differences
+  are taken between normalised images, so they live in [−1, 1]. The ranges go into the checkpoint.
+- A pixel of a date is usable where its validity flag is set and all its bands are finite. Network
+  inputs get 0 where unusable (the loss and the outputs never use such pixels).
+- Patches (``patch_px``, 64 by default: five stride-2 levels need a multiple of 32, the paper's 50
+  is not) come only from wholly valid areas. An **epoch** is one pass over the non-overlapping patch
+  grid of the valid area; each epoch shifts that grid by a random offset (< one patch) and visits
+  its patches in random order, each with a random ordered guide pair (j, k) valid over the whole
+  patch (so with two guides the reverse pair kj is the free augmentation of DESIGN §6) and, when
+  ``augment`` is on, one of the 8 flips/rotations (our choice: the paper states no augmentation).
+- All randomness of an epoch derives from ``(seed, epoch)``, so a resumed run replays it exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from pipeline_lib.errors import ConfigError, ModelError
+
+__all__ = [
+    "TASKS",
+    "VARIANTS",
+    "DEFAULTS",
+    "COMMON_DEFAULTS",
+    "StackData",
+    "resolve_params",
+    "load_stack",
+    "normalise",
+    "denormalise_diff",
+    "patch_origins",
+    "epoch_patches",
+    "dihedral",
+]
+
+TASKS = ("sar_to_visible", "visible_to_swir")
+VARIANTS = ("tirsit", "tirsit_noadv", "no_uc", "no_sg", "no_uc_sg", "pix2pix")
+
+#: Parameters shared by both tasks (config keys of ``train``/``predict`` in the workflow schema).
+COMMON_DEFAULTS: dict[str, Any] = {
+    "batch_size": 16,  # paper §IV-C.1
+    "patch_px": 64,  # paper: 50; 64 so that 2^5 divides it
+    "max_steps": None,  # cap on optimisation steps; None = the paper's full schedule
+    "seed": 0,
+    "checkpoint_every": 5,  # epochs between resumable <out>.partial checkpoints
+    "eta": 0.5,  # feature-mask threshold η (paper §IV-C.1)
+    "filters": 32,  # first-layer filters of generator and discriminator
+    "levels": 5,  # U-Net levels
+    "augment": True,  # 8 dihedral flips/rotations of training patches (not in the paper)
+    "tile_px": 256,  # prediction tile (multiple of 2^levels)
+    "overlap_px": 64,  # prediction tile overlap, blended with a smooth window
+    "log_every": 10,  # steps between progress lines
+}
+
+#: Per-task defaults: the paper's values (§IV-C.1 SAR→visible, §IV-D.1 visible→SWIR).
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "sar_to_visible": {
+        **COMMON_DEFAULTS,
+        "lr": 5e-4,
+        "lr2": 2.5e-4,
+        "epochs1": 60,
+        "epochs2": 20,
+        "disc_epochs": 60,
+        "lambda_con": 2.0,
+        "lambda_adv": 1e-3,
+        "lambda_l1": 100.0,  # pix2pix only (Isola et al. 2017)
+        "mean_filter": 51,  # s
+        "k": 10.0,
+    },
+    "visible_to_swir": {
+        **COMMON_DEFAULTS,
+        "lr": 2e-3,
+        "lr2": 1e-3,
+        "epochs1": 60,
+        "epochs2": 20,
+        "disc_epochs": 60,
+        "lambda_con": 5.0,
+        "lambda_adv": 1e-3,
+        "lambda_l1": 100.0,
+        "mean_filter": 11,
+        "k": 10.0,
+    },
+}
+
+_IGNORED_KEYS = {"device", "threads"}
+
+
+def resolve_params(task: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    """The task's defaults updated by ``params`` (``None`` values keep the default).
+
+    ``params`` may be the workflow's ``train``/``predict`` section: a nested per-task dict under the
+    task's name is merged on top; the other task's dict, ``device`` and ``threads`` are ignored.
+    """
+    if task not in DEFAULTS:
+        raise ModelError(f"stack attr task={task!r} is unknown; expected one of {list(TASKS)}")
+    out = dict(DEFAULTS[task])
+    given = dict(params or {})
+    nested = given.pop(task, None) or {}
+    for other in TASKS:
+        given.pop(other, None)
+    for key, value in [*given.items(), *dict(nested).items()]:
+        if key in _IGNORED_KEYS:
+            continue
+        if key not in out:
+            raise ConfigError(f"train/predict parameter {key!r} is unknown; allowed: {sorted(out)}")
+        if value is not None:
+            out[key] = value
+    mult = 2 ** int(out["levels"])
+    for key in ("patch_px", "tile_px"):
+        if int(out[key]) % mult:
+            raise ConfigError(f"{key}={out[key]} must be a multiple of 2^levels = {mult}")
+    if int(out["overlap_px"]) >= int(out["tile_px"]) // 2 + 1:
+        raise ConfigError(f"overlap_px={out['overlap_px']} must be at most half of tile_px={out['tile_px']}")
+    return out
+
+
+@dataclass(frozen=True)
+class StackData:
+    """A stack in normalised units. Arrays are float32 with 0 where unusable; masks are bool."""
+
+    s_i: np.ndarray  # (band_s, y, x)
+    s_g: np.ndarray  # (guide, band_s, y, x)
+    t_g: np.ndarray  # (guide, band_t, y, x)
+    valid_i: np.ndarray  # (y, x)
+    valid_g: np.ndarray  # (guide, y, x)
+    band_s: list[str]
+    band_t: list[str]
+    source_range: np.ndarray  # (band_s, 2)
+    target_range: np.ndarray  # (band_t, 2)
+    task: str
+    experiment: str
+    guide_dates: list[str]
+    target_date: str
+    crs: str
+    transform: tuple[float, ...]
+    t_g_phys: np.ndarray  # (guide, band_t, y, x) physical units, NaN where unusable
+
+    @property
+    def n_guides(self) -> int:
+        return int(self.s_g.shape[0])
+
+
+def normalise(x: np.ndarray, ranges: np.ndarray) -> np.ndarray:
+    """(clip(x, lo, hi) − lo)/(hi − lo) per band; ``x`` has the band axis at −3. NaN stays NaN."""
+    lo = ranges[:, 0].reshape(-1, 1, 1)
+    hi = ranges[:, 1].reshape(-1, 1, 1)
+    return ((np.clip(x, lo, hi) - lo) / (hi - lo)).astype(np.float32)
+
+
+def denormalise_diff(d: np.ndarray, ranges: np.ndarray) -> np.ndarray:
+    """A normalised difference (band, y, x) back to physical units: d·(hi − lo)."""
+    return (d * (ranges[:, 1] - ranges[:, 0]).reshape(-1, 1, 1)).astype(np.float32)
+
+
+def _ranges(ds: xr.Dataset, key: str, bands: list[str], path: Path) -> np.ndarray:
+    raw = ds.attrs.get(key)
+    if raw is None:
+        raise ModelError(f"{path}: attr {key!r} missing; rebuild the stack (stacks.run_stack writes it)")
+    try:
+        val = json.loads(raw) if isinstance(raw, str) else raw
+        if isinstance(val, dict):
+            val = [val[b] for b in bands]
+        arr = np.asarray(val, dtype=np.float64).reshape(len(bands), 2)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"{path}: attr {key!r}={raw!r} is not [lo, hi] per band for {bands}; rebuild it") from exc
+    if not np.all(arr[:, 1] > arr[:, 0]):
+        raise ModelError(f"{path}: attr {key!r}={raw!r} needs hi > lo for every band")
+    return arr
+
+
+def load_stack(path: Path) -> StackData:
+    """Read a stack NetCDF (CONTRACTS.md) into normalised arrays and validity masks."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: stack not found; run the stacks rule first")
+    need = ("S_i", "S_g", "T_g", "valid_i", "valid_g")
+    with xr.open_dataset(path) as ds:
+        missing = [v for v in need if v not in ds]
+        if missing:
+            raise ModelError(f"{path}: variables {missing} missing; rebuild the stack (CONTRACTS.md layout)")
+        ds = ds.load()
+    band_s = [str(b) for b in ds["band_s"].values]
+    band_t = [str(b) for b in ds["band_t"].values]
+    s_range = _ranges(ds, "source_range", band_s, path)
+    t_range = _ranges(ds, "target_range", band_t, path)
+    s_i = ds["S_i"].transpose("band_s", "y", "x").values.astype(np.float32)
+    s_g = ds["S_g"].transpose("guide", "band_s", "y", "x").values.astype(np.float32)
+    t_g = ds["T_g"].transpose("guide", "band_t", "y", "x").values.astype(np.float32)
+    if s_g.shape[0] < 2:
+        raise ModelError(f"{path}: {s_g.shape[0]} guide date(s); TIRSIT needs at least 2")
+    valid_i = ds["valid_i"].values.astype(bool) & np.isfinite(s_i).all(axis=0)
+    valid_g = (
+        ds["valid_g"].transpose("guide", "y", "x").values.astype(bool)
+        & np.isfinite(s_g).all(axis=1)
+        & np.isfinite(t_g).all(axis=1)
+    )
+    sn_i = np.where(valid_i, normalise(s_i, s_range), 0.0).astype(np.float32)
+    sn_g = np.where(valid_g[:, None], normalise(s_g, s_range), 0.0).astype(np.float32)
+    tn_g = np.where(valid_g[:, None], normalise(t_g, t_range), 0.0).astype(np.float32)
+    t_phys = np.where(valid_g[:, None], t_g, np.nan).astype(np.float32)
+    transform = ds.attrs.get("transform")
+    if transform is None:
+        raise ModelError(f"{path}: attr 'transform' missing; rebuild the stack (CONTRACTS.md layout)")
+    transform_t = tuple(float(v) for v in (json.loads(transform) if isinstance(transform, str) else transform))
+    dates = ds["guide_date"].values if "guide_date" in ds.coords else np.arange(s_g.shape[0])
+    return StackData(
+        s_i=sn_i,
+        s_g=sn_g,
+        t_g=tn_g,
+        valid_i=valid_i,
+        valid_g=valid_g,
+        band_s=band_s,
+        band_t=band_t,
+        source_range=s_range,
+        target_range=t_range,
+        task=str(ds.attrs.get("task", "")),
+        experiment=str(ds.attrs.get("experiment", path.stem)),
+        guide_dates=[str(d) for d in dates],
+        target_date=str(ds.attrs.get("target_date", "")),
+        crs=str(ds.attrs.get("crs", "")),
+        transform=transform_t,
+        t_g_phys=t_phys,
+    )
+
+
+def patch_origins(valid: np.ndarray, patch: int, offset: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """(n, 2) top-left corners of the non-overlapping patch grid (shifted by ``offset``) fully inside ``valid``.
+
+    ``valid`` may be (y, x) or (..., y, x); the result then has shape (..., ny, nx) booleans instead.
+    """
+    h, w = valid.shape[-2:]
+    oy, ox = offset
+    ys = np.arange(oy, h - patch + 1, patch)
+    xs = np.arange(ox, w - patch + 1, patch)
+    integ = np.zeros((*valid.shape[:-2], h + 1, w + 1), dtype=np.int64)
+    integ[..., 1:, 1:] = valid.astype(np.int64).cumsum(-2).cumsum(-1)
+    y0, x0 = np.meshgrid(ys, xs, indexing="ij")
+    count = (
+        integ[..., y0 + patch, x0 + patch]
+        - integ[..., y0, x0 + patch]
+        - integ[..., y0 + patch, x0]
+        + integ[..., y0, x0]
+    )
+    full = count == patch * patch
+    if valid.ndim == 2:
+        return np.stack([y0[full], x0[full]], axis=1)
+    return full
+
+
+def epoch_patches(
+    valid_i: np.ndarray | None, valid_g: np.ndarray, patch: int, seed: int, epoch: int, pairs: bool
+) -> np.ndarray:
+    """Patches of one epoch: rows (y, x, a, b, d) — origin, guide(s) and dihedral code, shuffled.
+
+    ``pairs=True`` (TIRSIT): (a, b) = (j, k) ordered distinct guides with valid_i, valid_g[j],
+    valid_g[k] all true over the patch. ``pairs=False`` (pix2pix): a = b = one guide valid over it.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    offset = (int(rng.integers(patch)), int(rng.integers(patch)))
+    n = valid_g.shape[0]
+    if pairs:
+        if valid_i is None:
+            raise ValueError("epoch_patches: pairs=True needs valid_i")
+        combos = [(a, b) for a in range(n) for b in range(n) if a != b]
+        masks = np.stack([valid_i & valid_g[a] & valid_g[b] for a, b in combos])
+    else:
+        combos = [(a, a) for a in range(n)]
+        masks = valid_g
+    full = patch_origins(masks, patch, offset)  # (combo, ny, nx)
+    ny, nx = full.shape[1:]
+    ok_any = full.any(axis=0)
+    iy, ix = np.nonzero(ok_any)
+    # random combo among those valid at each location: argmax of uniform noise restricted to valid ones
+    noise = rng.random((len(combos), iy.size))
+    noise[~full[:, iy, ix]] = -1.0
+    choice = noise.argmax(axis=0)
+    codes = rng.integers(8, size=iy.size)
+    order = rng.permutation(iy.size)
+    combo_arr = np.asarray(combos, dtype=np.int64).reshape(-1, 2)
+    rows = np.stack(
+        [
+            offset[0] + iy * patch,
+            offset[1] + ix * patch,
+            combo_arr[choice, 0],
+            combo_arr[choice, 1],
+            codes,
+        ],
+        axis=1,
+    )
+    del ny, nx
+    return rows[order]
+
+
+def dihedral(x: np.ndarray, code: int) -> np.ndarray:
+    """One of the 8 flips/rotations of the last two axes (code 0 = identity)."""
+    if code & 4:
+        x = np.swapaxes(x, -1, -2)
+    if code & 2:
+        x = x[..., ::-1, :]
+    if code & 1:
+        x = x[..., :, ::-1]
+    return np.ascontiguousarray(x)

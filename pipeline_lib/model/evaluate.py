@@ -1,0 +1,157 @@
+"""Evaluation of predictions against the truth T_i: metrics.json / metrics.csv (DESIGN §7, CONTRACTS.md).
+
+``metrics.json`` = ``{experiment: {variant: {"rmse"|"ssim"|"cc": {band: v, "mean": v}},
+"changed": {variant: {...same...}}, "info": {...}}}`` where
+
+- every variant is scored on the **same** pixels: truth valid (its ``valid`` band and finite),
+  S_i valid (the stack's ``valid_i``) and every prediction finite; the others are excluded and
+  counted (``info.valid_pixels``, ``info.excluded_pixels``);
+- ``changed`` = the valid pixels where |T_i − blend| (mean over bands) is in the top quartile
+  (≥ its 75th percentile), the blend being the ``blend`` prediction if given, else computed from the
+  stack with the task's default s and k;
+- SSIM uses a fixed data range per band = hi − lo of the stack's ``target_range``
+  (``info.ssim_data_range``);
+- ``info.spearman_uncertainty_abs_error[variant]`` = Spearman's ρ between the uncertainty (mean over
+  bands) and the absolute error (mean over bands) over the valid pixels, for each variant whose
+  uncertainty raster is given.
+
+``metrics.csv`` has one row per (experiment, subset ∈ {all, changed}, variant, metric, band).
+The truth file is read here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from scipy import stats
+
+from pipeline_lib.errors import ModelError
+from pipeline_lib.io import write_json_atomic, write_text_atomic
+from pipeline_lib.metrics import band_metrics
+from pipeline_lib.model.data import load_stack, resolve_params
+from pipeline_lib.model.predict import predict_arrays
+
+__all__ = ["read_bands", "changed_mask", "evaluate_arrays", "metrics_rows", "run_evaluate"]
+
+
+def read_bands(path: Path, bands: list[str]) -> np.ndarray:
+    """(len(bands), y, x) float32 from a GeoTIFF whose band descriptions name the bands."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: raster not found; run the rule that writes it")
+    with rasterio.open(path) as src:
+        desc = list(src.descriptions)
+        missing = [b for b in bands if b not in desc]
+        if missing:
+            raise ModelError(f"{path}: bands {missing} missing (has {desc}); rewrite it with named bands")
+        return np.stack([src.read(desc.index(b) + 1).astype(np.float32) for b in bands])
+
+
+def changed_mask(truth: np.ndarray, blend: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, float]:
+    """Valid pixels where mean-over-bands |T_i − blend| ≥ its 75th percentile; and that threshold."""
+    d = np.mean(np.abs(truth - blend), axis=0)
+    if not valid.any():
+        return np.zeros_like(valid), float("nan")
+    thr = float(np.quantile(d[valid], 0.75))
+    return valid & (d >= thr), thr
+
+
+def evaluate_arrays(
+    truth: np.ndarray,
+    valid: np.ndarray,
+    preds: dict[str, np.ndarray],
+    blend: np.ndarray,
+    band_names: list[str],
+    data_ranges: list[float],
+    uncertainty: dict[str, np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """The per-experiment block of metrics.json for arrays (band, y, x) in physical units."""
+    common = valid & np.isfinite(truth).all(axis=0)
+    for arr in preds.values():
+        common &= np.isfinite(arr).all(axis=0)
+    changed, thr = changed_mask(truth, blend, common)
+    out: dict[str, Any] = {}
+    out["changed"] = {}
+    for name, arr in preds.items():
+        out[name] = band_metrics(arr, truth, band_names, data_ranges, np.broadcast_to(common, arr.shape[1:]))
+        out["changed"][name] = band_metrics(arr, truth, band_names, data_ranges, changed)
+    rho: dict[str, float] = {}
+    for name, unc in (uncertainty or {}).items():
+        if name not in preds:
+            continue
+        u = np.mean(unc, axis=0)
+        e = np.mean(np.abs(preds[name] - truth), axis=0)
+        ok = common & np.isfinite(u)
+        rho[name] = float(stats.spearmanr(u[ok], e[ok]).statistic) if ok.sum() > 2 else float("nan")
+    out["info"] = {
+        "bands": band_names,
+        "valid_pixels": int(common.sum()),
+        "excluded_pixels": int(common.size - common.sum()),
+        "changed_pixels": int(changed.sum()),
+        "changed_threshold": thr,
+        "ssim_data_range": dict(zip(band_names, data_ranges, strict=True)),
+        "spearman_uncertainty_abs_error": rho,
+    }
+    return out
+
+
+def metrics_rows(experiment: str, block: dict[str, Any]) -> list[dict[str, Any]]:
+    """Flatten one experiment block into CSV rows."""
+    rows: list[dict[str, Any]] = []
+    for subset, variants in (
+        ("all", {k: v for k, v in block.items() if k not in ("changed", "info")}),
+        ("changed", block.get("changed", {})),
+    ):
+        for variant, mets in variants.items():
+            for metric, per_band in mets.items():
+                for band, value in per_band.items():
+                    rows.append(
+                        {
+                            "experiment": experiment,
+                            "subset": subset,
+                            "variant": variant,
+                            "metric": metric,
+                            "band": band,
+                            "value": value,
+                        }
+                    )
+    return rows
+
+
+def run_evaluate(
+    truth_tif: Path,
+    preds: dict[str, Path],
+    stack_nc: Path,
+    out_json: Path,
+    out_csv: Path,
+    uncertainty: dict[str, Path] | None = None,
+) -> None:
+    """Score every prediction against the truth and write ``{experiment: block}`` as JSON and CSV."""
+    data = load_stack(Path(stack_nc))
+    bands = data.band_t
+    truth = read_bands(Path(truth_tif), bands)
+    with rasterio.open(truth_tif) as src:
+        desc = list(src.descriptions)
+        tvalid = src.read(desc.index("valid") + 1) > 0.5 if "valid" in desc else np.ones(truth.shape[1:], bool)
+    if truth.shape[1:] != data.valid_i.shape:
+        raise ModelError(f"{truth_tif}: shape {truth.shape[1:]} differs from the stack grid {data.valid_i.shape}")
+    arrays = {name: read_bands(Path(path), bands) for name, path in preds.items()}
+    if "blend" in arrays:
+        blend = arrays["blend"]
+    else:
+        blend, _ = predict_arrays(data, "blend", resolve_params(data.task, {}))
+    uncs = {name: read_bands(Path(path), bands) for name, path in (uncertainty or {}).items()}
+    ranges = [float(hi - lo) for lo, hi in data.target_range]
+    block = evaluate_arrays(truth, tvalid & data.valid_i, arrays, blend, bands, ranges, uncs)
+    block["info"].update({"task": data.task, "target_date": data.target_date, "guide_dates": data.guide_dates})
+    write_json_atomic(out_json, {data.experiment: block})
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["experiment", "subset", "variant", "metric", "band", "value"])
+    writer.writeheader()
+    writer.writerows(metrics_rows(data.experiment, block))
+    write_text_atomic(out_csv, buf.getvalue())

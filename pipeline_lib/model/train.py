@@ -1,0 +1,433 @@
+"""Training of TIRSIT, its ablations and pix2pix (paper §III-B.4, §IV-C.1, §IV-D.1; DESIGN §6).
+
+One optimisation step of TIRSIT (X_ab = X_a − X_b, normalised units, guide = the image the
+difference is added to):
+
+- one batched generator pass over [S_jk; S_ij; S_ik] with guides [T_k; T_j; T_k] → T̂_jk, T̂_ij, T̂_ik;
+- L_rec = MSE(T̂_jk, T_jk) (eq. 5);
+- L_con = MSE(T̂_ij − T̂_ik, T_k − T_j): from eq. 4, T̂_ij + T_j = T̂_ik + T_k, so T̂_ij − T̂_ik = T_k − T_j
+  (the paper's eq. 6 writes T_jk = T_j − T_k, the opposite sign; see :func:`consistency_target`);
+- L_adv: BCE-with-logits of the PatchGAN D(S_jk, T̂_jk) against "real" (eq. 7 with its typo fixed);
+  D is trained on (S_jk, T_jk) real vs (S_jk, T̂_jk) fake, for the first ``disc_epochs`` only;
+- generator loss L_rec + λ_con·L_con + λ_adv·L_adv.
+
+Variants: ``tirsit`` (all), ``tirsit_noadv`` (λ_adv = 0), ``no_uc`` (λ_con = 0, λ_adv = 0),
+``no_sg`` (no guide encoder/masks, λ_adv = 0), ``no_uc_sg`` (both, λ_adv = 0) — the ablations are
+trained without the adversarial loss, as the paper's Tables II/IV compare them with "TIRSIT w/o
+adversarial loss". ``pix2pix`` (Isola et al. 2017): the same U-Net without guide, S_g → T_g on the
+guide dates, L = L_GAN + λ_L1·L1 (λ_L1 = 100), PatchGAN conditioned on S_g trained throughout.
+
+Schedule: Adam β = (0.5, 0.999) for G and D; lr for ``epochs1`` epochs then lr2 for ``epochs2``.
+With ``max_steps`` below the full schedule, training stops at ``max_steps`` and the lr switch and the
+end of D's training fall at the same *fractions* of the capped run (epochs1/(epochs1+epochs2) and
+disc_epochs/(epochs1+epochs2)) — our choice, so a capped run still sees both stages.
+
+Determinism: all sampling derives from (seed, epoch); on CPU ``torch.use_deterministic_algorithms``
+is on during training, so two runs with the same inputs and thread count give identical weights.
+On CUDA the forward/backward runs under bfloat16 autocast (no loss scaling needed).
+A resumable ``<out>.partial`` checkpoint is written atomically every ``checkpoint_every`` epochs;
+a new run with the same variant and parameters resumes from it; the final checkpoint replaces it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline_lib.errors import ModelError
+from pipeline_lib.io import atomic_path
+from pipeline_lib.model.data import VARIANTS, StackData, dihedral, epoch_patches, load_stack, resolve_params
+from pipeline_lib.model.networks import Generator, PatchDiscriminator
+
+__all__ = [
+    "CKPT_FORMAT",
+    "variant_flags",
+    "select_device",
+    "build_generator",
+    "build_discriminator",
+    "consistency_target",
+    "consistency_loss",
+    "make_batch",
+    "Trainer",
+    "run_train",
+    "load_checkpoint",
+]
+
+CKPT_FORMAT = "tirsit-ckpt-1"
+_LOG = logging.getLogger(__name__)
+
+
+def variant_flags(variant: str) -> dict[str, bool]:
+    """guided (guide encoder + masks), con (L_con), adv (L_adv), pix2pix (S→T, no differences)."""
+    if variant not in VARIANTS:
+        raise ModelError(f"variant {variant!r} is unknown; expected one of {list(VARIANTS)}")
+    return {
+        "guided": variant in ("tirsit", "tirsit_noadv", "no_uc"),
+        "con": variant in ("tirsit", "tirsit_noadv", "no_sg"),
+        "adv": variant in ("tirsit", "pix2pix"),
+        "pix2pix": variant == "pix2pix",
+    }
+
+
+def select_device(device: str, log: logging.Logger | None = None) -> torch.device:
+    """Device for ``device``: auto = CUDA if available else CPU (warned); cuda without CUDA = ModelError."""
+    log = log or _LOG
+    if device == "cpu":
+        return torch.device("cpu")
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelError("train.device=cuda but no CUDA device is available; set train.device to auto or cpu")
+        return torch.device("cuda")
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        log.warning("no CUDA device available: running on CPU (slow for the paper's full schedule)")
+        return torch.device("cpu")
+    raise ModelError(f"train.device={device!r} is unknown; use auto, cpu or cuda")
+
+
+def build_generator(variant: str, n_s: int, n_t: int, p: dict[str, Any]) -> Generator:
+    guided = variant_flags(variant)["guided"]
+    return Generator(
+        n_s,
+        n_t,
+        n_t if guided else 0,
+        filters=int(p["filters"]),
+        levels=int(p["levels"]),
+        eta=float(p["eta"]),
+        guided=guided,
+    )
+
+
+def build_discriminator(n_s: int, n_t: int, p: dict[str, Any]) -> PatchDiscriminator:
+    return PatchDiscriminator(n_s, n_t, filters=int(p["filters"]))
+
+
+def consistency_target(t_j: torch.Tensor, t_k: torch.Tensor) -> torch.Tensor:
+    """What T̂_ij − T̂_ik must equal under the uniqueness constraint (eq. 4): T_k − T_j."""
+    return t_k - t_j
+
+
+def consistency_loss(
+    pred_ij: torch.Tensor, pred_ik: torch.Tensor, t_j: torch.Tensor, t_k: torch.Tensor
+) -> torch.Tensor:
+    """L_con = MSE((T̂_ij − T̂_ik), T_k − T_j)."""
+    return F.mse_loss(pred_ij - pred_ik, consistency_target(t_j, t_k))
+
+
+def make_batch(data: StackData, rows: np.ndarray, patch: int, pix2pix: bool) -> dict[str, np.ndarray]:
+    """Crop, augment and assemble one batch of network inputs/targets (normalised units).
+
+    TIRSIT rows give (y, x, j, k, code): ``x`` = [S_jk; S_ij; S_ik] (3B), ``guide`` = [T_k; T_j] (2B)
+    with ``guide_index`` = [0..B−1; B..2B−1; 0..B−1] (the guides T_k, T_j, T_k of the three passes, T_k
+    encoded once), ``t_jk``, ``t_j``, ``t_k``, ``s_jk`` (B each). pix2pix rows (y, x, g, g, code): ``x`` = S_g, ``t`` = T_g.
+    """
+    xs, guides, tjk, tj, tk, sjk, tt = [], [], [], [], [], [], []
+    for y, x, a, b, code in rows.tolist():
+        sl = (slice(y, y + patch), slice(x, x + patch))
+        if pix2pix:
+            xs.append(dihedral(data.s_g[a][:, sl[0], sl[1]], code))
+            tt.append(dihedral(data.t_g[a][:, sl[0], sl[1]], code))
+            continue
+        s_i = data.s_i[:, sl[0], sl[1]]
+        s_j, s_k = data.s_g[a][:, sl[0], sl[1]], data.s_g[b][:, sl[0], sl[1]]
+        t_j, t_k = data.t_g[a][:, sl[0], sl[1]], data.t_g[b][:, sl[0], sl[1]]
+        sjk.append(dihedral(s_j - s_k, code))
+        xs.append(dihedral(np.stack([s_j - s_k, s_i - s_j, s_i - s_k]), code))
+        guides.append(dihedral(np.stack([t_k, t_j]), code))
+        tj.append(dihedral(t_j, code))
+        tk.append(dihedral(t_k, code))
+        tjk.append(dihedral(t_j - t_k, code))
+    if pix2pix:
+        return {"x": np.stack(xs), "t": np.stack(tt)}
+    # order the batched pass as [all jk; all ij; all ik]
+    x_arr = np.stack(xs)  # (B, 3, C, P, P)
+    g_arr = np.stack(guides)
+    n = len(xs)
+    return {
+        "guide_index": np.concatenate([np.arange(n), np.arange(n, 2 * n), np.arange(n)]).astype(np.int64),
+        "x": np.ascontiguousarray(x_arr.transpose(1, 0, 2, 3, 4).reshape(-1, *x_arr.shape[2:])),
+        "guide": np.ascontiguousarray(g_arr.transpose(1, 0, 2, 3, 4).reshape(-1, *g_arr.shape[2:])),
+        "t_jk": np.stack(tjk),
+        "t_j": np.stack(tj),
+        "t_k": np.stack(tk),
+        "s_jk": np.stack(sjk),
+    }
+
+
+@contextlib.contextmanager
+def _deterministic(enabled: bool) -> Iterator[None]:
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(enabled or previous)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+class Trainer:
+    """Holds models, optimisers and history; :meth:`step` runs one optimisation step on a batch."""
+
+    def __init__(self, variant: str, n_s: int, n_t: int, p: dict[str, Any], device: torch.device) -> None:
+        self.variant = variant
+        self.flags = variant_flags(variant)
+        self.p = p
+        self.device = device
+        torch.manual_seed(int(p["seed"]))
+        self.g = build_generator(variant, n_s, n_t, p).to(device)
+        self.d: nn.Module | None = build_discriminator(n_s, n_t, p).to(device) if self.flags["adv"] else None
+        betas = (0.5, 0.999)
+        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=float(p["lr"]), betas=betas)
+        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=float(p["lr"]), betas=betas) if self.d else None
+        self.lambda_con = float(p["lambda_con"]) if self.flags["con"] else 0.0
+        self.lambda_adv = float(p["lambda_adv"]) if variant == "tirsit" else 0.0
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.device.type == "cuda":
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _tensors(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        return {k: torch.from_numpy(v).to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def set_lr(self, lr: float) -> None:
+        for opt in (self.opt_g, self.opt_d):
+            if opt is not None:
+                for group in opt.param_groups:
+                    group["lr"] = lr
+
+    def _d_step(self, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> float:
+        assert self.d is not None and self.opt_d is not None
+        self.opt_d.zero_grad(set_to_none=True)
+        with self._autocast():
+            lr_ = self.d(cond, real)
+            lf = self.d(cond, fake.detach())
+        loss = 0.5 * (
+            F.binary_cross_entropy_with_logits(lr_.float(), torch.ones_like(lr_, dtype=torch.float32))
+            + F.binary_cross_entropy_with_logits(lf.float(), torch.zeros_like(lf, dtype=torch.float32))
+        )
+        loss.backward()
+        self.opt_d.step()
+        return float(loss.detach())
+
+    def _adv(self, cond: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        assert self.d is not None
+        with self._autocast():
+            logits = self.d(cond, fake)
+        return F.binary_cross_entropy_with_logits(logits.float(), torch.ones_like(logits, dtype=torch.float32))
+
+    def step(self, batch: dict[str, np.ndarray], disc_on: bool) -> dict[str, float]:
+        """One step; returns the loss values (``d`` is NaN when D did not train)."""
+        b = self._tensors(batch)
+        self.g.train()
+        losses = {"rec": math.nan, "con": math.nan, "adv": math.nan, "d": math.nan, "total": math.nan}
+        if self.flags["pix2pix"]:
+            with self._autocast():
+                out = self.g(b["x"]).float()
+            use_d = self.d is not None
+            if use_d:
+                losses["d"] = self._d_step(b["x"], b["t"], out)
+            l1 = F.l1_loss(out, b["t"])
+            total = float(self.p["lambda_l1"]) * l1
+            losses["rec"] = float(l1.detach())
+            if use_d:
+                adv = self._adv(b["x"], out)
+                total = total + adv
+                losses["adv"] = float(adv.detach())
+        else:
+            with self._autocast():
+                if self.flags["guided"]:
+                    out = self.g(b["x"], b["guide"], b["guide_index"]).float()
+                else:
+                    out = self.g(b["x"]).float()
+            out_jk, out_ij, out_ik = torch.chunk(out, 3, dim=0)
+            use_d = self.d is not None and disc_on and self.lambda_adv > 0
+            if use_d:
+                losses["d"] = self._d_step(b["s_jk"], b["t_jk"], out_jk)
+            rec = F.mse_loss(out_jk, b["t_jk"])
+            con = consistency_loss(out_ij, out_ik, b["t_j"], b["t_k"])
+            total = rec + self.lambda_con * con if self.lambda_con > 0 else rec
+            losses["rec"], losses["con"] = float(rec.detach()), float(con.detach())
+            if use_d:
+                adv = self._adv(b["s_jk"], out_jk)
+                total = total + self.lambda_adv * adv
+                losses["adv"] = float(adv.detach())
+        self.opt_g.zero_grad(set_to_none=True)
+        total.backward()
+        self.opt_g.step()
+        losses["total"] = float(total.detach())
+        return losses
+
+
+def _schedule(p: dict[str, Any], spe: int) -> tuple[int, int, int, bool]:
+    """(total steps, step where lr2 starts, step where D stops, capped?) for ``spe`` steps per epoch."""
+    e1, e2, ed = int(p["epochs1"]), int(p["epochs2"]), int(p["disc_epochs"])
+    full = spe * (e1 + e2)
+    cap = p.get("max_steps")
+    if cap is not None and int(cap) < full:
+        total = int(cap)
+        frac = total / max(e1 + e2, 1)
+        return total, round(frac * e1), round(frac * ed), True
+    return full, spe * e1, spe * ed, False
+
+
+def _ckpt_payload(
+    tr: Trainer, data: StackData, p: dict[str, Any], history: list[dict[str, float]], epoch: int, step: int, done: bool
+) -> dict[str, Any]:
+    return {
+        "format": CKPT_FORMAT,
+        "variant": tr.variant,
+        "task": data.task,
+        "experiment": data.experiment,
+        "params": p,
+        "generator": tr.g.state_dict(),
+        "discriminator": tr.d.state_dict() if tr.d is not None else None,
+        "opt_g": tr.opt_g.state_dict(),
+        "opt_d": tr.opt_d.state_dict() if tr.opt_d is not None else None,
+        "source_range": data.source_range.tolist(),
+        "target_range": data.target_range.tolist(),
+        "band_s": data.band_s,
+        "band_t": data.band_t,
+        "guide_dates": data.guide_dates,
+        "history": history,
+        "epoch": epoch,
+        "step": step,
+        "complete": done,
+        "torch_rng": torch.get_rng_state(),
+    }
+
+
+def _save(obj: dict[str, Any], path: Path) -> None:
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(obj, tmp)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`run_train` (on CPU)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: checkpoint not found; run the train rule for this variant first")
+    try:
+        ckpt: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise ModelError(f"{path}: unreadable checkpoint ({type(exc).__name__}); delete it and retrain") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
+        raise ModelError(f"{path}: not a {CKPT_FORMAT} checkpoint; delete it and retrain")
+    return ckpt
+
+
+def run_train(
+    stack_nc: Path,
+    variant: str,
+    out_ckpt: Path,
+    params: dict[str, Any],
+    threads: int,
+    device: str = "auto",
+    log: logging.Logger | None = None,
+) -> None:
+    """Train ``variant`` on the stack and write the checkpoint ``out_ckpt`` (atomically)."""
+    log = log or _LOG
+    out_ckpt = Path(out_ckpt)
+    flags = variant_flags(variant)
+    data = load_stack(Path(stack_nc))
+    p = resolve_params(data.task, params)
+    torch.set_num_threads(max(1, int(threads)))
+    dev = select_device(device, log)
+    patch, bs, seed = int(p["patch_px"]), int(p["batch_size"]), int(p["seed"])
+    pairs = not flags["pix2pix"]
+
+    def rows_of(epoch: int) -> np.ndarray:
+        return epoch_patches(data.valid_i if pairs else None, data.valid_g, patch, seed, epoch, pairs)
+
+    n0 = len(rows_of(0))
+    if n0 == 0:
+        raise ModelError(
+            f"{stack_nc}: no fully valid {patch}×{patch} patch for {variant}; lower patch_px or check masks"
+        )
+    spe = math.ceil(n0 / bs)
+    total, lr2_at, d_stop, capped = _schedule(p, spe)
+    tr = Trainer(variant, len(data.band_s), len(data.band_t), p, dev)
+    history: list[dict[str, float]] = []
+    epoch = step = 0
+    partial = out_ckpt.with_name(out_ckpt.name + ".partial")
+    if partial.is_file():
+        try:
+            ck = load_checkpoint(partial)
+        except ModelError as exc:
+            log.warning("ignoring unreadable partial checkpoint %s (%s)", partial, exc)
+            ck = None
+        if ck is not None and ck["variant"] == variant and ck["params"] == p:
+            tr.g.load_state_dict(ck["generator"])
+            tr.opt_g.load_state_dict(ck["opt_g"])
+            if tr.d is not None and tr.opt_d is not None:
+                tr.d.load_state_dict(ck["discriminator"])
+                tr.opt_d.load_state_dict(ck["opt_d"])
+            torch.set_rng_state(ck["torch_rng"])
+            history, epoch, step = list(ck["history"]), int(ck["epoch"]), int(ck["step"])
+            log.info("resuming %s from %s at epoch %d, step %d", variant, partial, epoch, step)
+        elif ck is not None:
+            log.warning("partial checkpoint %s has other variant/params: starting afresh", partial)
+    log.info(
+        "train %s on %s: device=%s threads=%d patches/epoch=%d steps/epoch=%d total_steps=%d%s",
+        variant,
+        data.experiment,
+        dev,
+        threads,
+        n0,
+        spe,
+        total,
+        " (capped by max_steps)" if capped else "",
+    )
+    t0, s0 = time.perf_counter(), step
+    empty = 0
+    with _deterministic(dev.type == "cpu"):
+        while step < total:
+            rows = rows_of(epoch)
+            empty = empty + 1 if len(rows) == 0 else 0
+            if empty > 100:
+                raise ModelError(f"{stack_nc}: 100 epochs in a row without a valid patch; lower patch_px")
+            for start in range(0, len(rows), bs):
+                if step >= total:
+                    break
+                if capped:
+                    lr = float(p["lr"]) if step < lr2_at else float(p["lr2"])
+                    disc_on = step < d_stop
+                else:
+                    lr = float(p["lr"]) if epoch < int(p["epochs1"]) else float(p["lr2"])
+                    disc_on = epoch < int(p["disc_epochs"])
+                tr.set_lr(lr)
+                batch = make_batch(data, rows[start : start + bs], patch, flags["pix2pix"])
+                losses = tr.step(batch, disc_on or flags["pix2pix"])
+                step += 1
+                history.append({"step": step, "epoch": epoch, "lr": lr, **losses})
+                if step % int(p["log_every"]) == 0 or step == total:
+                    rate = (step - s0) / max(time.perf_counter() - t0, 1e-9)
+                    log.info(
+                        "epoch %d step %d/%d rec=%.5f con=%.5f adv=%.4f d=%.4f lr=%.2e it/s=%.2f",
+                        epoch,
+                        step,
+                        total,
+                        losses["rec"],
+                        losses["con"],
+                        losses["adv"],
+                        losses["d"],
+                        lr,
+                        rate,
+                    )
+            epoch += 1
+            if step < total and epoch % int(p["checkpoint_every"]) == 0:
+                _save(_ckpt_payload(tr, data, p, history, epoch, step, False), partial)
+                log.info("checkpoint: wrote %s (epoch %d, step %d)", partial, epoch, step)
+    _save(_ckpt_payload(tr, data, p, history, epoch, step, True), out_ckpt)
+    partial.unlink(missing_ok=True)
+    log.info("train %s done: %d steps, %d epochs -> %s", variant, step, epoch, out_ckpt)
