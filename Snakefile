@@ -15,6 +15,7 @@ include: "workflow/rules/sar.smk"
 include: "workflow/rules/optical.smk"
 include: "workflow/rules/grid.smk"
 include: "workflow/rules/stacks.smk"
+include: "workflow/rules/model.smk"
 include: "workflow/rules/report.smk"
 
 

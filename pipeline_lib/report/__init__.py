@@ -80,7 +80,7 @@ def quicklooks(s1: Mapping[str, Path], s2: Mapping[str, Path]) -> list[tuple[str
 def _model_sections(model: Mapping[str, Any] | None) -> list[str]:
     if not model:
         return []
-    out = []
+    out = list(model.get("sections", []))  # pre-rendered sections (pipeline_lib.report.model_part)
     mj = model.get("metrics_json")
     if mj:
         try:

@@ -2,6 +2,7 @@
 # The whole config (config.yaml + each listed region file) is validated here, before any job runs;
 # region files built directly (results/<slug>/...) are loaded and validated on first use.
 import sys
+from argparse import Namespace
 from pathlib import Path
 
 from pipeline_lib.config import load_region, validate_top
@@ -100,26 +101,99 @@ def product_for(mission_prefix):
 
 
 def region_report_inputs(wildcards):
-    cfg = region_cfg(wildcards.region)
+    region = wildcards.region
+    cfg = region_cfg(region)
     dates = cfg["dates"]
     exps = [e["name"] for e in cfg["experiments"]]
-    return {
-        "grid": f"results/{wildcards.region}/grid.json",
-        "scenes": f"results/{wildcards.region}/scenes.csv",
-        "offsets": f"results/{wildcards.region}/offsets.json",
-        "s1": expand(
-            "results/{region}/s1/{date}.tif", region=wildcards.region, date=dates
-        ),
-        "s2": expand(
-            "results/{region}/s2/{date}.tif", region=wildcards.region, date=dates
-        ),
-        "stacks": expand(
-            "results/{region}/stacks/{e}.nc", region=wildcards.region, e=exps
-        ),
+    inputs = {
+        "grid": f"results/{region}/grid.json",
+        "scenes": f"results/{region}/scenes.csv",
+        "offsets": f"results/{region}/offsets.json",
+        "s1": expand("results/{region}/s1/{date}.tif", region=region, date=dates),
+        "s2": expand("results/{region}/s2/{date}.tif", region=region, date=dates),
+        "metrics": f"results/{region}/metrics.json",
     }
+    for exp in exps:
+        ev = evaluate_inputs(Namespace(region=region, experiment=exp))
+        for key in ("truth", "stack", "preds", "uncertainty", "models"):
+            inputs[f"{exp}__{key}"] = ev[key]
+    return inputs
 
 
 def dem_input(wildcards):
     """The DEM file as an input (so replacing it reruns terrain correction); none for the ellipsoid."""
     dem = region_cfg(wildcards.region)["sar"]["dem"]
     return [] if dem == "ellipsoid" else [dem]
+
+
+BASELINES = ["neighbour_j", "neighbour_k", "blend"]
+UNCERTAINTY_BASELINES = ["blend"]
+
+
+def train_params(region, experiment):
+    """Training parameters of an experiment: the region's train section (per-task keys included)."""
+    train = dict(region_cfg(region)["train"])
+    train.pop("device", None)
+    train.pop("threads", None)
+    return train
+
+
+def predict_params(region, experiment):
+    return {**train_params(region, experiment), **region_cfg(region)["predict"]}
+
+
+def network_variants(region, experiment):
+    return list(experiment_cfg(region, experiment)["variants"])
+
+
+def predict_inputs(wildcards):
+    inputs = {"stack": f"results/{wildcards.region}/stacks/{wildcards.experiment}.nc"}
+    if wildcards.variant not in BASELINES:
+        inputs["ckpt"] = (
+            f"results/{wildcards.region}/models/{wildcards.experiment}/{wildcards.variant}.pt"
+        )
+    return inputs
+
+
+def evaluate_inputs(wildcards):
+    region, exp = wildcards.region, wildcards.experiment
+    variants = network_variants(region, exp) + BASELINES
+    unc = [
+        v for v in variants if v != "pix2pix" and v not in BASELINES
+    ] + UNCERTAINTY_BASELINES
+    return {
+        "truth": f"results/{region}/truth/{exp}.tif",
+        "stack": f"results/{region}/stacks/{exp}.nc",
+        "preds": [f"results/{region}/pred/{exp}/{v}.tif" for v in variants],
+        "uncertainty": [
+            f"results/{region}/pred/{exp}/{v}_uncertainty.tif" for v in unc
+        ],
+        "models": [
+            f"results/{region}/models/{exp}/{v}.pt"
+            for v in network_variants(region, exp)
+        ],
+    }
+
+
+def sar_backend(region):
+    """native or snap: `auto` picks SNAP when gpt is configured or on PATH (DESIGN §5)."""
+    from pipeline_lib.sar.snap import find_gpt
+
+    sar = region_cfg(region)["sar"]
+    if sar["backend"] != "auto":
+        return sar["backend"]
+    return "snap" if find_gpt(sar["gpt"]) else "native"
+
+
+def terrain_inputs(wildcards):
+    """Native: the Lee-filtered sigma0 window; SNAP: the product itself (gpt does every step)."""
+    inputs = {
+        "product": product_for("S1")(wildcards),
+        "grid": f"results/{wildcards.region}/grid.json",
+        "dem": dem_input(wildcards),
+    }
+    if sar_backend(wildcards.region) == "native":
+        inputs["filtered"] = (
+            f"results/{wildcards.region}/s1/filtered/{wildcards.date}.nc"
+        )
+    return inputs

@@ -35,12 +35,34 @@ rule predict:
         "logs/{region}/predict/{experiment}/{variant}.log",
     benchmark:
         "benchmarks/runs/{region}/predict/{experiment}/{variant}.tsv"
+    wildcard_constraints:
+        variant="tirsit|tirsit_noadv|no_uc|no_sg|no_uc_sg|blend",
     conda:
         "../../envs/torch.yaml"
     threads: lambda wc: region_cfg(wc.region)["train"]["threads"]
     params:
-        train=lambda wc: train_params(wc.region, wc.experiment),
-        predict=rcfg("predict"),
+        predict=lambda wc: predict_params(wc.region, wc.experiment),
+        device=rcfg("train", "device"),
+    script:
+        "../scripts/predict.py"
+
+
+rule predict_plain:
+    input:
+        unpack(predict_inputs),
+    output:
+        pred="results/{region}/pred/{experiment}/{variant}.tif",
+    log:
+        "logs/{region}/predict/{experiment}/{variant}.log",
+    benchmark:
+        "benchmarks/runs/{region}/predict/{experiment}/{variant}.tsv"
+    wildcard_constraints:
+        variant="pix2pix|neighbour_j|neighbour_k",
+    conda:
+        "../../envs/torch.yaml"
+    threads: lambda wc: region_cfg(wc.region)["train"]["threads"]
+    params:
+        predict=lambda wc: predict_params(wc.region, wc.experiment),
         device=rcfg("train", "device"),
     script:
         "../scripts/predict.py"
@@ -51,6 +73,7 @@ rule evaluate:
         unpack(evaluate_inputs),
     output:
         json="results/{region}/metrics/{experiment}.json",
+        csv="results/{region}/metrics/{experiment}.csv",
     log:
         "logs/{region}/evaluate/{experiment}.log",
     benchmark:

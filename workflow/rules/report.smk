@@ -1,6 +1,24 @@
 # Per-region report (self-contained HTML) and the index of all configured regions.
 
 
+rule metrics:
+    input:
+        lambda wc: expand(
+            "results/{{region}}/metrics/{e}.json",
+            e=[x["name"] for x in region_cfg(wc.region)["experiments"]],
+        ),
+    output:
+        json="results/{region}/metrics.json",
+        csv="results/{region}/metrics.csv",
+    log:
+        "logs/{region}/metrics.log",
+    localrule: True
+    conda:
+        "../../envs/geo.yaml"
+    script:
+        "../scripts/metrics.py"
+
+
 rule region_report:
     input:
         unpack(region_report_inputs),
@@ -14,6 +32,7 @@ rule region_report:
     params:
         config=lambda wc: region_cfg(wc.region),
         dates=rcfg("dates"),
+        experiments=lambda wc: [e["name"] for e in region_cfg(wc.region)["experiments"]],
     script:
         "../scripts/region_report.py"
 

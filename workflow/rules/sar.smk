@@ -40,10 +40,7 @@ rule speckle:
 
 rule terrain_correct:
     input:
-        filtered="results/{region}/s1/filtered/{date}.nc",
-        product=product_for("S1"),
-        grid="results/{region}/grid.json",
-        dem=dem_input,
+        unpack(terrain_inputs),
     output:
         "results/{region}/s1/{date}.tif",
     log:
@@ -52,7 +49,18 @@ rule terrain_correct:
         "benchmarks/runs/{region}/terrain_correct/{date}.tsv"
     conda:
         "../../envs/geo.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
     params:
+        backend=lambda wc: sar_backend(wc.region),
         dem=rcfg("sar", "dem"),
+        gpt=rcfg("sar", "gpt"),
+        speckle=lambda wc: (
+            region_cfg(wc.region)["sar"]["speckle"]
+            if sar_backend(wc.region) == "snap"
+            else None
+        ),
+        polarisations=rcfg("sar", "polarisations"),
     script:
         "../scripts/terrain_correct.py"

@@ -1,17 +1,31 @@
-"""Rule terrain_correct: range-Doppler terrain correction onto the region grid, sigma0 in dB."""
-
+"""Rule terrain_correct: sigma0 in dB on the region grid, by the native chain or by SNAP's gpt."""
 from pathlib import Path
 
 from pipeline_lib.grid import read_grid
 from pipeline_lib.jobs import job
-from pipeline_lib.sar import run_terrain
 
 with job(snakemake) as log:
-    dem = snakemake.params.dem
-    run_terrain(
-        Path(snakemake.input.filtered),
-        Path(snakemake.input.product),
-        read_grid(snakemake.input.grid),
-        Path(snakemake.output[0]),
-        dem=None if dem == "ellipsoid" else Path(dem),
-    )
+    p = snakemake.params
+    dem = None if p.dem == "ellipsoid" else Path(p.dem)
+    grid = read_grid(snakemake.input.grid)
+    out = Path(snakemake.output[0])
+    if p.backend == "snap":
+        from pipeline_lib.sar.snap import run_snap
+
+        run_snap(
+            Path(snakemake.input.product),
+            grid,
+            out,
+            polarisations=tuple(p.polarisations),
+            speckle=dict(p.speckle),
+            dem=dem,
+            gpt=p.gpt,
+            threads=snakemake.threads,
+            cache_mb=max(512, int(snakemake.resources.mem_mb * 0.6)),
+            log_path=Path(snakemake.log[0]).with_suffix(".gpt.log"),
+        )
+    else:
+        from pipeline_lib.sar import run_terrain
+
+        run_terrain(Path(snakemake.input.filtered), Path(snakemake.input.product), grid, out, dem=dem)
+    log.info("%s backend wrote %s", p.backend, out)

@@ -1,0 +1,221 @@
+"""The model part of the region report: the paper's tables per experiment, figures and loss curves.
+
+Table layout follows Liu et al. 2021 (TGRS), Tables I/III (rows: neighbouring images T_j and T_k,
+pix2pix, TIRSIT without adversarial loss, TIRSIT; we add the no-network blend, which TIRSIT must
+beat) and Tables II/IV (ablations: no_uc_sg, no_sg, no_uc against TIRSIT w/o adversarial loss).
+Metrics per DESIGN §7, on all valid pixels and on changed pixels. The report is evaluation: it is the
+only consumer, with :mod:`pipeline_lib.model.evaluate`, that reads the truth file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import rasterio  # noqa: E402
+import torch  # noqa: E402
+import xarray as xr  # noqa: E402
+
+from pipeline_lib.io import write_json_atomic, write_text_atomic  # noqa: E402
+from pipeline_lib.report import figures as fig  # noqa: E402
+from pipeline_lib.report import html as h  # noqa: E402
+
+__all__ = ["merge_metrics", "model_sections", "MAIN_ROWS", "ABLATION_ROWS"]
+
+MAIN_ROWS = [
+    ("neighbour_j", "Neighbouring image T_j"),
+    ("neighbour_k", "Neighbouring image T_k"),
+    ("blend", "Blend of T_j, T_k (no network)"),
+    ("pix2pix", "pix2pix"),
+    ("tirsit_noadv", "TIRSIT w/o adversarial loss"),
+    ("tirsit", "TIRSIT"),
+]
+ABLATION_ROWS = [
+    ("no_uc_sg", "w/o UC, w/o SG"),
+    ("no_sg", "w/o SG"),
+    ("no_uc", "w/o UC"),
+    ("tirsit_noadv", "TIRSIT w/o adversarial loss"),
+]
+METRICS = [("rmse", "RMSE", min), ("ssim", "SSIM", max), ("cc", "CC", max)]
+
+
+def merge_metrics(per_experiment: Sequence[Path], out_json: Path, out_csv: Path) -> dict[str, Any]:
+    """Merge ``metrics/{experiment}.json`` (and .csv) into the region's metrics.json / metrics.csv."""
+    merged: dict[str, Any] = {}
+    rows: list[dict[str, str]] = []
+    fields: list[str] = []
+    for path in per_experiment:
+        merged.update(json.loads(Path(path).read_text(encoding="utf-8")))
+        with open(Path(path).with_suffix(".csv"), newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            fields = fields or list(reader.fieldnames or [])
+            rows.extend(reader)
+    write_json_atomic(out_json, merged)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    write_text_atomic(out_csv, buf.getvalue())
+    return merged
+
+
+def _paper_table(block: Mapping[str, Any], rows: Sequence[tuple[str, str]], scope: str, caption: str) -> str:
+    variants = block.get("changed", {}) if scope == "changed" else block
+    present = [(k, label) for k, label in rows if k in variants]
+    if not present:
+        return ""
+    bands = list(block.get("info", {}).get("bands", [])) + ["mean"]
+    headers = ["method"] + [f"{name} {b}" for _, name, _ in METRICS for b in bands]
+    best: dict[tuple[str, str], float] = {}
+    for m, _, pick in METRICS:
+        for b in bands:
+            vals = [variants[k][m][b] for k, _ in present if np.isfinite(variants[k][m][b])]
+            if vals:
+                best[(m, b)] = pick(vals)
+    body = []
+    for k, label in present:
+        cells = [h.esc(label)]
+        for m, _, _ in METRICS:
+            for b in bands:
+                v = variants[k][m][b]
+                txt = f"{v:.4f}"
+                cells.append(f"<b>{txt}</b>" if best.get((m, b)) == v else txt)
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    head = "<tr>" + "".join(f"<th>{h.esc(x)}</th>" for x in headers) + "</tr>"
+    return f'<table class="metrics"><caption>{h.esc(caption)}</caption>{head}{"".join(body)}</table>'
+
+
+def _read(path: Path, bands: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    with rasterio.open(path) as ds:
+        desc = list(ds.descriptions)
+        idx = [desc.index(b) + 1 for b in bands] if bands else list(range(1, ds.count + 1))
+        return ds.read(idx).astype("float32"), desc
+
+
+def _composite(arr: np.ndarray, bands: Sequence[str], valid: np.ndarray | None = None) -> np.ndarray:
+    """Quicklook of target/source bands with the report's fixed stretches."""
+    names = list(bands)
+    if names[:2] == ["VV", "VH"]:
+        return fig.s1_false_colour(arr[0], arr[1])
+    if names[:3] == ["B04", "B03", "B02"]:
+        return fig.s2_true_colour(arr[0], arr[1], arr[2], valid)
+    if names[:2] == ["B11", "B12"]:
+        return fig.composite([fig.stretch(arr[1], 0, 0.5), fig.stretch(arr[0], 0, 0.5), fig.stretch(arr[0], 0, 0.5)], valid)
+    return fig.composite([fig.stretch(arr[0], np.nanmin(arr[0]), np.nanmax(arr[0]))], valid)
+
+
+def _heat(values: np.ndarray, vmax: float) -> np.ndarray:
+    rgba = plt.get_cmap("magma")(np.clip(np.nan_to_num(values, nan=0.0) / vmax, 0, 1))
+    out = (rgba[..., :3] * 255).astype(np.uint8)
+    out[~np.isfinite(values)] = fig.MASK_COLOUR
+    return out
+
+
+def _loss_plot(histories: Mapping[str, list[dict[str, float]]], title: str) -> bytes:
+    figure, ax = plt.subplots(figsize=(6, 3.2), dpi=90)
+    for variant, hist in histories.items():
+        if not hist:
+            continue
+        steps = [r["step"] for r in hist]
+        key = "l1" if variant == "pix2pix" and "l1" in hist[0] else "rec" if "rec" in hist[0] else next(
+            (k for k in hist[0] if k not in ("step", "epoch", "lr")), None
+        )
+        if key is None:
+            continue
+        ax.plot(steps, [r[key] for r in hist], label=f"{variant} ({key})")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("generator loss")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    figure.tight_layout()
+    buf = io.BytesIO()
+    figure.savefig(buf, format="png")
+    plt.close(figure)
+    return buf.getvalue()
+
+
+def experiment_figures(
+    experiment: str,
+    stack_nc: Path,
+    truth_tif: Path,
+    preds: Mapping[str, Path],
+    uncertainty: Mapping[str, Path],
+    checkpoints: Mapping[str, Path],
+) -> list[tuple[str, str]]:
+    """(title, data URI) figures of one experiment: inputs, truth, predictions, error, uncertainty, losses."""
+    out: list[tuple[str, str]] = []
+    with xr.open_dataset(stack_nc) as ds:
+        band_s, band_t = [str(b) for b in ds["band_s"].values], [str(b) for b in ds["band_t"].values]
+        guides = [str(d) for d in ds["guide_date"].values]
+        s_i = ds["S_i"].values
+        t_g = ds["T_g"].values
+        target_date = ds.attrs.get("target_date", "i")
+    out.append((f"{experiment}: source S_i ({target_date})", fig.data_uri(fig.png_bytes(_composite(s_i, band_s)))))
+    for g, d in enumerate(guides):
+        out.append((f"{experiment}: guide T ({d})", fig.data_uri(fig.png_bytes(_composite(t_g[g], band_t)))))
+    truth, tdesc = _read(truth_tif)
+    valid = truth[tdesc.index("valid")] > 0.5 if "valid" in tdesc else None
+    truth_bands = np.stack([truth[tdesc.index(b)] for b in band_t])
+    out.append((f"{experiment}: truth T_i ({target_date})", fig.data_uri(fig.png_bytes(_composite(truth_bands, band_t, valid)))))
+    for variant, path in preds.items():
+        arr, _ = _read(path, band_t)
+        out.append((f"{experiment}: {variant}", fig.data_uri(fig.png_bytes(_composite(arr, band_t)))))
+    for variant in ("tirsit", "pix2pix", "blend"):
+        if variant in preds:
+            arr, _ = _read(preds[variant], band_t)
+            err = np.mean(np.abs(arr - truth_bands), axis=0)
+            if valid is not None:
+                err[~valid] = np.nan
+            out.append((f"{experiment}: |error| {variant} (0..0.1)", fig.data_uri(fig.png_bytes(_heat(err, 0.1)))))
+    for variant in ("tirsit", "blend"):
+        if variant in uncertainty:
+            unc, _ = _read(uncertainty[variant], band_t)
+            out.append(
+                (f"{experiment}: uncertainty {variant} (0..0.1)", fig.data_uri(fig.png_bytes(_heat(unc.mean(axis=0), 0.1))))
+            )
+    histories = {}
+    for variant, ck in checkpoints.items():
+        payload = torch.load(ck, map_location="cpu", weights_only=False)
+        histories[variant] = list(payload.get("history", []))
+    if histories:
+        out.append((f"{experiment}: training loss", fig.data_uri(_loss_plot(histories, f"{experiment} training curves"))))
+    return out
+
+
+def model_sections(metrics: Mapping[str, Any], figures: Mapping[str, list[tuple[str, str]]]) -> list[str]:
+    """HTML sections: per experiment the main and ablation tables (all and changed pixels) and figures."""
+    sections = []
+    for exp, block in metrics.items():
+        info = block.get("info", {})
+        parts = [
+            f"<p>Task <b>{h.esc(info.get('task', ''))}</b>, target {h.esc(info.get('target_date', ''))}, "
+            f"guides {h.esc(', '.join(info.get('guide_dates', [])))}. Valid pixels {info.get('valid_pixels')}, "
+            f"excluded (cloud/nodata) {info.get('excluded_pixels')}, changed {info.get('changed_pixels')} "
+            f"(|T_i − blend| in the top quartile, threshold {info.get('changed_threshold', float('nan')):.4f}). "
+            f"SSIM data range per band: {h.esc(json.dumps(info.get('ssim_data_range', {})))}. Best value in bold.</p>"
+        ]
+        for scope, label in (("all", "all valid pixels"), ("changed", "changed pixels")):
+            parts.append(_paper_table(block, MAIN_ROWS, scope, f"{exp}: comparison ({label}) — paper Table I/III layout"))
+            parts.append(_paper_table(block, ABLATION_ROWS, scope, f"{exp}: ablation ({label}) — paper Table II/IV layout"))
+        rho = info.get("spearman_uncertainty_abs_error", {})
+        if rho:
+            parts.append(
+                h.table(
+                    ["variant", "Spearman ρ(uncertainty, |error|)"],
+                    [[k, f"{v:.3f}"] for k, v in rho.items()],
+                    caption=f"{exp}: does the uncertainty raster rank the errors?",
+                )
+            )
+        parts.append(h.render_figures(dict(figures.get(exp, []))))
+        sections.append(h.section(f"Experiment {exp}", "\n".join(p for p in parts if p), f"exp-{exp}"))
+    return sections

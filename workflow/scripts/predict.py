@@ -1,0 +1,19 @@
+"""Rules predict / predict_plain: the target date over the full grid by overlapping tiles."""
+from pathlib import Path
+
+from pipeline_lib.jobs import job
+from pipeline_lib.model import run_predict
+
+with job(snakemake) as log:
+    ckpt = snakemake.input.get("ckpt")
+    unc = snakemake.output.get("uncertainty")
+    run_predict(
+        Path(snakemake.input.stack),
+        snakemake.wildcards.variant,
+        Path(ckpt) if ckpt else None,
+        Path(snakemake.output.pred),
+        Path(unc) if unc else None,
+        dict(snakemake.params.predict),
+        threads=snakemake.threads,
+        device=snakemake.params.device,
+    )
