@@ -62,26 +62,46 @@ def main() -> None:
             srv.route("GET", "/p/$value", lambda req: file_reply(src, req))
             url = f"{srv.url}/p/$value"
             session = make_session()
-            rows: dict[str, list[float]] = {"curl": [], "curl + md5sum": [], "download_file (md5)": [], "download_file (size only)": [],
-                                            "with reset at 50 %": [], "resume of a 50 % .part": []}
+            rows: dict[str, list[float]] = {
+                "curl": [],
+                "curl + md5sum": [],
+                "download_file (md5)": [],
+                "download_file (size only)": [],
+                "with reset at 50 %": [],
+                "resume of a 50 % .part": [],
+            }
             for _ in range(args.repeat):
                 out = tmp / "curl.out"
                 rows["curl"].append(timed(lambda: subprocess.run(["curl", "-sS", "-o", str(out), url], check=True)))
-                rows["curl + md5sum"].append(rows["curl"][-1] + timed(lambda: subprocess.run(["md5sum", str(out)], check=True, capture_output=True)))
+                rows["curl + md5sum"].append(
+                    rows["curl"][-1]
+                    + timed(lambda: subprocess.run(["md5sum", str(out)], check=True, capture_output=True))
+                )
                 out.unlink()
                 dest = tmp / "ours.zip"
-                rows["download_file (md5)"].append(timed(lambda: download_file(url, dest, session=session, expected_size=size, md5=md5, policy=policy)))
+                rows["download_file (md5)"].append(
+                    timed(lambda: download_file(url, dest, session=session, expected_size=size, md5=md5, policy=policy))
+                )
                 dest.unlink()
-                rows["download_file (size only)"].append(timed(lambda: download_file(url, dest, session=session, expected_size=size, policy=policy)))
+                rows["download_file (size only)"].append(
+                    timed(lambda: download_file(url, dest, session=session, expected_size=size, policy=policy))
+                )
                 dest.unlink()
                 srv.fault("GET", "/p/$value", cut_fault(size // 2, reset=True))
-                rows["with reset at 50 %"].append(timed(lambda: download_file(url, dest, session=session, expected_size=size, md5=md5,
-                                                                               policy=policy, sleep=lambda s: None)))
+                rows["with reset at 50 %"].append(
+                    timed(
+                        lambda: download_file(
+                            url, dest, session=session, expected_size=size, md5=md5, policy=policy, sleep=lambda s: None
+                        )
+                    )
+                )
                 dest.unlink()
                 part = dest.with_name(dest.name + ".part")
                 with open(src, "rb") as fi, open(part, "wb") as fo:
                     fo.write(fi.read(size // 2))
-                rows["resume of a 50 % .part"].append(timed(lambda: download_file(url, dest, session=session, expected_size=size, md5=md5, policy=policy)))
+                rows["resume of a 50 % .part"].append(
+                    timed(lambda: download_file(url, dest, session=session, expected_size=size, md5=md5, policy=policy))
+                )
                 dest.unlink()
     best = {k: min(v) for k, v in rows.items()}
     print(f"| case ({args.mb} MB body, loopback, best of {args.repeat}) | seconds | MB/s | vs curl |")

@@ -80,7 +80,9 @@ def read_image(path: str | os.PathLike[str], bands: Sequence[str]) -> tuple[np.n
             desc = list(src.descriptions)
             missing = [b for b in bands if b not in desc]
             if missing:
-                raise ProductError(f"{path}: bands {missing} not found (have {desc}); rebuild it with the current pipeline")
+                raise ProductError(
+                    f"{path}: bands {missing} not found (have {desc}); rebuild it with the current pipeline"
+                )
             data = np.stack([src.read(desc.index(b) + 1).astype(np.float32) for b in bands])
             valid = np.all(np.isfinite(data), axis=0)
             if "valid" in desc:
@@ -92,7 +94,9 @@ def read_image(path: str | os.PathLike[str], bands: Sequence[str]) -> tuple[np.n
     return data, valid, prof
 
 
-def _corrected(data: np.ndarray, valid: np.ndarray, offset: tuple[float, float] | None) -> tuple[np.ndarray, np.ndarray]:
+def _corrected(
+    data: np.ndarray, valid: np.ndarray, offset: tuple[float, float] | None
+) -> tuple[np.ndarray, np.ndarray]:
     """Remove a residual offset (dy, dx) of the image: shift its content by (−dy, −dx)."""
     if offset is None or offset == (0.0, 0.0):
         return data, valid
@@ -123,7 +127,9 @@ def _check_experiment(experiment: Mapping[str, Any], s1: Mapping[str, Path], s2:
     for mod, dates in ((src_mod, [experiment["target"], *guides]), (tgt_mod, [experiment["target"], *guides])):
         missing = [d for d in dates if d not in need[mod]]
         if missing:
-            raise ConfigError(f"experiments[{name}]: no {mod.upper()} image for dates {missing}; add them to the region's dates")
+            raise ConfigError(
+                f"experiments[{name}]: no {mod.upper()} image for dates {missing}; add them to the region's dates"
+            )
 
 
 def build_stack(
@@ -156,12 +162,16 @@ def build_stack(
         sg, vs, p = load(src_mod, g, src_bands)
         tg, vt, _ = load(tgt_mod, g, tgt_bands)
         if _grid_key(p) != _grid_key(prof):
-            raise ProductError(f"{paths[src_mod][g]}: not on the same grid as {paths[src_mod][target]}; rerun the reprojection")
+            raise ProductError(
+                f"{paths[src_mod][g]}: not on the same grid as {paths[src_mod][target]}; rerun the reprojection"
+            )
         s_g.append(sg)
         t_g.append(tg)
         v_g.append(vs & vt)
     if _grid_key(prof_t) != _grid_key(prof):
-        raise ProductError(f"{paths[tgt_mod][target]}: not on the same grid as {paths[src_mod][target]}; rerun the reprojection")
+        raise ProductError(
+            f"{paths[tgt_mod][target]}: not on the same grid as {paths[src_mod][target]}; rerun the reprojection"
+        )
     tr = prof["transform"]
     x = tr.c + (np.arange(prof["width"]) + 0.5) * tr.a
     y = tr.f + (np.arange(prof["height"]) + 0.5) * tr.e
@@ -173,12 +183,26 @@ def build_stack(
         {
             "S_i": (("band_s", "y", "x"), s_i, {**src_attrs, "description": f"source on the target date {target}"}),
             "S_g": (("guide", "band_s", "y", "x"), sg_arr, {**src_attrs, "description": "source on the guide dates"}),
-            "T_g": (("guide", "band_t", "y", "x"), np.stack(t_g), {**tgt_attrs, "description": "target on the guide dates"}),
-            "dS_ig": (("guide", "band_s", "y", "x"), (s_i[np.newaxis] - sg_arr).astype(np.float32),
-                      {**src_attrs, "description": "S_i - S_g"}),
-            "valid_i": (("y", "x"), v_si.astype(np.uint8), {"description": "source valid on the target date", **_FLAGS}),
-            "valid_g": (("guide", "y", "x"), np.stack(v_g).astype(np.uint8),
-                        {"description": "source and target valid on the guide date", **_FLAGS}),
+            "T_g": (
+                ("guide", "band_t", "y", "x"),
+                np.stack(t_g),
+                {**tgt_attrs, "description": "target on the guide dates"},
+            ),
+            "dS_ig": (
+                ("guide", "band_s", "y", "x"),
+                (s_i[np.newaxis] - sg_arr).astype(np.float32),
+                {**src_attrs, "description": "S_i - S_g"},
+            ),
+            "valid_i": (
+                ("y", "x"),
+                v_si.astype(np.uint8),
+                {"description": "source valid on the target date", **_FLAGS},
+            ),
+            "valid_g": (
+                ("guide", "y", "x"),
+                np.stack(v_g).astype(np.uint8),
+                {"description": "source and target valid on the guide date", **_FLAGS},
+            ),
         },
         coords=coords,
         attrs={
@@ -200,8 +224,13 @@ def build_stack(
     truth = xr.Dataset(
         {"T_i": (("band_t", "y", "x"), t_i), "valid": (("y", "x"), v_ti.astype(np.uint8))},
         coords={"band_t": list(tgt_bands), "y": y, "x": x},
-        attrs={"experiment": name, "task": task, "target_date": target, "crs": prof["crs"],
-               "transform": ds.attrs["transform"]},
+        attrs={
+            "experiment": name,
+            "task": task,
+            "target_date": target,
+            "crs": prof["crs"],
+            "transform": ds.attrs["transform"],
+        },
     )
     return ds, truth
 
@@ -235,10 +264,17 @@ def run_stack(
     tr = ds.attrs["transform"]
     data = np.concatenate([truth["T_i"].values, truth["valid"].values[np.newaxis].astype(np.float32)])
     write_cog(
-        data.astype(np.float32), out_truth_tif, crs=ds.attrs["crs"], transform=Affine(*tr),
+        data.astype(np.float32),
+        out_truth_tif,
+        crs=ds.attrs["crs"],
+        transform=Affine(*tr),
         descriptions=[*truth["band_t"].values.tolist(), "valid"],
-        tags={"experiment": ds.attrs["experiment"], "task": ds.attrs["task"], "target_date": ds.attrs["target_date"],
-              "content": "T_i, the held-out target image; read only by evaluation"},
+        tags={
+            "experiment": ds.attrs["experiment"],
+            "task": ds.attrs["task"],
+            "target_date": ds.attrs["target_date"],
+            "content": "T_i, the held-out target image; read only by evaluation",
+        },
     )
 
 
@@ -270,7 +306,12 @@ def read_truth(path: str | os.PathLike[str]) -> tuple[xr.DataArray, xr.DataArray
     bands = [d for i, d in enumerate(desc) if i != vi]
     x = tr.c + (np.arange(arr.shape[2]) + 0.5) * tr.a
     y = tr.f + (np.arange(arr.shape[1]) + 0.5) * tr.e
-    t_i = xr.DataArray(np.delete(arr, vi, axis=0), dims=("band_t", "y", "x"),
-                       coords={"band_t": bands, "y": y, "x": x}, attrs=attrs, name="T_i")
+    t_i = xr.DataArray(
+        np.delete(arr, vi, axis=0),
+        dims=("band_t", "y", "x"),
+        coords={"band_t": bands, "y": y, "x": x},
+        attrs=attrs,
+        name="T_i",
+    )
     valid = xr.DataArray(arr[vi] > 0.5, dims=("y", "x"), coords={"y": y, "x": x}, name="valid")
     return t_i, valid

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 import yaml
-
 from conftest import REPO
+
 from pipeline_lib.config import load_region, load_regions, validate_top
 from pipeline_lib.errors import ConfigError
 
@@ -55,7 +55,9 @@ def test_shipped_config_and_regions_validate_with_defaults() -> None:
         (lambda r: r["fetch"].update(password="hunter2"), "fetch.password", ""),
     ],
 )
-def test_bad_region_fails_with_one_line_naming_file_and_key(tmp_path: Path, mutate: Any, key: str, fragment: str) -> None:
+def test_bad_region_fails_with_one_line_naming_file_and_key(
+    tmp_path: Path, mutate: Any, key: str, fragment: str
+) -> None:
     region = _tiny()
     mutate(region)
     folder = _write(tmp_path, region)

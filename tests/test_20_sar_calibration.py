@@ -59,6 +59,7 @@ def test_noise_uses_every_azimuth_block() -> None:
     line = np.array([int(b1.line[100])])
     eta = noise_power(model, line, np.array([b1.last_sample, b2.first_sample]))[0]
     from pipeline_lib.sar.noise import azimuth_noise
+
     az = azimuth_noise(model, line, np.array([b1.last_sample, b2.first_sample]))[0]
     assert az[0] == pytest.approx(np.interp(line[0], b1.line, b1.lut))
     assert az[1] == pytest.approx(np.interp(line[0], b2.line, b2.lut))
@@ -105,6 +106,7 @@ def test_run_calibrate_window_values_and_zip(tmp_path: Path) -> None:
     files = find_pol_files(safe, "VV")
     import rasterio
     from rasterio.windows import Window
+
     with rasterio.open(safe / str(files.measurement)) as src:
         dn = src.read(1, window=Window(int(pixels[0]), int(lines[0]), pixels.size, lines.size)).astype(float)
     lut = open_sigma_lut(files).interp(line=lines, pixel=pixels).values

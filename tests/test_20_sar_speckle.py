@@ -14,8 +14,11 @@ from pipeline_lib.sar.speckle import lee_sigma, point_target_mask, sigma_range
 
 # SNAP SpeckleFilterOp.setSigmaRange (intensity): looks, sigma -> I1, I2, sigmaVP
 SNAP_TABLE = [
-    (1, 0.5, 0.436, 1.920, 0.4057), (1, 0.9, 0.084, 3.941, 0.8191),
-    (2, 0.7, 0.418, 1.972, 0.4062), (3, 0.8, 0.419, 1.965, 0.3892), (4, 0.9, 0.378, 2.094, 0.3991),
+    (1, 0.5, 0.436, 1.920, 0.4057),
+    (1, 0.9, 0.084, 3.941, 0.8191),
+    (2, 0.7, 0.418, 1.972, 0.4062),
+    (3, 0.8, 0.419, 1.965, 0.3892),
+    (4, 0.9, 0.378, 2.094, 0.3991),
 ]
 
 
@@ -52,11 +55,11 @@ def _reference(img: np.ndarray, looks: float, window: int, target: int, sigma: f
             if np.isnan(v) or pt[y, x]:
                 out[y, x] = v
                 continue
-            win = img[max(0, y - hw): y + hw + 1, max(0, x - hw): x + hw + 1]
+            win = img[max(0, y - hw) : y + hw + 1, max(0, x - hw) : x + hw + 1]
             if y < hw or x < hw or y >= h - hw or x >= w - hw:
                 out[y, x] = mmse(v, win.ravel(), 1 / looks)
                 continue
-            prior = mmse(v, img[y - ht: y + ht + 1, x - ht: x + ht + 1].ravel(), 1 / looks)
+            prior = mmse(v, img[y - ht : y + ht + 1, x - ht : x + ht + 1].ravel(), 1 / looks)
             sel = win[(win >= prior * i1) & (win <= prior * i2)]
             out[y, x] = v if sel.size == 0 else mmse(v, sel, svp**2)
     return out
@@ -105,9 +108,11 @@ def test_run_speckle_netcdf(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     data = rng.gamma(4.0, 0.025, (2, 30, 40)).astype(np.float32)
     data[:, :, :3] = np.nan  # outside the swath
-    ds = xr.Dataset({"sigma0": (("polarisation", "line", "pixel"), data)},
-                    coords={"polarisation": ["VV", "VH"], "line": np.arange(100, 130), "pixel": np.arange(500, 540)},
-                    attrs={"product": "P", "number_of_looks": 4.0, "polarisations": "VV,VH"})
+    ds = xr.Dataset(
+        {"sigma0": (("polarisation", "line", "pixel"), data)},
+        coords={"polarisation": ["VV", "VH"], "line": np.arange(100, 130), "pixel": np.arange(500, 540)},
+        attrs={"product": "P", "number_of_looks": 4.0, "polarisations": "VV,VH"},
+    )
     src, dst = tmp_path / "in.nc", tmp_path / "out.nc"
     ds.to_netcdf(src)
     run_speckle(src, dst, window=7, target=3, sigma=0.9)

@@ -30,8 +30,15 @@ def tiny_grid(size: int = 64) -> Grid:
     return make_centered_grid((12.50, 42.00), (size, size), 10.0)
 
 
-def make_product(tmp: Path, grid: Grid, dn_level: float = 300.0, pols: tuple[str, ...] = ("VV", "VH"),
-                 margin_px: int = 96, seed: int = 0, size: tuple[int, int] = SHAPE) -> Path:
+def make_product(
+    tmp: Path,
+    grid: Grid,
+    dn_level: float = 300.0,
+    pols: tuple[str, ...] = ("VV", "VH"),
+    margin_px: int = 96,
+    seed: int = 0,
+    size: tuple[int, int] = SHAPE,
+) -> Path:
     """Copy the sarsen SAFE XML (VH = a renamed copy of VV) and write sparse DN = dn_level·speckle."""
     safe = tmp / SARSEN_SAFE.name
     src = find_pol_files(SARSEN_SAFE, "VV")
@@ -47,8 +54,18 @@ def make_product(tmp: Path, grid: Grid, dn_level: float = 300.0, pols: tuple[str
                 continue
             h, w = rows.stop - rows.start, cols.stop - cols.start
             dn = np.clip(np.round(dn_level * np.sqrt(rng.gamma(4.0, 0.25, (h, w)))), 1, 65534).astype(np.uint16)
-            profile = {"driver": "GTiff", "dtype": "uint16", "count": 1, "height": size[0], "width": size[1],
-                       "tiled": True, "blockxsize": 512, "blockysize": 512, "compress": "ZSTD", "SPARSE_OK": "TRUE"}
+            profile = {
+                "driver": "GTiff",
+                "dtype": "uint16",
+                "count": 1,
+                "height": size[0],
+                "width": size[1],
+                "tiled": True,
+                "blockxsize": 512,
+                "blockysize": 512,
+                "compress": "ZSTD",
+                "SPARSE_OK": "TRUE",
+            }
             with rasterio.open(dest, "w", **profile) as dst:
                 if size == SHAPE:
                     dst.write(dn, 1, window=Window(cols.start, rows.start, w, h))

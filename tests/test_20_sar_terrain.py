@@ -21,8 +21,9 @@ def test_annotation_gcps_geocode_to_their_line_pixel() -> None:
     gcp = read_geolocation_grid(parse_member(SARSEN_SAFE, files.annotation))
     idx = np.arange(0, gcp["line"].size, 7)
     shape = (1, idx.size)
-    ecef = grid_ecef(gcp["longitude"][idx].reshape(shape), gcp["latitude"][idx].reshape(shape),
-                     gcp["height"][idx].reshape(shape))
+    ecef = grid_ecef(
+        gcp["longitude"][idx].reshape(shape), gcp["latitude"][idx].reshape(shape), gcp["height"][idx].reshape(shape)
+    )
     line, pixel = compute_lookup(files, ecef)
     assert np.abs(line[0] - gcp["line"][idx]).max() < 0.5
     assert np.abs(pixel[0] - gcp["pixel"][idx]).max() < 1.0
@@ -35,9 +36,13 @@ def test_known_gcp_lands_on_its_grid_pixel() -> None:
     k = int(np.argmin(np.abs(gcp["height"]) + 1e3 * (gcp["pixel"] == 0)))
     grid = make_centered_grid((float(gcp["longitude"][k]), float(gcp["latitude"][k])), (9, 9), 10.0)
     from pyproj import Transformer
-    x, y = Transformer.from_crs("EPSG:4326", grid.crs, always_xy=True).transform(gcp["longitude"][k], gcp["latitude"][k])
+
+    x, y = Transformer.from_crs("EPSG:4326", grid.crs, always_xy=True).transform(
+        gcp["longitude"][k], gcp["latitude"][k]
+    )
     col, row = ~grid.transform @ (x, y)
     from pipeline_lib.sar.terrain import grid_lonlat
+
     lon, lat = grid_lonlat(grid)
     line, pixel = compute_lookup(files, grid_ecef(lon, lat, np.zeros(grid.shape)))
     # bilinear lookup at the GCP's map position

@@ -34,8 +34,13 @@ def _pair(tmp_path: Path, dy: float, dx: float, bias: float) -> tuple[Path, Path
     b[:, -5:] = np.nan
     pa, pb = tmp_path / "a.tif", tmp_path / "b.tif"
     for path, img in ((pa, a), (pb, b)):
-        write_cog(np.stack([img, img - 6.0]).astype(np.float32), path, crs=GRID.crs, transform=GRID.transform,
-                  descriptions=["VV", "VH"])
+        write_cog(
+            np.stack([img, img - 6.0]).astype(np.float32),
+            path,
+            crs=GRID.crs,
+            transform=GRID.transform,
+            descriptions=["VV", "VH"],
+        )
     return pa, pb, a, b
 
 
@@ -85,6 +90,11 @@ def test_cli_prints_json_then_summary(tmp_path: Path, capsys: pytest.CaptureFixt
     parsed = json.loads(first)
     assert parsed["bands"]["VV"]["dy_px"] == pytest.approx(1.0, abs=0.1)
     assert any(line.startswith("VV:") and "p95" in line for line in rest)
-    proc = subprocess.run([sys.executable, "-m", "pipeline_lib.sar.compare", str(pa), str(tmp_path / "nope.tif")],
-                          cwd=REPO, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline_lib.sar.compare", str(pa), str(tmp_path / "nope.tif")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 2 and proc.stderr.startswith("error:") and proc.stderr.count("\n") == 1

@@ -33,8 +33,15 @@ def _graph(tmp_path: Path, *, apply_orbit: bool = False, speckle: dict | None = 
     grid = make_centered_grid((12.5, 42.0), (128, 128))
     spk = speckle_parameters(speckle or {}, product_looks=4.4)
     dem = DemSpec(name="External DEM", file=tmp_path / "dem.tif", apply_egm=True, nodata=-32768.0)
-    root = build_graph(tmp_path / "S1.SAFE" / "manifest.safe", tmp_path / "tc.tif", grid,
-                       polarisations=("VV", "VH"), speckle=spk, dem=dem, apply_orbit=apply_orbit)
+    root = build_graph(
+        tmp_path / "S1.SAFE" / "manifest.safe",
+        tmp_path / "tc.tif",
+        grid,
+        polarisations=("VV", "VH"),
+        speckle=spk,
+        dem=dem,
+        apply_orbit=apply_orbit,
+    )
     # Round trip through the XML text, as gpt reads it.
     return parse_xml(graph_xml(root).encode()), grid
 
@@ -44,8 +51,17 @@ def test_table_rows_are_complete_and_cite_sources() -> None:
         rows = list(csv.DictReader(fh))
     assert {r["operator"] for r in rows} >= set(CHAIN) | {"Apply-Orbit-File"}
     for r in rows:
-        assert r["type"] in {"String", "String[]", "int", "double", "boolean", "Boolean", "File", "Geometry",
-                             "Rectangle"}, r
+        assert r["type"] in {
+            "String",
+            "String[]",
+            "int",
+            "double",
+            "boolean",
+            "Boolean",
+            "File",
+            "Geometry",
+            "Rectangle",
+        }, r
         assert r["source"].endswith(")") and ".java" in r["source"], r
         if r["allowed"] and r["default"] and r["type"] == "String":
             assert r["default"] in r["allowed"].split("|"), r
@@ -66,13 +82,18 @@ def test_graph_chain_and_parameters(tmp_path: Path, apply_orbit: bool) -> None:
     p = {op: params for _, op, _, params in nodes}
     assert p["Calibration"]["outputSigmaBand"] == "true" and p["Calibration"]["outputImageScaleInDb"] == "false"
     assert p["ThermalNoiseRemoval"]["selectedPolarisations"] == "VV,VH"
-    assert p["Speckle-Filter"] == {"sourceBands": "Sigma0_VV,Sigma0_VH", "filter": "Lee Sigma", "windowSize": "7x7",
-                                   "targetWindowSizeStr": "3x3", "sigmaStr": "0.9", "numLooksStr": "4"}
+    assert p["Speckle-Filter"] == {
+        "sourceBands": "Sigma0_VV,Sigma0_VH",
+        "filter": "Lee Sigma",
+        "windowSize": "7x7",
+        "targetWindowSizeStr": "3x3",
+        "sigmaStr": "0.9",
+        "numLooksStr": "4",
+    }
     tc = p["Terrain-Correction"]
     assert tc["mapProjection"] == "EPSG:32633"
     assert float(tc["pixelSpacingInMeter"]) == grid.resolution_m == 10.0
-    assert (float(tc["standardGridOriginX"]), float(tc["standardGridOriginY"])) == (grid.transform.c,
-                                                                                    grid.transform.f)
+    assert (float(tc["standardGridOriginX"]), float(tc["standardGridOriginY"])) == (grid.transform.c, grid.transform.f)
     assert tc["demName"] == "External DEM" and tc["externalDEMFile"].endswith("dem.tif")
     assert tc["externalDEMApplyEGM"] == "true" and float(tc["externalDEMNoDataValue"]) == -32768.0
     assert tc["nodataValueAtSea"] == "false"
@@ -92,9 +113,11 @@ def test_graph_chain_and_parameters(tmp_path: Path, apply_orbit: bool) -> None:
 
 @pytest.mark.parametrize(
     ("speckle", "expected"),
-    [({"window": 9, "target_window": 5, "sigma": 0.7, "looks": 1}, ("9x9", "5x5", "0.7", "1")),
-     ({"window": 17, "looks": 2.6}, ("17x17", "3x3", "0.9", "3")),
-     ({"looks": 12}, ("7x7", "3x3", "0.9", "4"))],
+    [
+        ({"window": 9, "target_window": 5, "sigma": 0.7, "looks": 1}, ("9x9", "5x5", "0.7", "1")),
+        ({"window": 17, "looks": 2.6}, ("17x17", "3x3", "0.9", "3")),
+        ({"looks": 12}, ("7x7", "3x3", "0.9", "4")),
+    ],
 )
 def test_speckle_keys_map_to_snap(speckle: dict, expected: tuple) -> None:
     p = speckle_parameters(speckle, product_looks=None)
@@ -143,16 +166,22 @@ def test_gpt_command_and_lookup(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("code", "log", "cls", "needle"),
-    [(1, "Error: [NodeId: Apply-Orbit-File] No valid orbit file found for 23-DEC-2021 05:11:22", FetchError,
-      "apply_orbit"),
-     (1, "Error: [NodeId: Terrain-Correction] Cannot find DEM /x/dem.tif", ConfigError, "sar.dem"),
-     (1, "SEVERE: DEM not found", ConfigError, "sar.dem"),
-     (1, "java.lang.OutOfMemoryError: Java heap space", ConfigError, "heap"),
-     (1, "Error: [NodeId: Speckle-Filter] Unknown element 'fooBar' (Unknown parameter)", ConfigError, "parameter"),
-     (1, "Error: [NodeId: Terrain-Correction] Operator 'Terrain-Correction' not found", ConfigError, "toolbox"),
-     (1, "Error: [NodeId: Read] Specified 'file' [/x/manifest.safe] does not exist.", ProductError, "download"),
-     (137, "INFO: Executing processing graph", ConfigError, "killed"),
-     (3, "Error: something odd happened", PipelineError, "something odd")],
+    [
+        (
+            1,
+            "Error: [NodeId: Apply-Orbit-File] No valid orbit file found for 23-DEC-2021 05:11:22",
+            FetchError,
+            "apply_orbit",
+        ),
+        (1, "Error: [NodeId: Terrain-Correction] Cannot find DEM /x/dem.tif", ConfigError, "sar.dem"),
+        (1, "SEVERE: DEM not found", ConfigError, "sar.dem"),
+        (1, "java.lang.OutOfMemoryError: Java heap space", ConfigError, "heap"),
+        (1, "Error: [NodeId: Speckle-Filter] Unknown element 'fooBar' (Unknown parameter)", ConfigError, "parameter"),
+        (1, "Error: [NodeId: Terrain-Correction] Operator 'Terrain-Correction' not found", ConfigError, "toolbox"),
+        (1, "Error: [NodeId: Read] Specified 'file' [/x/manifest.safe] does not exist.", ProductError, "download"),
+        (137, "INFO: Executing processing graph", ConfigError, "killed"),
+        (3, "Error: something odd happened", PipelineError, "something odd"),
+    ],
 )
 def test_gpt_failures_map_to_one_line_errors(code: int, log: str, cls: type, needle: str) -> None:
     err = classify_gpt_failure(code, "INFO: start\n" + log + "\n", "logs/x.log")

@@ -25,8 +25,9 @@ GRID = make_centered_grid((12.5, 42.0), (96, 80))
 @pytest.fixture
 def gpt_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """The stand-in on PATH (as `gpt`) with this interpreter first, recording its argv."""
-    monkeypatch.setenv("PATH", f"{STANDIN.parent}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}"
-                               f"{os.environ.get('PATH', '')}")
+    monkeypatch.setenv(
+        "PATH", f"{STANDIN.parent}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    )
     record = tmp_path / "argv.json"
     monkeypatch.setenv("GPT_STANDIN_ARGS", str(record))
     monkeypatch.delenv("GPT_STANDIN_FAIL", raising=False)
@@ -37,8 +38,18 @@ def gpt_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 def test_run_snap_writes_sigma0_db_cog_on_grid(tmp_path: Path, gpt_env: Path, dem: Path | None) -> None:
     out = tmp_path / "s1" / "2021-12-23.tif"
     log = tmp_path / "log.txt"
-    run_snap(SAFE, GRID, out, polarisations=("VV",), speckle={"window": 7, "target_window": 3, "sigma": 0.9},
-             dem=dem, gpt=None, threads=2, cache_mb=768, log_path=log)
+    run_snap(
+        SAFE,
+        GRID,
+        out,
+        polarisations=("VV",),
+        speckle={"window": 7, "target_window": 3, "sigma": 0.9},
+        dem=dem,
+        gpt=None,
+        threads=2,
+        cache_mb=768,
+        log_path=log,
+    )
     argv = json.loads(gpt_env.read_text())
     assert argv[1:] == ["-q", "2", "-c", "768M", "-e"] and argv[0].endswith("graph.xml")
     with rasterio.open(out) as src:
@@ -60,8 +71,19 @@ def test_run_snap_writes_sigma0_db_cog_on_grid(tmp_path: Path, gpt_env: Path, de
 def test_run_snap_with_orbit_node(tmp_path: Path, gpt_env: Path) -> None:
     out = tmp_path / "o.tif"
     log = tmp_path / "log.txt"
-    run_snap(SAFE, GRID, out, polarisations=("VV",), speckle={"looks": 3}, dem=DEM, gpt=str(STANDIN),
-             threads=1, cache_mb=256, log_path=log, apply_orbit=True)
+    run_snap(
+        SAFE,
+        GRID,
+        out,
+        polarisations=("VV",),
+        speckle={"looks": 3},
+        dem=DEM,
+        gpt=str(STANDIN),
+        threads=1,
+        cache_mb=256,
+        log_path=log,
+        apply_orbit=True,
+    )
     assert "Apply-Orbit-File: Apply-Orbit-File" in log.read_text()
     with rasterio.open(out) as src:
         assert src.tags()["snap_numLooksStr"] == "3"
@@ -70,27 +92,50 @@ def test_run_snap_with_orbit_node(tmp_path: Path, gpt_env: Path) -> None:
 def test_standin_rejects_a_polarisation_the_product_lacks(tmp_path: Path, gpt_env: Path) -> None:
     # The sarsen fixture holds VV only: the stand-in follows the bands and fails like gpt does.
     with pytest.raises(PipelineError, match="Polarisation 'VH' not in the product"):
-        run_snap(SAFE, GRID, tmp_path / "x.tif", polarisations=("VV", "VH"), speckle={"looks": 4}, dem=DEM,
-                 gpt=None, threads=1, cache_mb=256, log_path=tmp_path / "log.txt")
+        run_snap(
+            SAFE,
+            GRID,
+            tmp_path / "x.tif",
+            polarisations=("VV", "VH"),
+            speckle={"looks": 4},
+            dem=DEM,
+            gpt=None,
+            threads=1,
+            cache_mb=256,
+            log_path=tmp_path / "log.txt",
+        )
     assert not (tmp_path / "x.tif").exists()
 
 
 @pytest.mark.parametrize(
     ("line", "code", "cls", "needle"),
-    [("Error: [NodeId: Apply-Orbit-File] No valid orbit file found for 23-DEC-2021", "1", FetchError, "orbit"),
-     ("Error: [NodeId: Terrain-Correction] Cannot find DEM 'SRTM 1Sec HGT'", "1", ConfigError, "sar.dem"),
-     ("Exception in thread \"main\" java.lang.OutOfMemoryError: Java heap space", "1", ConfigError, "heap"),
-     ("Error: [NodeId: Calibration] Unknown parameter 'outputSigma'", "1", ConfigError, "parameter"),
-     ("", "137", ConfigError, "killed")],
+    [
+        ("Error: [NodeId: Apply-Orbit-File] No valid orbit file found for 23-DEC-2021", "1", FetchError, "orbit"),
+        ("Error: [NodeId: Terrain-Correction] Cannot find DEM 'SRTM 1Sec HGT'", "1", ConfigError, "sar.dem"),
+        ('Exception in thread "main" java.lang.OutOfMemoryError: Java heap space', "1", ConfigError, "heap"),
+        ("Error: [NodeId: Calibration] Unknown parameter 'outputSigma'", "1", ConfigError, "parameter"),
+        ("", "137", ConfigError, "killed"),
+    ],
 )
-def test_gpt_failures_through_the_standin(tmp_path: Path, gpt_env: Path, monkeypatch: pytest.MonkeyPatch,
-                                         line: str, code: str, cls: type, needle: str) -> None:
+def test_gpt_failures_through_the_standin(
+    tmp_path: Path, gpt_env: Path, monkeypatch: pytest.MonkeyPatch, line: str, code: str, cls: type, needle: str
+) -> None:
     monkeypatch.setenv("GPT_STANDIN_FAIL", line or " ")
     monkeypatch.setenv("GPT_STANDIN_EXIT", code)
     log = tmp_path / "log.txt"
     with pytest.raises(cls, match=needle) as info:
-        run_snap(SAFE, GRID, tmp_path / "x.tif", polarisations=("VV",), speckle={"looks": 4}, dem=DEM,
-                 gpt=None, threads=1, cache_mb=256, log_path=log)
+        run_snap(
+            SAFE,
+            GRID,
+            tmp_path / "x.tif",
+            polarisations=("VV",),
+            speckle={"looks": 4},
+            dem=DEM,
+            gpt=None,
+            threads=1,
+            cache_mb=256,
+            log_path=log,
+        )
     assert "\n" not in str(info.value) and str(log) in str(info.value)
     assert f"--- exit {code} ---" in log.read_text()
 
@@ -103,18 +148,26 @@ def test_missing_gpt_is_a_config_error(tmp_path: Path, monkeypatch: pytest.Monke
 
 @pytest.mark.parametrize(
     ("old", "new", "message"),
-    [("<windowSize>7x7</windowSize>", "<windowSize>8x8</windowSize>", "Value for 'windowSize' is invalid: '8x8'"),
-     ("<operator>Calibration</operator>", "<operator>Calibrate</operator>", "Operator 'Calibrate' not found"),
-     ("<sigmaStr>", "<sigma>0.9</sigma><sigmaStr>", "Unknown element 'sigma'"),
-     ("<sourceBands>Sigma0_VV</sourceBands>", "<sourceBands>Sigma0_HH</sourceBands>", "'Sigma0_HH' not found")],
+    [
+        ("<windowSize>7x7</windowSize>", "<windowSize>8x8</windowSize>", "Value for 'windowSize' is invalid: '8x8'"),
+        ("<operator>Calibration</operator>", "<operator>Calibrate</operator>", "Operator 'Calibrate' not found"),
+        ("<sigmaStr>", "<sigma>0.9</sigma><sigmaStr>", "Unknown element 'sigma'"),
+        ("<sourceBands>Sigma0_VV</sourceBands>", "<sourceBands>Sigma0_HH</sourceBands>", "'Sigma0_HH' not found"),
+    ],
 )
 def test_standin_checks_graph_like_gpt(tmp_path: Path, gpt_env: Path, old: str, new: str, message: str) -> None:
     import subprocess
 
     from pipeline_lib.sar.snap import DemSpec, build_graph, graph_xml, speckle_parameters
 
-    root = build_graph(SAFE / "manifest.safe", tmp_path / "tc.tif", GRID, polarisations=("VV",),
-                       speckle=speckle_parameters({"looks": 4}, None), dem=DemSpec("External DEM", DEM))
+    root = build_graph(
+        SAFE / "manifest.safe",
+        tmp_path / "tc.tif",
+        GRID,
+        polarisations=("VV",),
+        speckle=speckle_parameters({"looks": 4}, None),
+        dem=DemSpec("External DEM", DEM),
+    )
     text = graph_xml(root)
     graph = tmp_path / "graph.xml"
     graph.write_text(text.replace(old, new, 1))

@@ -44,8 +44,14 @@ def world():
     with LoopbackServer() as srv:
         fake = FakeCdse(srv, products={pid_of(scene): BODY}).install()
         sleeps: list[float] = []
-        src = CdseSource(catalogue_url=fake.catalogue_url, token_url=fake.token_url, download_url=srv.url + ODATA,
-                         credentials=Credentials(USER, PASSWORD), policy=FAST, sleep=sleeps.append)
+        src = CdseSource(
+            catalogue_url=fake.catalogue_url,
+            token_url=fake.token_url,
+            download_url=srv.url + ODATA,
+            credentials=Credentials(USER, PASSWORD),
+            policy=FAST,
+            sleep=sleeps.append,
+        )
         yield srv, fake, src, scene, sleeps
 
 
@@ -121,7 +127,9 @@ def test_checksum_mismatch_retried_once_then_fails(world, tmp_path: Path, caplog
 def test_size_only_verification_when_no_checksum(world, tmp_path: Path) -> None:
     srv, fake, src, _, _ = world
     scene = scene_for(BODY, md5=False)
-    srv.fault("GET", value_path(scene), truncate_fault(1000), truncate_fault(1000), truncate_fault(1000), truncate_fault(1000))
+    srv.fault(
+        "GET", value_path(scene), truncate_fault(1000), truncate_fault(1000), truncate_fault(1000), truncate_fault(1000)
+    )
     with pytest.raises(FetchError, match="body ended at"):
         src.download(scene, tmp_path / "s.zip")
     assert not (tmp_path / "s.zip").exists()
@@ -151,7 +159,11 @@ def test_token_refreshed_before_expiry(world, tmp_path: Path) -> None:
 def test_redirect_to_other_host_never_gets_the_token(world, tmp_path: Path) -> None:
     srv, fake, src, scene, _ = world
     # Another host (same loopback server, named localhost) serving the product without auth (a presigned URL).
-    srv.route("GET", "/presigned/p.zip", lambda req: __import__("tests.loopback", fromlist=["file_reply"]).file_reply(BODY, req))
+    srv.route(
+        "GET",
+        "/presigned/p.zip",
+        lambda req: __import__("tests.loopback", fromlist=["file_reply"]).file_reply(BODY, req),
+    )
     srv.fault("GET", value_path(scene), redirect_fault(f"{srv.alt_url}/presigned/p.zip"))
     src.download(scene, tmp_path / "r.zip")
     assert (tmp_path / "r.zip").read_bytes() == BODY
@@ -179,8 +191,13 @@ def test_wrong_password_one_line_without_secret(tmp_path: Path) -> None:
     scene = scene_for(BODY)
     with LoopbackServer() as srv:
         fake = FakeCdse(srv, products={pid_of(scene): BODY}).install()
-        src = CdseSource(token_url=fake.token_url, download_url=srv.url + ODATA,
-                         credentials=Credentials(USER, "wrong-" + PASSWORD), policy=FAST, sleep=lambda s: None)
+        src = CdseSource(
+            token_url=fake.token_url,
+            download_url=srv.url + ODATA,
+            credentials=Credentials(USER, "wrong-" + PASSWORD),
+            policy=FAST,
+            sleep=lambda s: None,
+        )
         with pytest.raises(FetchError) as exc:
             src.download(scene, tmp_path / "w.zip")
     msg = str(exc.value)
@@ -202,8 +219,13 @@ def test_safe_destination_unpacked_and_zip_slip_refused(tmp_path: Path) -> None:
     s_good, s_evil = scene_for(good, 0), scene_for(evil, 1)
     with LoopbackServer() as srv:
         fake = FakeCdse(srv, products={pid_of(s_good): good, pid_of(s_evil): evil}).install()
-        src = CdseSource(token_url=fake.token_url, download_url=srv.url + ODATA, credentials=Credentials(USER, PASSWORD),
-                         policy=FAST, sleep=lambda s: None)
+        src = CdseSource(
+            token_url=fake.token_url,
+            download_url=srv.url + ODATA,
+            credentials=Credentials(USER, PASSWORD),
+            policy=FAST,
+            sleep=lambda s: None,
+        )
         dest = src.download(s_good, tmp_path / "raw" / f"{s_good.product_id}.SAFE")
         assert (dest / "manifest.safe").read_bytes().startswith(b"<?xml")
         assert not list((tmp_path / "raw").glob("*.zip"))
@@ -231,14 +253,22 @@ def test_progress_bar_on_tty_and_lines_in_logs(caplog: pytest.LogCaptureFixture)
     assert "Q  50.0% 5.0/10.0 MB 0.2 MB/s ETA 0:00:20" in caplog.text and "\r" not in caplog.text
 
 
-def test_no_secret_in_any_output(tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+def test_no_secret_in_any_output(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
     caplog.set_level(logging.DEBUG)
     scene = scene_for(BODY)
     errors: list[str] = []
     with LoopbackServer() as srv:
         fake = FakeCdse(srv, products={pid_of(scene): BODY}).install()
-        src = CdseSource(token_url=fake.token_url, download_url=srv.url + ODATA, credentials=Credentials(USER, PASSWORD),
-                         policy=FAST, sleep=lambda s: None, progress_stream=sys.stderr)
+        src = CdseSource(
+            token_url=fake.token_url,
+            download_url=srv.url + ODATA,
+            credentials=Credentials(USER, PASSWORD),
+            policy=FAST,
+            sleep=lambda s: None,
+            progress_stream=sys.stderr,
+        )
         srv.fault("GET", value_path(scene), status_fault(401), cut_fault(1000))
         src.download(scene, tmp_path / "ok.zip")
         srv.fault("GET", value_path(scene), redirect_fault(f"{srv.alt_url}{value_path(scene)}"))

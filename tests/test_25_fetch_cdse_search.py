@@ -31,8 +31,14 @@ def real_pages() -> list[dict]:
 
 
 def make_source(fake: FakeCdse, sleeps: list[float]) -> CdseSource:
-    return CdseSource(catalogue_url=fake.catalogue_url, token_url=fake.token_url, download_url=fake.catalogue_url,
-                      page_size=3, policy=FAST, sleep=sleeps.append)
+    return CdseSource(
+        catalogue_url=fake.catalogue_url,
+        token_url=fake.token_url,
+        download_url=fake.catalogue_url,
+        page_size=3,
+        policy=FAST,
+        sleep=sleeps.append,
+    )
 
 
 def test_parse_real_records_null_footprints() -> None:
@@ -46,7 +52,8 @@ def test_parse_real_records_null_footprints() -> None:
     assert first.product_type == "AUX_INS" and first.mission == "S1A"
     assert first.uri.endswith("/Products(67360f3a-f36b-11ef-9d3f-0050561a7772)/$value")
     assert sum(s.checksum.startswith("md5:") for s in scenes) == sum(
-        any(c["Algorithm"] == "MD5" for c in r.get("Checksum") or []) for r in records)
+        any(c["Algorithm"] == "MD5" for c in r.get("Checksum") or []) for r in records
+    )
 
 
 def test_paging_real_pages_follows_nextlink_on_configured_host() -> None:
@@ -63,12 +70,17 @@ def test_paging_real_pages_follows_nextlink_on_configured_host() -> None:
 
 
 def test_filter_has_documented_clauses() -> None:
-    (start, end), = search_windows([date(2022, 1, 4)], 3.0)
+    ((start, end),) = search_windows([date(2022, 1, 4)], 3.0)
     f1 = build_filter("IW_GRDH_1S", AOI, start, end)
     assert "Collection/Name eq 'SENTINEL-1'" in f1
     assert "att/OData.CSC.StringAttribute/Value eq 'IW_GRDH_1S'" in f1
-    assert "OData.CSC.Intersects(area=geography'SRID=4326;POLYGON((12.44 41.95,12.56 41.95,12.56 42.05,12.44 42.05,12.44 41.95))')" in f1
-    assert "ContentDate/Start ge 2022-01-01T12:00:00.000Z" in f1 and "ContentDate/Start le 2022-01-07T12:00:00.000Z" in f1
+    assert (
+        "OData.CSC.Intersects(area=geography'SRID=4326;POLYGON((12.44 41.95,12.56 41.95,12.56 42.05,12.44 42.05,12.44 41.95))')"
+        in f1
+    )
+    assert (
+        "ContentDate/Start ge 2022-01-01T12:00:00.000Z" in f1 and "ContentDate/Start le 2022-01-07T12:00:00.000Z" in f1
+    )
     assert "cloudCover" not in f1
     f2 = build_filter("S2MSI2A", AOI, start, end, max_cloud_cover=30)
     assert "Collection/Name eq 'SENTINEL-2'" in f2 and "att/OData.CSC.DoubleAttribute/Value le 30.00" in f2
@@ -84,7 +96,9 @@ def test_search_derived_records_and_selection(tmp_path: Path) -> None:
         req = SearchRequest(AOI, DATES, pair_tolerance_days=3.0, max_cloud_cover=80.0)
         found = src.search(req)
         filters = [r.query["$filter"][0] for r in srv.seen(f"{ODATA}/Products") if "$filter" in r.query]
-        assert any("'IW_GRDH_1S'" in f for f in filters) and any("'S2MSI2A'" in f and "cloudCover" in f for f in filters)
+        assert any("'IW_GRDH_1S'" in f for f in filters) and any(
+            "'S2MSI2A'" in f and "cloudCover" in f for f in filters
+        )
         assert all(r.query["$top"] == ["3"] for r in srv.seen(f"{ODATA}/Products") if "$filter" in r.query)
     assert {s.product_type for s in found} == {"IW_GRDH_1S", "S2MSI2A"}
     assert len(found) == 9  # every derived record, deduplicated over the 8 queries
@@ -103,8 +117,12 @@ def test_search_faults_retry_after_malformed_and_empty() -> None:
         sleeps: list[float] = []
         src = make_source(fake, sleeps)
         path = f"{ODATA}/Products"
-        srv.fault("GET", path, status_fault(429, {"Retry-After": "7"}),
-                  lambda req, reply: Reply(200, {"Content-Type": "application/json"}, reply.body[: len(reply.body) // 2]))
+        srv.fault(
+            "GET",
+            path,
+            status_fault(429, {"Retry-After": "7"}),
+            lambda req, reply: Reply(200, {"Content-Type": "application/json"}, reply.body[: len(reply.body) // 2]),
+        )
         items = list(src.products("x"))
         assert len(items) == 9
         assert sleeps[0] == 7.0 and len(sleeps) == 2  # Retry-After honoured, malformed page retried

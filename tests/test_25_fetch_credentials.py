@@ -19,7 +19,9 @@ def test_env_first_then_netrc(tmp_path: Path) -> None:
     rc = tmp_path / "netrc"
     rc.write_text(f"machine {HOST}\n  login rc-user\n  password {SECRET}\n")
     rc.chmod(0o600)
-    assert resolve_credentials({"CDSE_USERNAME": "env-user", "CDSE_PASSWORD": "pw"}, rc, HOST) == Credentials("env-user", "pw")
+    assert resolve_credentials({"CDSE_USERNAME": "env-user", "CDSE_PASSWORD": "pw"}, rc, HOST) == Credentials(
+        "env-user", "pw"
+    )
     got = resolve_credentials({"CDSE_USERNAME": "only-user"}, rc, HOST)
     assert got == Credentials("rc-user", SECRET) and SECRET not in repr(got) and SECRET not in str(got)
     with pytest.raises(ConfigError, match="export CDSE_USERNAME and CDSE_PASSWORD"):

@@ -45,11 +45,17 @@ def test_search_replays_recorded_query(tmp_path: Path) -> None:
         auth = {r.headers.get("authorization", "") for r in srv.requests}
     assert any('producttype:"GRD"' in q and 'sensoroperationalmode:"IW"' in q for q in queries)
     assert any('producttype:"S2MSI2A"' in q and 'cloudcoverpercentage:["0" TO "100' in q for q in queries)
-    assert all('footprint:"Intersects(POLYGON((-66.2695 -8.0592,' in q and "2015-12-19T02:24:00Z\" TO \"2015-12-27T21:36:00Z" in q for q in queries)
+    assert all(
+        'footprint:"Intersects(POLYGON((-66.2695 -8.0592,' in q
+        and '2015-12-19T02:24:00Z" TO "2015-12-27T21:36:00Z' in q
+        for q in queries
+    )
     assert all(a.startswith("Basic ") for a in auth)
     # The recorded answer holds 5 GRD, 89 L1C, RAW and SLC: only IW GRDH products are candidates (2015: no L2A).
     assert scenes and all(s.product_type == "IW_GRDH_1S" for s in scenes)
-    assert all("_IW_GRDH_1S" in s.product_id and s.footprint_wkt.startswith("POLYGON") and s.relative_orbit for s in scenes)
+    assert all(
+        "_IW_GRDH_1S" in s.product_id and s.footprint_wkt.startswith("POLYGON") and s.relative_orbit for s in scenes
+    )
     assert all(s.uri.startswith(base) and "/odata/v1/Products('" in s.uri for s in scenes)
 
 
@@ -67,12 +73,23 @@ def test_download_checksum_mismatch_then_verified(tmp_path: Path, caplog: pytest
             src.download(scene, dest)
         assert "MD5" in str(exc.value) and "\n" not in str(exc.value)
         assert not dest.exists() and not list(dest.parent.rglob("*.zip"))
-        assert len([r for r in srv.requests if r.method == "GET" and r.path.endswith("/$value") and "Online" not in r.path]) == 2
+        assert (
+            len(
+                [r for r in srv.requests if r.method == "GET" and r.path.endswith("/$value") and "Online" not in r.path]
+            )
+            == 2
+        )
         # Transformation: the recorded metadata's MD5 replaced by our body's, then the download verifies.
         ours = hashlib.md5(body).hexdigest()
         meta = f"/apihub/odata/v1/Products('{UUID}')"
         recorded = srv.routes[("GET", meta)]
-        srv.route("GET", meta, lambda req: dataclasses.replace(r := recorded(req), body=r.body.replace(RECORDED_MD5.encode(), ours.encode())))
+        srv.route(
+            "GET",
+            meta,
+            lambda req: dataclasses.replace(
+                r := recorded(req), body=r.body.replace(RECORDED_MD5.encode(), ours.encode())
+            ),
+        )
         got = src.download(dataclasses.replace(scene, checksum=f"md5:{ours}"), dest)
     assert got == dest and dest.read_bytes() == body
     assert not [p for p in dest.parent.iterdir() if p != dest]  # no work folder or .incomplete left

@@ -117,8 +117,17 @@ def test_reprojection_of_subpixel_shifted_raster_lands_on_grid(shift_m: tuple[fl
     east, north = shift_m
     src = _surface(sx[None, :] - east, sy[:, None] - north).astype(np.float32)
     dst = np.full(grid.shape, np.nan, np.float32)
-    reproject(src, dst, src_transform=src_transform, src_crs=grid.crs, dst_transform=grid.transform,
-              dst_crs=grid.crs, resampling=Resampling.cubic, src_nodata=np.nan, dst_nodata=np.nan)
+    reproject(
+        src,
+        dst,
+        src_transform=src_transform,
+        src_crs=grid.crs,
+        dst_transform=grid.transform,
+        dst_crs=grid.crs,
+        resampling=Resampling.cubic,
+        src_nodata=np.nan,
+        dst_nodata=np.nan,
+    )
     truth = _surface(grid.x_coords()[None, :], grid.y_coords()[:, None])
     dy, dx, q = phase_correlation(truth, dst)
     # moving content east is +x columns; north is −y rows
@@ -131,8 +140,9 @@ def _grid(n: int = 64) -> Grid:
     return make_centered_grid((12.5, 42.0), (n, n))
 
 
-def _write_pair(tmp: Path, grid: Grid, date: str, base: np.ndarray, s1_shift: tuple[float, float],
-                s2_shift: tuple[float, float]) -> tuple[Path, Path]:
+def _write_pair(
+    tmp: Path, grid: Grid, date: str, base: np.ndarray, s1_shift: tuple[float, float], s2_shift: tuple[float, float]
+) -> tuple[Path, Path]:
     sar = _fourier_shift(base, *s1_shift)[16:-16, 16:-16]
     opt = _fourier_shift(base, *s2_shift)[16:-16, 16:-16]
     vv = (-12 + 4 * sar).astype(np.float32)
@@ -141,7 +151,9 @@ def _write_pair(tmp: Path, grid: Grid, date: str, base: np.ndarray, s1_shift: tu
     refl = (0.15 + 0.05 * opt).astype(np.float32)
     valid = np.ones_like(refl)
     s2 = np.stack([refl, refl * 0.9, refl * 0.8, refl * 1.5, refl * 1.2, valid])
-    write_cog(s2, s2p, crs=grid.crs, transform=grid.transform, descriptions=["B04", "B03", "B02", "B11", "B12", "valid"])
+    write_cog(
+        s2, s2p, crs=grid.crs, transform=grid.transform, descriptions=["B04", "B03", "B02", "B11", "B12", "valid"]
+    )
     return s1p, s2p
 
 
@@ -159,8 +171,15 @@ def test_run_offsets_writes_entries_and_corrections(tmp_path: Path) -> None:
     doc = json.loads(out.read_text())
     assert doc["reference_date"] == "2021-12-23"
     by = {(e["kind"], e["date"]): e for e in doc["entries"]}
-    assert set(by) == {("s1", "2022-01-04"), ("s1", "2022-01-16"), ("s2", "2022-01-04"), ("s2", "2022-01-16"),
-                       ("s1_s2", "2021-12-23"), ("s1_s2", "2022-01-04"), ("s1_s2", "2022-01-16")}
+    assert set(by) == {
+        ("s1", "2022-01-04"),
+        ("s1", "2022-01-16"),
+        ("s2", "2022-01-04"),
+        ("s2", "2022-01-16"),
+        ("s1_s2", "2021-12-23"),
+        ("s1_s2", "2022-01-04"),
+        ("s1_s2", "2022-01-16"),
+    }
     e = by[("s1", "2022-01-04")]
     assert abs(e["dy"] - 1.5) <= 0.1 and abs(e["dx"]) <= 0.1 and e["corrected"]
     e = by[("s1", "2022-01-16")]

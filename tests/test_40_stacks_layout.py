@@ -39,10 +39,19 @@ def _world(tmp: Path) -> tuple[dict[str, Path], dict[str, Path], dict[str, dict[
             refl[:, 5:15, 5:15] = np.nan
         s1[d], s2[d] = tmp / "s1" / f"{d}.tif", tmp / "s2" / f"{d}.tif"
         write_cog(np.stack([vv, vh]), s1[d], crs=grid.crs, transform=grid.transform, descriptions=["VV", "VH"])
-        write_cog(np.concatenate([refl, valid[None]]), s2[d], crs=grid.crs, transform=grid.transform,
-                  descriptions=["B04", "B03", "B02", "B11", "B12", "valid"])
-        arrays[d] = {"VV": vv, "VH": vh, **{b: refl[i] for i, b in enumerate(["B04", "B03", "B02", "B11", "B12"])},
-                     "valid": valid}
+        write_cog(
+            np.concatenate([refl, valid[None]]),
+            s2[d],
+            crs=grid.crs,
+            transform=grid.transform,
+            descriptions=["B04", "B03", "B02", "B11", "B12", "valid"],
+        )
+        arrays[d] = {
+            "VV": vv,
+            "VH": vh,
+            **{b: refl[i] for i, b in enumerate(["B04", "B03", "B02", "B11", "B12"])},
+            "valid": valid,
+        }
     return s1, s2, arrays
 
 
@@ -73,7 +82,9 @@ def test_sar_to_visible_stack_layout(tmp_path: Path) -> None:
     # values: S_i is S1 on the target date, T_g is S2 on the guides; dS_ig = S_i - S_g exactly
     np.testing.assert_array_equal(ds["S_i"].sel(band_s="VV").values, arr["2022-01-16"]["VV"])
     np.testing.assert_array_equal(ds["T_g"].isel(guide=1).sel(band_t="B02").values, arr["2022-01-28"]["B02"])
-    np.testing.assert_array_equal(ds["dS_ig"].values, (ds["S_i"] - ds["S_g"]).transpose("guide", "band_s", "y", "x").values)
+    np.testing.assert_array_equal(
+        ds["dS_ig"].values, (ds["S_i"] - ds["S_g"]).transpose("guide", "band_s", "y", "x").values
+    )
     # masks: source NaN on the target date; on a guide date source and target both valid
     assert ds["valid_i"].values[0, 0] == 0 and ds["valid_i"].values[5, 5] == 1
     assert ds["valid_g"].isel(guide=0).values[0, 1] == 0 and ds["valid_g"].isel(guide=0).values[10, 10] == 1
@@ -92,23 +103,32 @@ def test_sar_to_visible_stack_layout(tmp_path: Path) -> None:
 
 def test_visible_to_swir_and_three_guides(tmp_path: Path) -> None:
     s1, s2, arr = _world(tmp_path)
-    exp = {"name": "vs_0104", "task": "visible_to_swir", "target": "2022-01-04",
-           "guides": ["2021-12-23", "2022-01-16", "2022-01-28"]}
+    exp = {
+        "name": "vs_0104",
+        "task": "visible_to_swir",
+        "target": "2022-01-04",
+        "guides": ["2021-12-23", "2022-01-16", "2022-01-28"],
+    }
     run_stack(exp, s1, s2, None, tmp_path / "a.nc", tmp_path / "a.tif")
     ds = open_stack(tmp_path / "a.nc")
     assert dict(ds.sizes)["guide"] == 3 and ds["band_t"].values.tolist() == ["B11", "B12"]
     # the cloudy guide is invalid under the cloud, others valid there
     assert ds["valid_g"].sel(guide=1).values[10, 10] == 0 and ds["valid_g"].sel(guide=0).values[10, 10] == 1
-    np.testing.assert_allclose(ds["dS_ig"].isel(guide=2, band_s=0).values,
-                               arr["2022-01-04"]["B04"] - arr["2022-01-28"]["B04"], rtol=1e-6)
+    np.testing.assert_allclose(
+        ds["dS_ig"].isel(guide=2, band_s=0).values, arr["2022-01-04"]["B04"] - arr["2022-01-28"]["B04"], rtol=1e-6
+    )
     t_i, _ = read_truth(tmp_path / "a.tif")
     np.testing.assert_array_equal(t_i.sel(band_t="B12").values, arr["2022-01-04"]["B12"])
 
 
 def test_corrected_offsets_are_applied(tmp_path: Path) -> None:
     s1, s2, arr = _world(tmp_path)
-    offsets = {"corrections": {"s1": {d: [0.0, 0.0] for d in DATES} | {"2022-01-28": [0.0, 2.0]},
-                               "s2": {d: [0.0, 0.0] for d in DATES}}}
+    offsets = {
+        "corrections": {
+            "s1": {d: [0.0, 0.0] for d in DATES} | {"2022-01-28": [0.0, 2.0]},
+            "s2": {d: [0.0, 0.0] for d in DATES},
+        }
+    }
     write_json_atomic(tmp_path / "offsets.json", offsets)
     run_stack(EXP, s1, s2, tmp_path / "offsets.json", tmp_path / "b.nc", tmp_path / "b.tif")
     ds = open_stack(tmp_path / "b.nc")
@@ -119,12 +139,15 @@ def test_corrected_offsets_are_applied(tmp_path: Path) -> None:
     assert ds["valid_g"].isel(guide=1).values[:, -1].sum() == 0  # came from outside the image
 
 
-@pytest.mark.parametrize("bad", [
-    {"task": "sar_to_swir"},
-    {"guides": ["2021-12-23"]},
-    {"guides": ["2021-12-23", "2022-01-16"]},
-    {"guides": ["2021-12-23", "2023-01-01"]},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"task": "sar_to_swir"},
+        {"guides": ["2021-12-23"]},
+        {"guides": ["2021-12-23", "2022-01-16"]},
+        {"guides": ["2021-12-23", "2023-01-01"]},
+    ],
+)
 def test_bad_experiment_is_a_config_error(tmp_path: Path, bad: dict[str, object]) -> None:
     s1, s2, _ = _world(tmp_path)
     with pytest.raises(ConfigError, match="experiments"):

@@ -67,32 +67,79 @@ def _inputs(tmp: Path) -> dict[str, object]:
         valid = np.ones((40, 40), np.float32)
         valid[10:20, 10:20] = 0
         s2[d] = tmp / "s2" / f"{d}.tif"
-        write_cog(np.concatenate([refl, valid[None]]), s2[d], crs=grid.crs, transform=grid.transform,
-                  descriptions=["B04", "B03", "B02", "B11", "B12", "valid"])
+        write_cog(
+            np.concatenate([refl, valid[None]]),
+            s2[d],
+            crs=grid.crs,
+            transform=grid.transform,
+            descriptions=["B04", "B03", "B02", "B11", "B12", "valid"],
+        )
     scenes = []
     for k, d in enumerate(DATES):
         t = datetime(2021, 12, 23, 5, 11, 22, tzinfo=UTC)
-        scenes.append(Scene(product_id=S1_ID if k == 0 else S1_ID.replace("20211223", "20220104"), mission="S1B",
-                            product_type="IW_GRDH_1S", sensing_time=t, footprint_wkt="", relative_orbit=22,
-                            source="demo", uri="https://catalogue.example/odata/<x>", date=d, reason="closest <S1>"))
-        scenes.append(Scene(product_id=f"S2A_MSIL2A_{d.replace('-', '')}T100401_N0400_R022_T33TTG_X", mission="S2A",
-                            product_type="S2MSI2A", sensing_time=t, footprint_wkt="", cloud_cover=12.5, source="demo",
-                            date=d, reason="lowest cloud"))
+        scenes.append(
+            Scene(
+                product_id=S1_ID if k == 0 else S1_ID.replace("20211223", "20220104"),
+                mission="S1B",
+                product_type="IW_GRDH_1S",
+                sensing_time=t,
+                footprint_wkt="",
+                relative_orbit=22,
+                source="demo",
+                uri="https://catalogue.example/odata/<x>",
+                date=d,
+                reason="closest <S1>",
+            )
+        )
+        scenes.append(
+            Scene(
+                product_id=f"S2A_MSIL2A_{d.replace('-', '')}T100401_N0400_R022_T33TTG_X",
+                mission="S2A",
+                product_type="S2MSI2A",
+                sensing_time=t,
+                footprint_wkt="",
+                cloud_cover=12.5,
+                source="demo",
+                date=d,
+                reason="lowest cloud",
+            )
+        )
     write_scene_table(scenes, tmp / "scenes.csv")
     run_offsets(s1, s2, tmp / "offsets.json", threshold_px=0.5)
     bench = tmp / "benchmarks" / "demo" / "terrain_correct" / "date=2021-12-23.tsv"
     bench.parent.mkdir(parents=True)
-    bench.write_text("s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
-                     "12.5\t0:00:12\t345.6\t500.1\t300\t310\t1.0\t2.0\t95.0\t11.9\n")
+    bench.write_text(
+        "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+        "12.5\t0:00:12\t345.6\t500.1\t300\t310\t1.0\t2.0\t95.0\t11.9\n"
+    )
     bench2 = tmp / "benchmarks" / "demo" / "stack" / "sv.tsv"
     bench2.parent.mkdir(parents=True)
-    bench2.write_text("s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
-                      "1.0\t0:00:01\tNA\tNA\tNA\tNA\tNA\tNA\tNA\tNA\n3.0\t0:00:03\t20\t30\t10\t10\t0\t0\t50\t2.5\n")
-    config = {"regions": ["demo"], "fetch": {"source": "cdse", "cdse": {"password": "hunter2", "user": "me",
-              "url": "https://me:hunter2@catalogue.example/odata", "access_token": "tok123"}},
-              "note": "<script>alert(1)</script>"}
-    return {"grid_json": tmp / "grid.json", "scenes_csv": tmp / "scenes.csv", "s1": s1, "s2": s2,
-            "offsets_json": tmp / "offsets.json", "benchmark_tsvs": [bench, bench2], "config": config}
+    bench2.write_text(
+        "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+        "1.0\t0:00:01\tNA\tNA\tNA\tNA\tNA\tNA\tNA\tNA\n3.0\t0:00:03\t20\t30\t10\t10\t0\t0\t50\t2.5\n"
+    )
+    config = {
+        "regions": ["demo"],
+        "fetch": {
+            "source": "cdse",
+            "cdse": {
+                "password": "hunter2",
+                "user": "me",
+                "url": "https://me:hunter2@catalogue.example/odata",
+                "access_token": "tok123",
+            },
+        },
+        "note": "<script>alert(1)</script>",
+    }
+    return {
+        "grid_json": tmp / "grid.json",
+        "scenes_csv": tmp / "scenes.csv",
+        "s1": s1,
+        "s2": s2,
+        "offsets_json": tmp / "offsets.json",
+        "benchmark_tsvs": [bench, bench2],
+        "config": config,
+    }
 
 
 def test_region_report_is_self_contained_valid_html(tmp_path: Path) -> None:
@@ -151,16 +198,33 @@ def test_benchmark_parsing_and_redaction(tmp_path: Path) -> None:
 
 def test_model_section_and_index(tmp_path: Path) -> None:
     args = _inputs(tmp_path)
-    metrics = {"sv": {"tirsit": {"rmse": {"B04": 0.01, "mean": 0.012}, "ssim": {"B04": 0.9, "mean": 0.91},
-                                 "changed": {"rmse": {"B04": 0.03, "mean": 0.031}}},
-                      "blend": {"rmse": {"B04": 0.02, "mean": 0.022}, "ssim": {"B04": 0.8, "mean": 0.81},
-                                "changed": {"rmse": {"B04": 0.05, "mean": 0.051}}}}}
+    metrics = {
+        "sv": {
+            "tirsit": {
+                "rmse": {"B04": 0.01, "mean": 0.012},
+                "ssim": {"B04": 0.9, "mean": 0.91},
+                "changed": {"rmse": {"B04": 0.03, "mean": 0.031}},
+            },
+            "blend": {
+                "rmse": {"B04": 0.02, "mean": 0.022},
+                "ssim": {"B04": 0.8, "mean": 0.81},
+                "changed": {"rmse": {"B04": 0.05, "mean": 0.051}},
+            },
+        }
+    }
     write_json_atomic(tmp_path / "metrics.json", metrics)
     png = tmp_path / "curve.png"
     png.write_bytes(png_bytes(np.zeros((8, 8, 3), np.uint8)))
     out = tmp_path / "results" / "demo" / "report.html"
-    run_region_report("demo", out_html=out, model={"metrics_json": tmp_path / "metrics.json",  # type: ignore[arg-type]
-                                                   "figures": {"loss curve": png}}, **args)
+    run_region_report(
+        "demo",
+        out_html=out,
+        model={
+            "metrics_json": tmp_path / "metrics.json",  # type: ignore[arg-type]
+            "figures": {"loss curve": png},
+        },
+        **args,
+    )
     p = _Collector()
     p.feed(out.read_text(encoding="utf-8"))
     assert p.rows_in["metrics"] == 4  # 2 variants × (all, changed)

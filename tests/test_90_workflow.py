@@ -6,7 +6,6 @@ simulated surface; everything else on the ci-tiny region or as dry runs.
 
 from __future__ import annotations
 
-import json
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -15,10 +14,10 @@ import numpy as np
 import pytest
 import rasterio
 import xarray as xr
+from workflow_utils import make_workdir, planned_jobs, snakemake
 
 from pipeline_lib.fetch.base import read_scene_table
 from pipeline_lib.grid import read_grid
-from workflow_utils import make_workdir, planned_jobs, snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -103,9 +102,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_changing_speckle_window_reruns_exactly_speckle_and_downstream(tiny_run: Path) -> None:
-    r = snakemake(
-        tiny_run, "-n", "results/ci-tiny/report.html", "--config", "defaults={sar: {speckle: {window: 5}}}"
-    )
+    r = snakemake(tiny_run, "-n", "results/ci-tiny/report.html", "--config", "defaults={sar: {speckle: {window: 5}}}")
     jobs = planned_jobs(r.stdout)
     assert jobs.get("speckle") == 3 and jobs.get("terrain_correct") == 3, jobs
     assert not {"grid", "search", "download_safe", "calibrate", "optical"} & set(jobs), jobs

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO
-from pipeline_lib.demo import generate_demo_products
 from workflow_utils import make_workdir, snakemake
+
+from pipeline_lib.demo import generate_demo_products
 
 pytestmark = pytest.mark.workflow
 

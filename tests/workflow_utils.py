@@ -41,7 +41,9 @@ def snakemake(workdir: Path, *args: str, timeout: int = 1800, check: bool = True
         env=env,
     )
     if check and r.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-8000:]}")
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-8000:]}"
+        )
     return r
 
 

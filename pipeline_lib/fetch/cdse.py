@@ -75,8 +75,10 @@ def _iso(t: datetime) -> str:
 def search_windows(dates: Sequence[date], tolerance_days: float) -> list[tuple[datetime, datetime]]:
     """Merged UTC windows ``noon ± tolerance`` around the configured dates (the same convention as select_scenes)."""
     spans = sorted(
-        (datetime(d.year, d.month, d.day, 12, tzinfo=UTC) - timedelta(days=tolerance_days),
-         datetime(d.year, d.month, d.day, 12, tzinfo=UTC) + timedelta(days=tolerance_days))
+        (
+            datetime(d.year, d.month, d.day, 12, tzinfo=UTC) - timedelta(days=tolerance_days),
+            datetime(d.year, d.month, d.day, 12, tzinfo=UTC) + timedelta(days=tolerance_days),
+        )
         for d in dates
     )
     merged: list[tuple[datetime, datetime]] = []
@@ -96,12 +98,19 @@ def aoi_polygon_wkt(aoi_lonlat: tuple[float, float, float, float]) -> str:
     return f"POLYGON(({w} {s},{e} {s},{e} {n},{w} {n},{w} {s}))"
 
 
-def build_filter(product_type: str, aoi_lonlat: tuple[float, float, float, float], start: datetime, end: datetime,
-                 max_cloud_cover: float | None = None) -> str:
+def build_filter(
+    product_type: str,
+    aoi_lonlat: tuple[float, float, float, float],
+    start: datetime,
+    end: datetime,
+    max_cloud_cover: float | None = None,
+) -> str:
     """The OData ``$filter`` for one product type, AOI and sensing window (cloud cover for S2 only)."""
     collection = COLLECTIONS.get(product_type)
     if collection is None:
-        raise ConfigError(f"product type {product_type!r}: not searchable on CDSE here; use {S1_PRODUCT_TYPE} or {S2_PRODUCT_TYPE}")
+        raise ConfigError(
+            f"product type {product_type!r}: not searchable on CDSE here; use {S1_PRODUCT_TYPE} or {S2_PRODUCT_TYPE}"
+        )
     parts = [
         f"Collection/Name eq '{collection}'",
         "Attributes/OData.CSC.StringAttribute/any(att:att/Name eq 'productType' and "
@@ -153,9 +162,13 @@ def parse_product(item: Mapping[str, Any], download_url: str = DOWNLOAD_URL) -> 
         pid = str(item["Id"])
         start = _parse_time(str(item["ContentDate"]["Start"]))
     except (KeyError, TypeError, ValueError) as exc:
-        raise FetchError(f"catalogue record {item.get('Name', '?')}: missing or bad {exc}; the catalogue answer is malformed") from None
+        raise FetchError(
+            f"catalogue record {item.get('Name', '?')}: missing or bad {exc}; the catalogue answer is malformed"
+        ) from None
     attrs = _attributes(item)
-    md5 = next((c.get("Value", "") for c in item.get("Checksum") or [] if str(c.get("Algorithm", "")).upper() == "MD5"), "")
+    md5 = next(
+        (c.get("Value", "") for c in item.get("Checksum") or [] if str(c.get("Algorithm", "")).upper() == "MD5"), ""
+    )
     product_id = re.sub(r"\.(SAFE|zip|SEN3)$", "", name)
     rel = attrs.get("relativeOrbitNumber")
     cloud = attrs.get("cloudCover")
@@ -254,14 +267,18 @@ class CdseSource:
             page = self._get_json(url, params)
             values = page.get("value")
             if not isinstance(values, list):
-                raise FetchError(f"catalogue {self.catalogue_url}: page without a 'value' list; check fetch.cdse.catalogue_url")
+                raise FetchError(
+                    f"catalogue {self.catalogue_url}: page without a 'value' list; check fetch.cdse.catalogue_url"
+                )
             yield from values
             returned += len(values)
             nxt = page.get("@odata.nextLink")
             if not nxt or not values:
                 return
             if returned >= self.max_results:
-                raise FetchError(f"catalogue {self.catalogue_url}: more than {self.max_results} products match; narrow the AOI or the dates")
+                raise FetchError(
+                    f"catalogue {self.catalogue_url}: more than {self.max_results} products match; narrow the AOI or the dates"
+                )
             url, params = self._rebase(str(nxt)), None
 
     def _rebase(self, next_link: str) -> str:
@@ -283,7 +300,9 @@ class CdseSource:
                 if resp.status_code in RETRY_STATUS:
                     cause, retry_after = f"HTTP {resp.status_code}", parse_retry_after(resp.headers.get("Retry-After"))
                 elif resp.status_code != 200:
-                    raise FetchError(f"catalogue {self.catalogue_url}: HTTP {resp.status_code} for a search; check the filter and fetch.cdse.catalogue_url")
+                    raise FetchError(
+                        f"catalogue {self.catalogue_url}: HTTP {resp.status_code} for a search; check the filter and fetch.cdse.catalogue_url"
+                    )
                 else:
                     try:
                         page = json.loads(resp.content)
@@ -295,7 +314,9 @@ class CdseSource:
                         cause = "JSON page is not an object"
             attempt += 1
             if attempt >= self.policy.max_attempts:
-                raise FetchError(f"catalogue {self.catalogue_url}: gave up after {attempt} attempts, last cause: {cause}; retry later")
+                raise FetchError(
+                    f"catalogue {self.catalogue_url}: gave up after {attempt} attempts, last cause: {cause}; retry later"
+                )
             delay = backoff_delay(attempt, self.policy, retry_after, self.rng)
             log.info("catalogue: %s; retry %d in %.1f s", cause, attempt, delay)
             self.sleep(delay)
@@ -312,7 +333,9 @@ class CdseSource:
         """Fetch ``/Products(<Id>)/$value`` to ``dest`` (a ``.zip``, or a ``.SAFE`` folder unpacked from it), verified."""
         m = _ID_RE.search(scene.uri)
         if not m:
-            raise FetchError(f"scene {scene.product_id}: uri {scene.uri!r} has no CDSE product Id; rerun the search with fetch.source cdse")
+            raise FetchError(
+                f"scene {scene.product_id}: uri {scene.uri!r} has no CDSE product Id; rerun the search with fetch.source cdse"
+            )
         url = f"{self.download_url.rstrip('/')}/Products({m.group(1)})/$value"
         md5 = scene.checksum.split(":", 1)[1] if scene.checksum.startswith("md5:") else ""
         hosts = _host_set([self.download_url, *self.allowed_hosts])
@@ -320,18 +343,33 @@ class CdseSource:
 
         def fetch(zip_path: Path) -> Path:
             progress = Progress(scene.product_id, scene.size_bytes, stream=self.progress_stream, logger=log)
-            return download_file(url, zip_path, session=self.session, expected_size=scene.size_bytes, md5=md5, auth=self._auth(),
-                                 auth_hosts=hosts, policy=self.policy, timeout_s=self.timeout_s, progress=progress,
-                                 sleep=self.sleep, rng=self.rng)
+            return download_file(
+                url,
+                zip_path,
+                session=self.session,
+                expected_size=scene.size_bytes,
+                md5=md5,
+                auth=self._auth(),
+                auth_hosts=hosts,
+                policy=self.policy,
+                timeout_s=self.timeout_s,
+                progress=progress,
+                sleep=self.sleep,
+                rng=self.rng,
+            )
 
         return materialise(fetch, dest)
 
 
-def source_from_settings(settings: Mapping[str, Any], credentials: Credentials | Callable[[], Credentials] | None = None) -> CdseSource:
+def source_from_settings(
+    settings: Mapping[str, Any], credentials: Credentials | Callable[[], Credentials] | None = None
+) -> CdseSource:
     """A :class:`CdseSource` from the ``fetch.cdse`` config block (credentials never come from it)."""
     for key in ("username", "password", "token"):
         if key in settings:
-            raise ConfigError(f"fetch.cdse.{key}: credentials do not belong in the config; export CDSE_USERNAME/CDSE_PASSWORD or use ~/.netrc")
+            raise ConfigError(
+                f"fetch.cdse.{key}: credentials do not belong in the config; export CDSE_USERNAME/CDSE_PASSWORD or use ~/.netrc"
+            )
     return CdseSource(
         catalogue_url=str(settings.get("catalogue_url", CATALOGUE_URL)),
         token_url=str(settings.get("token_url", CDSE_TOKEN_URL)),

@@ -57,7 +57,9 @@ class Credentials:
     __str__ = __repr__
 
 
-def credentials_from_env(environ: Mapping[str, str], user_var: str = USER_VAR, password_var: str = PASSWORD_VAR) -> Credentials | None:
+def credentials_from_env(
+    environ: Mapping[str, str], user_var: str = USER_VAR, password_var: str = PASSWORD_VAR
+) -> Credentials | None:
     """Credentials from the two environment variables, or None when either is unset or empty."""
     user, password = environ.get(user_var, ""), environ.get(password_var, "")
     return Credentials(user, password) if user and password else None
@@ -154,13 +156,20 @@ class KeycloakToken:
     def _renew(self, now: float, *, forced: bool) -> None:
         if self._refresh and now < self._refresh_expiry - self.margin_s:
             try:
-                self._grant({"grant_type": "refresh_token", "refresh_token": self._refresh, "client_id": self.client_id}, now)
+                self._grant(
+                    {"grant_type": "refresh_token", "refresh_token": self._refresh, "client_id": self.client_id}, now
+                )
                 return
             except FetchError as exc:
                 log.info("token refresh failed (%s); requesting a new token", exc)
         creds = self._creds()
         self._grant(
-            {"grant_type": "password", "username": creds.username, "password": creds.password, "client_id": self.client_id},
+            {
+                "grant_type": "password",
+                "username": creds.username,
+                "password": creds.password,
+                "client_id": self.client_id,
+            },
             now,
         )
         if forced:
@@ -171,7 +180,9 @@ class KeycloakToken:
         try:
             resp = self._session.post(self.token_url, data=data, timeout=self.timeout_s, allow_redirects=False)
         except requests.RequestException as exc:
-            raise FetchError(f"token endpoint {self.token_url}: unreachable ({type(exc).__name__}); check the network or fetch.cdse.token_url") from None
+            raise FetchError(
+                f"token endpoint {self.token_url}: unreachable ({type(exc).__name__}); check the network or fetch.cdse.token_url"
+            ) from None
         body: dict[str, Any] = {}
         try:
             parsed = resp.json()

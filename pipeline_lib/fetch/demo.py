@@ -52,7 +52,9 @@ class DemoSource:
         self.bounds = demo_bounds(self.size_px)
 
     @staticmethod
-    def bounds_for_aoi(aoi_lonlat: tuple[float, float, float, float], margin_m: float = 500.0) -> tuple[float, ...]:
+    def bounds_for_aoi(
+        aoi_lonlat: tuple[float, float, float, float], margin_m: float = 500.0
+    ) -> tuple[float, float, float, float]:
         """Rendered area (UTM 33N, snapped to 60 m) covering the AOI plus a margin."""
         tr = Transformer.from_crs("EPSG:4326", "EPSG:32633", always_xy=True)
         w, s, e, n = aoi_lonlat

@@ -97,9 +97,17 @@ class DhusSource:
 
             c = self.credentials
             if c is None:
-                raise ConfigError(f"fetch.dhus: no credentials for {self.api_url}; export {DHUS_USER_VAR}/{DHUS_PASSWORD_VAR} or use ~/.netrc")
+                raise ConfigError(
+                    f"fetch.dhus: no credentials for {self.api_url}; export {DHUS_USER_VAR}/{DHUS_PASSWORD_VAR} or use ~/.netrc"
+                )
             creds = c if isinstance(c, Credentials) else c()
-            self._api = SentinelAPI(creds.username, creds.password, self.api_url, show_progressbars=self.show_progress, timeout=self.timeout_s)
+            self._api = SentinelAPI(
+                creds.username,
+                creds.password,
+                self.api_url,
+                show_progressbars=self.show_progress,
+                timeout=self.timeout_s,
+            )
         return self._api
 
     def _call(self, what: str, fn: Callable[[], Any]) -> Any:
@@ -108,12 +116,18 @@ class DhusSource:
         try:
             return fn()
         except UnauthorizedError:
-            raise FetchError(f"DHuS {self.api_url}: {what} refused (HTTP 401); check {DHUS_USER_VAR}/{DHUS_PASSWORD_VAR} or ~/.netrc") from None
+            raise FetchError(
+                f"DHuS {self.api_url}: {what} refused (HTTP 401); check {DHUS_USER_VAR}/{DHUS_PASSWORD_VAR} or ~/.netrc"
+            ) from None
         except SentinelAPIError as exc:
             status = getattr(exc.response, "status_code", "?")
-            raise FetchError(f"DHuS {self.api_url}: {what} failed ({type(exc).__name__}, HTTP {status}); retry later or check fetch.dhus.api_url") from None
+            raise FetchError(
+                f"DHuS {self.api_url}: {what} failed ({type(exc).__name__}, HTTP {status}); retry later or check fetch.dhus.api_url"
+            ) from None
         except OSError as exc:
-            raise FetchError(f"DHuS {self.api_url}: {what} failed ({type(exc).__name__}); check the network and fetch.dhus.api_url") from None
+            raise FetchError(
+                f"DHuS {self.api_url}: {what} failed ({type(exc).__name__}); check the network and fetch.dhus.api_url"
+            ) from None
 
     def search(self, request: SearchRequest) -> list[Scene]:
         """S1 IW GRDH and S2 L2A products intersecting the AOI within the tolerance of the configured dates."""
@@ -163,7 +177,9 @@ class DhusSource:
 
         m = _UUID_RE.search(scene.uri)
         if not m:
-            raise FetchError(f"scene {scene.product_id}: uri {scene.uri!r} has no DHuS product uuid; rerun the search with fetch.source dhus")
+            raise FetchError(
+                f"scene {scene.product_id}: uri {scene.uri!r} has no DHuS product uuid; rerun the search with fetch.source dhus"
+            )
         uuid = m.group(1)
 
         def fetch(zip_path: Path) -> Path:
@@ -174,11 +190,15 @@ class DhusSource:
             work.mkdir(parents=True, exist_ok=True)
             for attempt in (1, 2):
                 try:
-                    info = self._call("download", lambda: self.api().download(uuid, directory_path=str(work), checksum=True))
+                    info = self._call(
+                        "download", lambda: self.api().download(uuid, directory_path=str(work), checksum=True)
+                    )
                     break
                 except InvalidChecksumError:  # sentinelsat has already deleted the corrupt file
                     if attempt == 2:
-                        raise FetchError(f"DHuS {self.api_url}: {scene.product_id} failed its MD5 check twice; the product may be corrupt on the mirror, try later") from None
+                        raise FetchError(
+                            f"DHuS {self.api_url}: {scene.product_id} failed its MD5 check twice; the product may be corrupt on the mirror, try later"
+                        ) from None
                     log.warning("%s: MD5 mismatch; deleted, downloading once more", scene.product_id)
             os.replace(info["path"], zip_path)
             shutil.rmtree(work, ignore_errors=True)
@@ -188,12 +208,16 @@ class DhusSource:
         return materialise(fetch, Path(dest))
 
 
-def source_from_settings(settings: Mapping[str, Any], credentials: Credentials | Callable[[], Credentials] | None = None) -> DhusSource:
+def source_from_settings(
+    settings: Mapping[str, Any], credentials: Credentials | Callable[[], Credentials] | None = None
+) -> DhusSource:
     """A :class:`DhusSource` from the ``fetch.dhus`` block; credentials default to DHUS_USERNAME/DHUS_PASSWORD or ~/.netrc."""
     api_url = str(settings.get("api_url", "https://colhub.met.no/"))
     for key in ("username", "password"):
         if key in settings:
-            raise ConfigError(f"fetch.dhus.{key}: credentials do not belong in the config; export {DHUS_USER_VAR}/{DHUS_PASSWORD_VAR} or use ~/.netrc")
+            raise ConfigError(
+                f"fetch.dhus.{key}: credentials do not belong in the config; export {DHUS_USER_VAR}/{DHUS_PASSWORD_VAR} or use ~/.netrc"
+            )
 
     def from_env() -> Credentials:
         from urllib.parse import urlsplit

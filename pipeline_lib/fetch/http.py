@@ -67,8 +67,15 @@ log = logging.getLogger(__name__)
 MAX_CONNECTIONS = 4
 _CONNECTIONS = threading.BoundedSemaphore(MAX_CONNECTIONS)
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
-_NETWORK_ERRORS = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-                   urllib3.exceptions.HTTPError, http.client.HTTPException, ConnectionError, TimeoutError)
+_NETWORK_ERRORS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    urllib3.exceptions.HTTPError,
+    http.client.HTTPException,
+    ConnectionError,
+    TimeoutError,
+)
 
 
 class AuthProvider(Protocol):
@@ -119,7 +126,9 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
-def backoff_delay(attempt: int, policy: RetryPolicy, retry_after: float | None = None, rng: random.Random | None = None) -> float:
+def backoff_delay(
+    attempt: int, policy: RetryPolicy, retry_after: float | None = None, rng: random.Random | None = None
+) -> float:
     """Delay before retry ``attempt`` (1-based): ``Retry-After`` if given, else full-jitter exponential backoff."""
     if retry_after is not None:
         return min(retry_after, policy.max_delay_s)
@@ -164,8 +173,16 @@ def make_session(user_agent: str = "tirsit-pipeline", pool: int = MAX_CONNECTION
 class Progress:
     """A per-download progress display: a ``\\r`` bar on a terminal, plain log lines otherwise."""
 
-    def __init__(self, name: str, total: int, *, stream: IO[str] | None = None, logger: logging.Logger | None = None,
-                 interval_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        name: str,
+        total: int,
+        *,
+        stream: IO[str] | None = None,
+        logger: logging.Logger | None = None,
+        interval_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.name, self.total = name, total
         self.stream = stream if stream is not None else sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
@@ -274,8 +291,19 @@ def _content_range_start_total(value: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2)) if m.group(2) != "*" else 0
 
 
-def _exchange(session: requests.Session, url: str, part: _PartFile, *, auth: AuthProvider | None, auth_hosts: frozenset[str],
-              policy: RetryPolicy, timeout_s: float, chunk_bytes: int, progress: Progress | None, expected_size: int) -> int:
+def _exchange(
+    session: requests.Session,
+    url: str,
+    part: _PartFile,
+    *,
+    auth: AuthProvider | None,
+    auth_hosts: frozenset[str],
+    policy: RetryPolicy,
+    timeout_s: float,
+    chunk_bytes: int,
+    progress: Progress | None,
+    expected_size: int,
+) -> int:
     """One GET (following redirects by hand) appending to the part file; returns the total size the server stated."""
     refreshed = False
     current = url
@@ -296,12 +324,17 @@ def _exchange(session: requests.Session, url: str, part: _PartFile, *, auth: Aut
                     redirects += 1
                     location = resp.headers.get("Location", "")
                     if not location or redirects > policy.max_redirects:
-                        raise FetchError(f"{url}: {'redirect without Location' if not location else 'too many redirects'}; report it to the data provider")
+                        raise FetchError(
+                            f"{url}: {'redirect without Location' if not location else 'too many redirects'}; report it to the data provider"
+                        )
                     nxt = urljoin(current, location)
                     if urlsplit(nxt).scheme not in ("http", "https"):
                         raise FetchError(f"{url}: redirect to unsupported scheme {urlsplit(nxt).scheme!r}")
                     if auth is not None and netloc(nxt) not in auth_hosts:
-                        log.info("redirected to %s, which is not a configured download host: following without credentials", netloc(nxt))
+                        log.info(
+                            "redirected to %s, which is not a configured download host: following without credentials",
+                            netloc(nxt),
+                        )
                     current = nxt
                     continue
                 if status == 401 and auth is not None and trusted and not refreshed:
@@ -314,14 +347,20 @@ def _exchange(session: requests.Session, url: str, part: _PartFile, *, auth: Aut
                             f"{url}: redirected to {netloc(current)} which asks for credentials (HTTP {status}); "
                             "credentials are only sent to the configured download hosts: add it to the download URLs if you trust it"
                         )
-                    raise FetchError(f"{url}: HTTP {status}, access refused; check the credentials and that the account may download this product")
+                    raise FetchError(
+                        f"{url}: HTTP {status}, access refused; check the credentials and that the account may download this product"
+                    )
                 if status in RETRY_STATUS:
-                    raise _Retry(f"HTTP {status} from {netloc(current)}", parse_retry_after(resp.headers.get("Retry-After")))
+                    raise _Retry(
+                        f"HTTP {status} from {netloc(current)}", parse_retry_after(resp.headers.get("Retry-After"))
+                    )
                 if status == 416:
                     _, total = _content_range_start_total(resp.headers.get("Content-Range", ""))
                     return total or part.size  # nothing left to fetch: let verification decide
                 if status not in (200, 206):
-                    raise FetchError(f"{url}: HTTP {status} from {netloc(current)}; check the product id and the download URL")
+                    raise FetchError(
+                        f"{url}: HTTP {status} from {netloc(current)}; check the product id and the download URL"
+                    )
                 if status == 206:
                     start, total = _content_range_start_total(resp.headers.get("Content-Range", ""))
                     if start != part.size:
@@ -402,15 +441,27 @@ def download_file(
             if expected_size and part.size == expected_size:
                 total = expected_size  # a previous run got every byte: verify without a request
             else:
-                    total = _exchange(session, url, part, auth=auth, auth_hosts=hosts, policy=policy, timeout_s=timeout_s,
-                                  chunk_bytes=chunk_bytes, progress=progress, expected_size=expected_size)
+                total = _exchange(
+                    session,
+                    url,
+                    part,
+                    auth=auth,
+                    auth_hosts=hosts,
+                    policy=policy,
+                    timeout_s=timeout_s,
+                    chunk_bytes=chunk_bytes,
+                    progress=progress,
+                    expected_size=expected_size,
+                )
             want = expected_size or total
             if want and part.size < want:
                 raise _Retry(f"body ended at {part.size} of {want} B")
         except _Retry as exc:
             attempt += 1
             if attempt >= policy.max_attempts:
-                raise FetchError(f"{url}: gave up after {attempt} attempts, last cause: {exc.cause}; retry later (the partial file is kept for resuming)") from None
+                raise FetchError(
+                    f"{url}: gave up after {attempt} attempts, last cause: {exc.cause}; retry later (the partial file is kept for resuming)"
+                ) from None
             delay = backoff_delay(attempt, policy, exc.retry_after, rng)
             log.info("%s: %s; retry %d/%d in %.1f s", dest.name, exc.cause, attempt, policy.max_attempts - 1, delay)
             sleep(delay)
@@ -424,7 +475,9 @@ def download_file(
             part.reset()
             mismatches += 1
             if mismatches > 1:
-                raise FetchError(f"{url}: downloaded twice and still wrong ({problem}); the product may be corrupt on the server, try later")
+                raise FetchError(
+                    f"{url}: downloaded twice and still wrong ({problem}); the product may be corrupt on the server, try later"
+                )
             log.warning("%s: %s; deleted, downloading once more", dest.name, problem)
             continue
         break
@@ -444,7 +497,9 @@ def _safe_members(zf: zipfile.ZipFile, root: Path) -> list[zipfile.ZipInfo]:
     for m in members:
         target = (base / m.filename).resolve()
         if not target.is_relative_to(base) or m.filename.startswith(("/", "\\")):
-            raise FetchError(f"{zf.filename}: member {m.filename!r} would land outside the product folder; the archive is unsafe")
+            raise FetchError(
+                f"{zf.filename}: member {m.filename!r} would land outside the product folder; the archive is unsafe"
+            )
         if (m.external_attr >> 16) & 0o170000 == 0o120000:
             raise FetchError(f"{zf.filename}: member {m.filename!r} is a symbolic link; the archive is unsafe")
     return members
@@ -464,7 +519,9 @@ def unpack_safe(zip_path: Path, dest: Path) -> Path:
             shutil.rmtree(dest)
         os.replace(src, dest)
     except zipfile.BadZipFile:
-        raise FetchError(f"{zip_path}: not a valid zip although its checksum matched; report the product to the provider") from None
+        raise FetchError(
+            f"{zip_path}: not a valid zip although its checksum matched; report the product to the provider"
+        ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest

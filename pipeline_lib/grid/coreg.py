@@ -99,11 +99,15 @@ def _peak_quality(surface: np.ndarray, iy: int, ix: int, radius: int = 3) -> flo
     return float(np.clip(1.0 - max(second, 0.0) / peak, 0.0, 1.0))
 
 
-def _phase_correlation_once(ref: np.ndarray, mov: np.ndarray, valid: np.ndarray, upsample: int) -> tuple[float, float, float]:
+def _phase_correlation_once(
+    ref: np.ndarray, mov: np.ndarray, valid: np.ndarray, upsample: int
+) -> tuple[float, float, float]:
     win = _window(ref.shape)
     if not valid.all():
         # taper the mask edges too, so the holes' borders (same place in both) do not pull the peak to 0
-        taper = ndimage.gaussian_filter(ndimage.binary_erosion(valid, iterations=2, border_value=1).astype(np.float64), 2.0)
+        taper = ndimage.gaussian_filter(
+            ndimage.binary_erosion(valid, iterations=2, border_value=1).astype(np.float64), 2.0
+        )
         win = win * taper
     f_ref = np.fft.fft2(_fill_invalid(ref, valid) * win)
     f_mov = np.fft.fft2(_fill_invalid(mov, valid) * win)
@@ -211,7 +215,9 @@ def read_bands(path: str | os.PathLike[str], names: list[str]) -> dict[str, np.n
             desc = list(src.descriptions)
             missing = [n for n in names if n not in desc]
             if missing:
-                raise ProductError(f"{path}: bands {missing} not found (have {desc}); rebuild it with the current pipeline")
+                raise ProductError(
+                    f"{path}: bands {missing} not found (have {desc}); rebuild it with the current pipeline"
+                )
             return {n: src.read(desc.index(n) + 1).astype(np.float64) for n in names}
     except rasterio.errors.RasterioIOError as exc:
         raise ProductError(f"{path}: unreadable GeoTIFF ({exc}); delete it and rerun its rule") from exc
@@ -300,11 +306,19 @@ def compute_offsets(
         if v2 is not None:
             opt[~v2] = np.nan
         e = measure_offset(
-            gradient_magnitude(opt), gradient_magnitude(s1[d][S1_BAND]),
-            valid=None, threshold_px=threshold_px, min_quality=min_quality,
+            gradient_magnitude(opt),
+            gradient_magnitude(s1[d][S1_BAND]),
+            valid=None,
+            threshold_px=threshold_px,
+            min_quality=min_quality,
         )
-        e.update(kind="s1_s2", date=d, reference=f"s2:{d}", moving=f"s1:{d}",
-                 band=f"grad({S1_BAND}) vs grad({S2_CROSS_BAND if S2_CROSS_BAND in b2 else S2_BAND})")
+        e.update(
+            kind="s1_s2",
+            date=d,
+            reference=f"s2:{d}",
+            moving=f"s1:{d}",
+            band=f"grad({S1_BAND}) vs grad({S2_CROSS_BAND if S2_CROSS_BAND in b2 else S2_BAND})",
+        )
         entries.append(e)
         cross[d] = e
     tie_y, tie_x = offset_of(cross.get(reference_date))
@@ -342,8 +356,9 @@ def run_offsets(
             have = list(src.descriptions)
         names = [S2_BAND] + [n for n in (S2_CROSS_BAND, "valid") if n in have]
         s2_bands[d] = read_bands(p, names)
-    result = compute_offsets(s1_bands, s2_bands, threshold_px=threshold_px, reference_date=reference_date,
-                             min_quality=min_quality)
+    result = compute_offsets(
+        s1_bands, s2_bands, threshold_px=threshold_px, reference_date=reference_date, min_quality=min_quality
+    )
     write_json_atomic(out_json, result)
 
 

@@ -31,8 +31,25 @@ from pipeline_lib.report import html as h
 
 __all__ = ["run_region_report", "run_index", "quicklooks", "software_versions", "region_report_html", "index_html"]
 
-PACKAGES = ("snakemake", "numpy", "scipy", "xarray", "dask", "rasterio", "rioxarray", "pyproj", "xarray-sentinel",
-            "sarsen", "numba", "scikit-image", "torch", "pandas", "netCDF4", "matplotlib", "pillow")
+PACKAGES = (
+    "snakemake",
+    "numpy",
+    "scipy",
+    "xarray",
+    "dask",
+    "rasterio",
+    "rioxarray",
+    "pyproj",
+    "xarray-sentinel",
+    "sarsen",
+    "numba",
+    "scikit-image",
+    "torch",
+    "pandas",
+    "netCDF4",
+    "matplotlib",
+    "pillow",
+)
 
 
 def software_versions(packages: Sequence[str] = PACKAGES) -> dict[str, str]:
@@ -64,16 +81,29 @@ def quicklooks(s1: Mapping[str, Path], s2: Mapping[str, Path]) -> list[tuple[str
         if "VV" in b:
             items.append((date, "S1", "VV dB", fig.data_uri(fig.png_bytes(fig.s1_grey(b["VV"])))))
         if "VV" in b and "VH" in b:
-            items.append((date, "S1", "VV/VH false colour",
-                          fig.data_uri(fig.png_bytes(fig.s1_false_colour(b["VV"], b["VH"])))))
+            items.append(
+                (date, "S1", "VV/VH false colour", fig.data_uri(fig.png_bytes(fig.s1_false_colour(b["VV"], b["VH"]))))
+            )
     for date, path in sorted(s2.items()):
         b, valid = _read(Path(path))
         if all(k in b for k in ("B04", "B03", "B02")):
-            items.append((date, "S2", "true colour B04/B03/B02",
-                          fig.data_uri(fig.png_bytes(fig.s2_true_colour(b["B04"], b["B03"], b["B02"], valid)))))
+            items.append(
+                (
+                    date,
+                    "S2",
+                    "true colour B04/B03/B02",
+                    fig.data_uri(fig.png_bytes(fig.s2_true_colour(b["B04"], b["B03"], b["B02"], valid))),
+                )
+            )
         if all(k in b for k in ("B12", "B11", "B04")):
-            items.append((date, "S2", "SWIR B12/B11/B04",
-                          fig.data_uri(fig.png_bytes(fig.s2_swir(b["B12"], b["B11"], b["B04"], valid)))))
+            items.append(
+                (
+                    date,
+                    "S2",
+                    "SWIR B12/B11/B04",
+                    fig.data_uri(fig.png_bytes(fig.s2_swir(b["B12"], b["B11"], b["B04"], valid))),
+                )
+            )
     return items
 
 
@@ -90,8 +120,11 @@ def _model_sections(model: Mapping[str, Any] | None) -> list[str]:
         out.append(h.section("Metrics", h.render_metrics(metrics), "metrics"))
     figs = model.get("figures") or {}
     if figs:
-        out.append(h.section("Model figures", h.render_figures({t: fig.png_file_uri(p) for t, p in figs.items()}),
-                             "model-figures"))
+        out.append(
+            h.section(
+                "Model figures", h.render_figures({t: fig.png_file_uri(p) for t, p in figs.items()}), "model-figures"
+            )
+        )
     return out
 
 
@@ -143,8 +176,9 @@ def run_region_report(
     model: dict[str, Any] | None = None,
 ) -> None:
     """Write ``results/{region}/report.html`` (self-contained) atomically."""
-    write_text_atomic(out_html, region_report_html(region, grid_json, scenes_csv, s1, s2, offsets_json,
-                                                   benchmark_tsvs, config, model))
+    write_text_atomic(
+        out_html, region_report_html(region, grid_json, scenes_csv, s1, s2, offsets_json, benchmark_tsvs, config, model)
+    )
 
 
 def index_html(regions: Sequence[str], reports: Sequence[Path], out_html: Path) -> str:

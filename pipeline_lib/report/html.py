@@ -36,7 +36,9 @@ __all__ = [
     "render_figures",
 ]
 
-SECRET_KEY = re.compile(r"pass(word|wd)?|token|secret|api[_-]?key|credential|auth|private[_-]?key|cookie", re.IGNORECASE)
+SECRET_KEY = re.compile(
+    r"pass(word|wd)?|token|secret|api[_-]?key|credential|auth|private[_-]?key|cookie", re.IGNORECASE
+)
 URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.IGNORECASE)
 
 CSS = """
@@ -68,7 +70,9 @@ def _cell(value: Any) -> str:
     return f"<td>{esc(value)}</td>"
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], caption: str | None = None, css_class: str = "") -> str:
+def table(
+    headers: Sequence[str], rows: Iterable[Sequence[Any]], caption: str | None = None, css_class: str = ""
+) -> str:
     """A ``<table>`` with escaped header and cells; numbers right-aligned."""
     cls = f' class="{esc(css_class)}"' if css_class else ""
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
@@ -86,7 +90,7 @@ def page(title: str, sections: Sequence[str], subtitle: str = "") -> str:
     """A complete HTML5 document with inline CSS and no external references."""
     sub = f'<p class="muted">{esc(subtitle)}</p>' if subtitle else ""
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{esc(title)}</title>\n<style>\n{CSS}\n</style>\n</head>\n<body>\n"
         f"<h1>{esc(title)}</h1>\n{sub}\n" + "\n".join(sections) + "\n</body>\n</html>\n"
@@ -142,12 +146,34 @@ def parse_benchmark(path: str | Path) -> dict[str, Any]:
 def render_scenes(scenes: Sequence[Any]) -> str:
     """Scene table: configured date, mission, product id, sensing time, orbit, cloud cover, source, reason."""
     rows = [
-        (s.date, s.mission, s.product_id, s.sensing_time.isoformat(), s.relative_orbit,
-         s.cloud_cover, s.size_bytes / 1e6 if s.size_bytes else None, s.source, s.reason)
+        (
+            s.date,
+            s.mission,
+            s.product_id,
+            s.sensing_time.isoformat(),
+            s.relative_orbit,
+            s.cloud_cover,
+            s.size_bytes / 1e6 if s.size_bytes else None,
+            s.source,
+            s.reason,
+        )
         for s in scenes
     ]
-    return table(["date", "mission", "product id", "sensing time (UTC)", "rel. orbit", "cloud %", "size MB", "source",
-                  "why selected"], rows, css_class="scenes")
+    return table(
+        [
+            "date",
+            "mission",
+            "product id",
+            "sensing time (UTC)",
+            "rel. orbit",
+            "cloud %",
+            "size MB",
+            "source",
+            "why selected",
+        ],
+        rows,
+        css_class="scenes",
+    )
 
 
 def render_grid(grid: Mapping[str, Any], lonlat_bounds: Sequence[float] | None = None) -> str:
@@ -169,20 +195,49 @@ def render_offsets(doc: Mapping[str, Any]) -> str:
     intro = (
         f"<p>Phase correlation against <b>{esc(doc.get('reference', ''))}</b>; offsets above "
         f"{esc(doc.get('threshold_px'))} px with quality ≥ {esc(doc.get('min_quality'))} are corrected. "
-        f"<span class=\"muted\">{esc(doc.get('convention', ''))}</span></p>"
+        f'<span class="muted">{esc(doc.get("convention", ""))}</span></p>'
     )
     rows = []
     for e in doc.get("entries", []):
-        rows.append((e.get("kind"), e.get("date"), e.get("reference"), e.get("moving"), e.get("band"),
-                     e.get("dy"), e.get("dx"), e.get("quality"),
-                     "low" if e.get("low_confidence") else "ok", "yes" if e.get("corrected") else "no"))
-    body = table(["kind", "date", "reference", "moving", "measured on", "dy (px)", "dx (px)", "quality", "confidence",
-                  "corrected"], rows, css_class="offsets")
+        rows.append(
+            (
+                e.get("kind"),
+                e.get("date"),
+                e.get("reference"),
+                e.get("moving"),
+                e.get("band"),
+                e.get("dy"),
+                e.get("dx"),
+                e.get("quality"),
+                "low" if e.get("low_confidence") else "ok",
+                "yes" if e.get("corrected") else "no",
+            )
+        )
+    body = table(
+        [
+            "kind",
+            "date",
+            "reference",
+            "moving",
+            "measured on",
+            "dy (px)",
+            "dx (px)",
+            "quality",
+            "confidence",
+            "corrected",
+        ],
+        rows,
+        css_class="offsets",
+    )
     corr = doc.get("corrections", {})
     crow = [(kind, d, v[0], v[1]) for kind in ("s1", "s2") for d, v in sorted(corr.get(kind, {}).items())]
     if crow:
-        body += table(["image", "date", "dy applied (px)", "dx applied (px)"], crow,
-                      caption="Total offset removed from each image in the stacks", css_class="corrections")
+        body += table(
+            ["image", "date", "dy applied (px)", "dx applied (px)"],
+            crow,
+            caption="Total offset removed from each image in the stacks",
+            css_class="corrections",
+        )
     return intro + body
 
 
@@ -190,29 +245,42 @@ def render_runtimes(records: Sequence[Mapping[str, Any]]) -> str:
     """Per-rule runtime table from parsed benchmark files, with per-rule totals."""
     if not records:
         return '<p class="muted">No benchmark files.</p>'
-    rows = [(r["rule"], r["wildcards"], r["s"], r["max_rss_mb"], r["cpu_time_s"], r["repeats"], r["path"])
-            for r in sorted(records, key=lambda r: (str(r["rule"]), str(r["wildcards"])))]
+    rows = [
+        (r["rule"], r["wildcards"], r["s"], r["max_rss_mb"], r["cpu_time_s"], r["repeats"], r["path"])
+        for r in sorted(records, key=lambda r: (str(r["rule"]), str(r["wildcards"])))
+    ]
     totals: dict[str, list[float]] = {}
     for r in records:
         t = totals.setdefault(str(r["rule"]), [0.0, 0.0])
         t[0] += 1
         t[1] += r["s"] if math.isfinite(r["s"]) else 0.0
-    summary = table(["rule", "jobs", "total s"], [(k, int(v[0]), v[1]) for k, v in sorted(totals.items())],
-                    caption="Per rule", css_class="runtime-totals")
-    detail = table(["rule", "wildcards", "wall s", "max RSS MB", "CPU s", "repeats", "benchmark file"], rows,
-                   caption="Per job", css_class="runtimes")
+    summary = table(
+        ["rule", "jobs", "total s"],
+        [(k, int(v[0]), v[1]) for k, v in sorted(totals.items())],
+        caption="Per rule",
+        css_class="runtime-totals",
+    )
+    detail = table(
+        ["rule", "wildcards", "wall s", "max RSS MB", "CPU s", "repeats", "benchmark file"],
+        rows,
+        caption="Per job",
+        css_class="runtimes",
+    )
     return summary + detail
 
 
 def render_quicklooks(items: Sequence[tuple[str, str, str, str]]) -> str:
     """Figures grouped by date: items are (date, modality, title, data URI)."""
-    out = ['<p class="muted">Fixed stretches: S1 −25..0 dB; S2 true colour 0..0.3, SWIR 0..0.5 reflectance; '
-           'masked pixels magenta.</p>']
+    out = [
+        '<p class="muted">Fixed stretches: S1 −25..0 dB; S2 true colour 0..0.3, SWIR 0..0.5 reflectance; '
+        "masked pixels magenta.</p>"
+    ]
     for date in sorted({i[0] for i in items}):
         figs = "".join(
             f'<figure><img src="{esc(uri)}" alt="{esc(f"{mod} {title} {date}")}"><figcaption>{esc(mod)} {esc(title)}'
             "</figcaption></figure>"
-            for d, mod, title, uri in items if d == date
+            for d, mod, title, uri in items
+            if d == date
         )
         out.append(f"<h3>{esc(date)}</h3>\n<div>{figs}</div>")
     return "\n".join(out)

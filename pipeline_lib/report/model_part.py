@@ -19,15 +19,15 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import rasterio  # noqa: E402
-import torch  # noqa: E402
-import xarray as xr  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import rasterio
+import torch
+import xarray as xr
 
-from pipeline_lib.io import write_json_atomic, write_text_atomic  # noqa: E402
-from pipeline_lib.report import figures as fig  # noqa: E402
-from pipeline_lib.report import html as h  # noqa: E402
+from pipeline_lib.io import write_json_atomic, write_text_atomic
+from pipeline_lib.report import figures as fig
+from pipeline_lib.report import html as h
 
 __all__ = ["merge_metrics", "model_sections", "MAIN_ROWS", "ABLATION_ROWS"]
 
@@ -109,7 +109,9 @@ def _composite(arr: np.ndarray, bands: Sequence[str], valid: np.ndarray | None =
     if names[:3] == ["B04", "B03", "B02"]:
         return fig.s2_true_colour(arr[0], arr[1], arr[2], valid)
     if names[:2] == ["B11", "B12"]:
-        return fig.composite([fig.stretch(arr[1], 0, 0.5), fig.stretch(arr[0], 0, 0.5), fig.stretch(arr[0], 0, 0.5)], valid)
+        return fig.composite(
+            [fig.stretch(arr[1], 0, 0.5), fig.stretch(arr[0], 0, 0.5), fig.stretch(arr[0], 0, 0.5)], valid
+        )
     return fig.composite([fig.stretch(arr[0], np.nanmin(arr[0]), np.nanmax(arr[0]))], valid)
 
 
@@ -126,8 +128,12 @@ def _loss_plot(histories: Mapping[str, list[dict[str, float]]], title: str) -> b
         if not hist:
             continue
         steps = [r["step"] for r in hist]
-        key = "l1" if variant == "pix2pix" and "l1" in hist[0] else "rec" if "rec" in hist[0] else next(
-            (k for k in hist[0] if k not in ("step", "epoch", "lr")), None
+        key = (
+            "l1"
+            if variant == "pix2pix" and "l1" in hist[0]
+            else "rec"
+            if "rec" in hist[0]
+            else next((k for k in hist[0] if k not in ("step", "epoch", "lr")), None)
         )
         if key is None:
             continue
@@ -166,7 +172,12 @@ def experiment_figures(
     truth, tdesc = _read(truth_tif)
     valid = truth[tdesc.index("valid")] > 0.5 if "valid" in tdesc else None
     truth_bands = np.stack([truth[tdesc.index(b)] for b in band_t])
-    out.append((f"{experiment}: truth T_i ({target_date})", fig.data_uri(fig.png_bytes(_composite(truth_bands, band_t, valid)))))
+    out.append(
+        (
+            f"{experiment}: truth T_i ({target_date})",
+            fig.data_uri(fig.png_bytes(_composite(truth_bands, band_t, valid))),
+        )
+    )
     for variant, path in preds.items():
         arr, _ = _read(path, band_t)
         out.append((f"{experiment}: {variant}", fig.data_uri(fig.png_bytes(_composite(arr, band_t)))))
@@ -181,14 +192,19 @@ def experiment_figures(
         if variant in uncertainty:
             unc, _ = _read(uncertainty[variant], band_t)
             out.append(
-                (f"{experiment}: uncertainty {variant} (0..0.1)", fig.data_uri(fig.png_bytes(_heat(unc.mean(axis=0), 0.1))))
+                (
+                    f"{experiment}: uncertainty {variant} (0..0.1)",
+                    fig.data_uri(fig.png_bytes(_heat(unc.mean(axis=0), 0.1))),
+                )
             )
     histories = {}
     for variant, ck in checkpoints.items():
         payload = torch.load(ck, map_location="cpu", weights_only=False)
         histories[variant] = list(payload.get("history", []))
     if histories:
-        out.append((f"{experiment}: training loss", fig.data_uri(_loss_plot(histories, f"{experiment} training curves"))))
+        out.append(
+            (f"{experiment}: training loss", fig.data_uri(_loss_plot(histories, f"{experiment} training curves")))
+        )
     return out
 
 
@@ -205,8 +221,12 @@ def model_sections(metrics: Mapping[str, Any], figures: Mapping[str, list[tuple[
             f"SSIM data range per band: {h.esc(json.dumps(info.get('ssim_data_range', {})))}. Best value in bold.</p>"
         ]
         for scope, label in (("all", "all valid pixels"), ("changed", "changed pixels")):
-            parts.append(_paper_table(block, MAIN_ROWS, scope, f"{exp}: comparison ({label}) — paper Table I/III layout"))
-            parts.append(_paper_table(block, ABLATION_ROWS, scope, f"{exp}: ablation ({label}) — paper Table II/IV layout"))
+            parts.append(
+                _paper_table(block, MAIN_ROWS, scope, f"{exp}: comparison ({label}) — paper Table I/III layout")
+            )
+            parts.append(
+                _paper_table(block, ABLATION_ROWS, scope, f"{exp}: ablation ({label}) — paper Table II/IV layout")
+            )
         rho = info.get("spearman_uncertainty_abs_error", {})
         if rho:
             parts.append(

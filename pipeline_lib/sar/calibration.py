@@ -96,9 +96,12 @@ def find_window(
             "choose a product over the region"
         )
     t = np.linspace(0.0, 1.0, 33)
-    lon = np.concatenate([west + (east - west) * t, np.full_like(t, east), west + (east - west) * t, np.full_like(t, west)])
-    lat = np.concatenate([np.full_like(t, south), south + (north - south) * t, np.full_like(t, north),
-                          south + (north - south) * t])
+    lon = np.concatenate(
+        [west + (east - west) * t, np.full_like(t, east), west + (east - west) * t, np.full_like(t, west)]
+    )
+    lat = np.concatenate(
+        [np.full_like(t, south), south + (north - south) * t, np.full_like(t, north), south + (north - south) * t]
+    )
     line, pixel = lonlat_to_line_pixel(gcp, lon, lat)
     n_lines, n_samples = shape
     l0 = int(np.clip(np.floor(line.min()) - margin_px, 0, n_lines))
@@ -106,7 +109,9 @@ def find_window(
     p0 = int(np.clip(np.floor(pixel.min()) - margin_px, 0, n_samples))
     p1 = int(np.clip(np.ceil(pixel.max()) + margin_px + 1, 0, n_samples))
     if l1 <= l0 or p1 <= p0:
-        raise CoverageError(f"{product}: the grid falls outside the image lines/samples; choose a product over the region")
+        raise CoverageError(
+            f"{product}: the grid falls outside the image lines/samples; choose a product over the region"
+        )
     return slice(l0, l1), slice(p0, p1)
 
 
@@ -161,8 +166,7 @@ def run_calibrate(
             "sigma0": (
                 ("polarisation", "line", "pixel"),
                 np.stack(bands),
-                {"long_name": "sigma nought, thermal noise removed", "units": "m2 m-2",
-                 "sigma0_floor": SIGMA0_FLOOR},
+                {"long_name": "sigma nought, thermal noise removed", "units": "m2 m-2", "sigma0_floor": SIGMA0_FLOOR},
             )
         },
         coords={

@@ -35,12 +35,22 @@ def db_differences(a_db: np.ndarray, b_db: np.ndarray) -> dict[str, float]:
     valid = np.isfinite(a_db) & np.isfinite(b_db)
     n = int(valid.sum())
     if n == 0:
-        return {"n_valid": 0, "median_db": float("nan"), "mean_db": float("nan"),
-                "median_abs_db": float("nan"), "p95_abs_db": float("nan")}
+        return {
+            "n_valid": 0,
+            "median_db": float("nan"),
+            "mean_db": float("nan"),
+            "median_abs_db": float("nan"),
+            "p95_abs_db": float("nan"),
+        }
     diff = (b_db[valid] - a_db[valid]).astype(np.float64)
     absd = np.abs(diff)
-    return {"n_valid": n, "median_db": float(np.median(diff)), "mean_db": float(diff.mean()),
-            "median_abs_db": float(np.median(absd)), "p95_abs_db": float(np.percentile(absd, 95))}
+    return {
+        "n_valid": n,
+        "median_db": float(np.median(diff)),
+        "mean_db": float(diff.mean()),
+        "median_abs_db": float(np.median(absd)),
+        "p95_abs_db": float(np.percentile(absd, 95)),
+    }
 
 
 def _fill(img: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -60,8 +70,9 @@ def geolocation_offset(a_db: np.ndarray, b_db: np.ndarray, upsample: int = 20) -
     # Hann-windowed, unnormalised cross-correlation: phase normalisation amplifies the high frequencies that
     # resampling and speckle corrupt, and biases sub-pixel shifts of smooth fields (checked in the tests).
     taper = window("hann", a_db.shape)
-    shift, error, _ = phase_cross_correlation(_fill(a_db, valid) * taper, _fill(b_db, valid) * taper,
-                                              upsample_factor=upsample, normalization=None)
+    shift, error, _ = phase_cross_correlation(
+        _fill(a_db, valid) * taper, _fill(b_db, valid) * taper, upsample_factor=upsample, normalization=None
+    )
     # skimage returns the shift that registers B onto A: B's displacement is its negative.
     return {"dy_px": float(-shift[0]), "dx_px": float(-shift[1]), "error": float(error)}
 
@@ -82,6 +93,7 @@ def _read(path: Path) -> rasterio.io.DatasetReader:
 
 def _band_pairs(a_desc: Sequence[str | None], b_desc: Sequence[str | None]) -> list[tuple[str, int, int]]:
     """(name, band in A, band in B), by description where both have them, else by position."""
+
     def key(d: str | None) -> str:
         return (d or "").replace("Sigma0_", "").upper()
 
@@ -110,17 +122,31 @@ def compare_rasters(a: Path, b: Path, *, upsample: int = 20, b_linear: bool = Fa
                 b_img = b_src
             else:
                 b_img = np.full(ra.shape, np.nan)
-                reproject(b_src, b_img, src_transform=rb.transform, src_crs=rb.crs, src_nodata=np.nan,
-                          dst_transform=ra.transform, dst_crs=ra.crs, dst_nodata=np.nan,
-                          resampling=Resampling.bilinear)
+                reproject(
+                    b_src,
+                    b_img,
+                    src_transform=rb.transform,
+                    src_crs=rb.crs,
+                    src_nodata=np.nan,
+                    dst_transform=ra.transform,
+                    dst_crs=ra.crs,
+                    dst_nodata=np.nan,
+                    resampling=Resampling.bilinear,
+                )
             stats = compare_arrays(a_img, b_img, upsample)
             stats["dx_m"] = stats["dx_px"] * res_x
             stats["dy_m"] = -stats["dy_px"] * res_y  # northward
             bands[name] = stats
     if not bands:
         raise PipelineError(f"{a} and {b}: no bands to compare; give rasters with at least one band")
-    return {"a": str(a), "b": str(b), "difference": "B - A (dB)", "upsample": upsample,
-            "resampled_b": not same_grid, "bands": bands}
+    return {
+        "a": str(a),
+        "b": str(b),
+        "difference": "B - A (dB)",
+        "upsample": upsample,
+        "resampled_b": not same_grid,
+        "bands": bands,
+    }
 
 
 def summary(result: dict[str, Any]) -> str:

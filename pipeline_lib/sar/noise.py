@@ -51,7 +51,9 @@ class NoiseModel:
 
 def _floats(el: Element | None, label: str) -> np.ndarray:
     if el is None or el.text is None:
-        raise ProductError(f"{label}: missing noise vector values; the noise XML is corrupt, download the product again")
+        raise ProductError(
+            f"{label}: missing noise vector values; the noise XML is corrupt, download the product again"
+        )
     return np.array(el.text.split(), dtype=np.float64)
 
 
@@ -63,14 +65,18 @@ def parse_noise(root: Element, label: str = "noise") -> NoiseModel:
         vectors = root.findall("noiseVectorList/noiseVector")
         lut_tag, legacy = "noiseLut", True
     if not vectors:
-        raise ProductError(f"{label}: no noiseRangeVector or noiseVector; the noise XML is corrupt, download the product again")
+        raise ProductError(
+            f"{label}: no noiseRangeVector or noiseVector; the noise XML is corrupt, download the product again"
+        )
     ranges = []
     for v in vectors:
         pixel = _floats(v.find("pixel"), label)
         lut = _floats(v.find(lut_tag), label)
         if pixel.size != lut.size or pixel.size == 0:
-            raise ProductError(f"{label}: noise vector at line {v.findtext('line')} has {pixel.size} pixels but "
-                               f"{lut.size} values; download the product again")
+            raise ProductError(
+                f"{label}: noise vector at line {v.findtext('line')} has {pixel.size} pixels but "
+                f"{lut.size} values; download the product again"
+            )
         ranges.append(RangeVector(line=int(v.findtext("line") or 0), pixel=pixel, lut=lut))
     ranges.sort(key=lambda r: r.line)
     blocks = []
@@ -78,17 +84,21 @@ def parse_noise(root: Element, label: str = "noise") -> NoiseModel:
         line = _floats(b.find("line"), label)
         lut = _floats(b.find("noiseAzimuthLut"), label)
         if line.size != lut.size:
-            raise ProductError(f"{label}: azimuth noise block {b.findtext('swath')} has {line.size} lines but "
-                               f"{lut.size} values; download the product again")
-        blocks.append(AzimuthBlock(
-            swath=b.findtext("swath") or "",
-            first_line=int(b.findtext("firstAzimuthLine") or 0),
-            last_line=int(b.findtext("lastAzimuthLine") or 0),
-            first_sample=int(b.findtext("firstRangeSample") or 0),
-            last_sample=int(b.findtext("lastRangeSample") or 0),
-            line=line,
-            lut=lut,
-        ))
+            raise ProductError(
+                f"{label}: azimuth noise block {b.findtext('swath')} has {line.size} lines but "
+                f"{lut.size} values; download the product again"
+            )
+        blocks.append(
+            AzimuthBlock(
+                swath=b.findtext("swath") or "",
+                first_line=int(b.findtext("firstAzimuthLine") or 0),
+                last_line=int(b.findtext("lastAzimuthLine") or 0),
+                first_sample=int(b.findtext("firstRangeSample") or 0),
+                last_sample=int(b.findtext("lastRangeSample") or 0),
+                line=line,
+                lut=lut,
+            )
+        )
     return NoiseModel(range_vectors=tuple(ranges), azimuth_blocks=tuple(blocks), legacy=legacy)
 
 
@@ -103,8 +113,7 @@ def range_noise(model: NoiseModel, lines: np.ndarray, pixels: np.ndarray) -> np.
     if len(vec_lines) == 1:
         lo = hi = np.zeros_like(hi)
     needed = np.unique(np.concatenate([lo, hi]))
-    per_vector = {int(k): np.interp(pixels_f, model.range_vectors[k].pixel, model.range_vectors[k].lut)
-                  for k in needed}
+    per_vector = {int(k): np.interp(pixels_f, model.range_vectors[k].pixel, model.range_vectors[k].lut) for k in needed}
     rows_lo = np.stack([per_vector[int(k)] for k in lo])
     rows_hi = np.stack([per_vector[int(k)] for k in hi])
     span = vec_lines[hi] - vec_lines[lo]

@@ -157,10 +157,18 @@ def _text(root: Element, path: str, label: str) -> str:
 def read_image_info(annotation: Element, label: str = "annotation") -> ImageInfo:
     """Image size, timing, pixel spacing and nominal number of looks (range × azimuth, mean over swaths)."""
     ii = "imageAnnotation/imageInformation/"
-    looks_r = [float(v.text or "nan") for v in annotation.findall(
-        "imageAnnotation/processingInformation/swathProcParamsList/swathProcParams/rangeProcessing/numberOfLooks")]
-    looks_a = [float(v.text or "nan") for v in annotation.findall(
-        "imageAnnotation/processingInformation/swathProcParamsList/swathProcParams/azimuthProcessing/numberOfLooks")]
+    looks_r = [
+        float(v.text or "nan")
+        for v in annotation.findall(
+            "imageAnnotation/processingInformation/swathProcParamsList/swathProcParams/rangeProcessing/numberOfLooks"
+        )
+    ]
+    looks_a = [
+        float(v.text or "nan")
+        for v in annotation.findall(
+            "imageAnnotation/processingInformation/swathProcParamsList/swathProcParams/azimuthProcessing/numberOfLooks"
+        )
+    ]
     looks = float(np.mean(looks_r) * np.mean(looks_a)) if looks_r and looks_a else DEFAULT_LOOKS
     return ImageInfo(
         number_of_lines=int(_text(annotation, ii + "numberOfLines", label)),

@@ -173,8 +173,11 @@ def validate_graph(root: Element, table: Mapping[str, Mapping[str, ParamSpec]] |
                 problems.append(f"[NodeId: {node_id}] Unknown parameter '{name}' of operator '{operator}'")
             elif (why := check_value(specs[name], text)) is not None:
                 problems.append(f"[NodeId: {node_id}] {why}")
-        problems += [f"[NodeId: {node_id}] missing required parameter '{s.name}'"
-                     for s in specs.values() if s.required and s.name not in params]
+        problems += [
+            f"[NodeId: {node_id}] missing required parameter '{s.name}'"
+            for s in specs.values()
+            if s.required and s.name not in params
+        ]
         problems += [f"[NodeId: {node_id}] source '{s}' is not an earlier node" for s in sources if s not in ids]
         ids.add(node_id)
     return problems
@@ -226,8 +229,15 @@ def build_graph(
     terrain = {
         "sourceBands": sigma_bands,
         "demName": dem.name,
-        **({"externalDEMFile": str(dem.file), "externalDEMNoDataValue": repr(float(dem.nodata)),
-            "externalDEMApplyEGM": "true" if dem.apply_egm else "false"} if dem.file is not None else {}),
+        **(
+            {
+                "externalDEMFile": str(dem.file),
+                "externalDEMNoDataValue": repr(float(dem.nodata)),
+                "externalDEMApplyEGM": "true" if dem.apply_egm else "false",
+            }
+            if dem.file is not None
+            else {}
+        ),
         "demResamplingMethod": "BILINEAR_INTERPOLATION",
         "imgResamplingMethod": "BILINEAR_INTERPOLATION",
         "pixelSpacingInMeter": repr(float(grid.resolution_m)),
@@ -244,14 +254,31 @@ def build_graph(
         ("Read", "Read", {"file": str(product_file), "formatName": "SENTINEL-1"}),
     ]
     if apply_orbit:
-        chain.append(("Apply-Orbit-File", "Apply-Orbit-File",
-                      {"orbitType": "Sentinel Precise (Auto Download)", "polyDegree": "3", "continueOnFail": "false"}))
+        chain.append(
+            (
+                "Apply-Orbit-File",
+                "Apply-Orbit-File",
+                {"orbitType": "Sentinel Precise (Auto Download)", "polyDegree": "3", "continueOnFail": "false"},
+            )
+        )
     chain += [
-        ("ThermalNoiseRemoval", "ThermalNoiseRemoval",
-         {"selectedPolarisations": pols, "removeThermalNoise": "true", "reIntroduceThermalNoise": "false"}),
-        ("Calibration", "Calibration",
-         {"selectedPolarisations": pols, "outputSigmaBand": "true", "outputGammaBand": "false",
-          "outputBetaBand": "false", "outputImageScaleInDb": "false", "outputImageInComplex": "false"}),
+        (
+            "ThermalNoiseRemoval",
+            "ThermalNoiseRemoval",
+            {"selectedPolarisations": pols, "removeThermalNoise": "true", "reIntroduceThermalNoise": "false"},
+        ),
+        (
+            "Calibration",
+            "Calibration",
+            {
+                "selectedPolarisations": pols,
+                "outputSigmaBand": "true",
+                "outputGammaBand": "false",
+                "outputBetaBand": "false",
+                "outputImageScaleInDb": "false",
+                "outputImageInComplex": "false",
+            },
+        ),
         ("Speckle-Filter", "Speckle-Filter", {"sourceBands": sigma_bands, **speckle}),
         ("Terrain-Correction", "Terrain-Correction", terrain),
         ("Write", "Write", {"file": str(out_file), "formatName": "GeoTIFF", "deleteOutputOnFailure": "true"}),
@@ -298,20 +325,41 @@ def find_gpt(configured: str | None, search_path: str | None = None) -> str | No
 
 #: Known gpt failure lines → (error class, what to do). First match wins; matched case-insensitively.
 _GPT_ERRORS: tuple[tuple[str, type[PipelineError], str], ...] = (
-    (r"OutOfMemoryError|Java heap space|GC overhead limit exceeded", ConfigError,
-     "SNAP ran out of Java heap; raise -Xmx in gpt.vmoptions or the rule's mem_mb, or lower the cache (-c)"),
-    (r"No valid orbit file found|orbit file (is )?not found|Unable to (download|find) .*orbit", FetchError,
-     "no precise orbit available; set sar.apply_orbit false or put the POEORB file in ~/.snap/auxdata/Orbits"),
-    (r"DEM not found|Cannot find DEM|DEM .* (is )?not installed|Unable to (read|open) .*DEM", ConfigError,
-     "SNAP cannot read the DEM; check sar.dem points to a readable GeoTIFF covering the scene"),
-    (r"Operator '?[\w.-]+'? not found|Unknown operator|No (such )?operator", ConfigError,
-     "this SNAP lacks an operator of the graph; install the Sentinel-1 (microwave) toolbox"),
-    (r"Unknown (parameter|element)", ConfigError,
-     "this SNAP version rejects a graph parameter; use SNAP >= 8 or update snap_operators.csv"),
-    (r"Value for '.*' (is invalid|must be|is out of range)|not in \[", ConfigError,
-     "a graph parameter value is not accepted; check sar.speckle / sar settings"),
-    (r"does not exist|No product reader found|Cannot read product|not a valid product", ProductError,
-     "SNAP cannot read the product; download it again"),
+    (
+        r"OutOfMemoryError|Java heap space|GC overhead limit exceeded",
+        ConfigError,
+        "SNAP ran out of Java heap; raise -Xmx in gpt.vmoptions or the rule's mem_mb, or lower the cache (-c)",
+    ),
+    (
+        r"No valid orbit file found|orbit file (is )?not found|Unable to (download|find) .*orbit",
+        FetchError,
+        "no precise orbit available; set sar.apply_orbit false or put the POEORB file in ~/.snap/auxdata/Orbits",
+    ),
+    (
+        r"DEM not found|Cannot find DEM|DEM .* (is )?not installed|Unable to (read|open) .*DEM",
+        ConfigError,
+        "SNAP cannot read the DEM; check sar.dem points to a readable GeoTIFF covering the scene",
+    ),
+    (
+        r"Operator '?[\w.-]+'? not found|Unknown operator|No (such )?operator",
+        ConfigError,
+        "this SNAP lacks an operator of the graph; install the Sentinel-1 (microwave) toolbox",
+    ),
+    (
+        r"Unknown (parameter|element)",
+        ConfigError,
+        "this SNAP version rejects a graph parameter; use SNAP >= 8 or update snap_operators.csv",
+    ),
+    (
+        r"Value for '.*' (is invalid|must be|is out of range)|not in \[",
+        ConfigError,
+        "a graph parameter value is not accepted; check sar.speckle / sar settings",
+    ),
+    (
+        r"does not exist|No product reader found|Cannot read product|not a valid product",
+        ProductError,
+        "SNAP cannot read the product; download it again",
+    ),
 )
 
 
@@ -324,8 +372,10 @@ def classify_gpt_failure(returncode: int, log_text: str, log_hint: str) -> Pipel
         if hit is not None:
             return cls(f"gpt failed (exit {returncode}): {hit[:200]}; {advice} (log: {log_hint})")
     if returncode in (137, -9):
-        return ConfigError(f"gpt was killed (exit {returncode}), most likely out of memory; "
-                           f"raise the rule's mem_mb or lower threads/cache (log: {log_hint})")
+        return ConfigError(
+            f"gpt was killed (exit {returncode}), most likely out of memory; "
+            f"raise the rule's mem_mb or lower threads/cache (log: {log_hint})"
+        )
     if returncode in (143, -15):
         return PipelineError(f"gpt was terminated (exit {returncode}); rerun the job (log: {log_hint})")
     last = next((ln for ln in reversed(lines) if "error" in ln.lower()), lines[-1] if lines else "no output")
@@ -351,8 +401,18 @@ def write_flat_dem(bounds: tuple[float, float, float, float], path: Path, step_d
     height = int(math.ceil((lat1 - lat0) / step_deg)) + 4
     transform = from_origin(lon0 - 2 * step_deg, lat1 + 2 * step_deg, step_deg, step_deg)
     with atomic_path(path, suffix=".tif") as tmp:
-        with rasterio.open(tmp, "w", driver="GTiff", width=width, height=height, count=1, dtype="float32",
-                           crs="EPSG:4326", transform=transform, nodata=FLAT_DEM_NODATA) as dst:
+        with rasterio.open(
+            tmp,
+            "w",
+            driver="GTiff",
+            width=width,
+            height=height,
+            count=1,
+            dtype="float32",
+            crs="EPSG:4326",
+            transform=transform,
+            nodata=FLAT_DEM_NODATA,
+        ) as dst:
             dst.write(np.zeros((1, height, width), dtype=np.float32))
 
 
@@ -367,8 +427,12 @@ def dem_spec(dem: Path | None, grid: Grid, workdir: Path, margin_m: float = 2000
         raise ConfigError(f"sar.dem: {dem} does not exist; give a DEM GeoTIFF or 'ellipsoid'")
     with rasterio.open(dem) as src:
         nodata = src.nodata
-    return DemSpec(name="External DEM", file=dem.resolve(), apply_egm=True,
-                   nodata=float(nodata) if nodata is not None else FLAT_DEM_NODATA)
+    return DemSpec(
+        name="External DEM",
+        file=dem.resolve(),
+        apply_egm=True,
+        nodata=float(nodata) if nodata is not None else FLAT_DEM_NODATA,
+    )
 
 
 def _band_order(src: rasterio.io.DatasetReader, polarisations: Sequence[str]) -> list[int]:
@@ -391,9 +455,17 @@ def warp_to_grid(src_path: Path, grid: Grid, polarisations: Sequence[str]) -> np
         for k, band in enumerate(_band_order(src, polarisations)):
             data = src.read(band).astype(np.float32)
             data[~np.isfinite(data) | (data <= SNAP_NODATA)] = np.nan
-            reproject(data, out[k], src_transform=src.transform, src_crs=src.crs, src_nodata=np.nan,
-                      dst_transform=grid.transform, dst_crs=grid.crs, dst_nodata=np.nan,
-                      resampling=Resampling.bilinear)
+            reproject(
+                data,
+                out[k],
+                src_transform=src.transform,
+                src_crs=src.crs,
+                src_nodata=np.nan,
+                dst_transform=grid.transform,
+                dst_crs=grid.crs,
+                dst_nodata=np.nan,
+                resampling=Resampling.bilinear,
+            )
     with np.errstate(divide="ignore", invalid="ignore"):
         db = 10.0 * np.log10(out)
     db[~np.isfinite(db)] = np.nan
@@ -434,8 +506,15 @@ def run_snap(
     with tempfile.TemporaryDirectory(prefix=f".{out_tif.stem}.snap-", dir=out_tif.parent) as tmp:
         work = Path(tmp)
         snap_out = work / "terrain_corrected.tif"
-        root = build_graph(product_file.resolve(), snap_out, grid, polarisations=polarisations, speckle=spk,
-                           dem=dem_spec(dem, grid, work), apply_orbit=apply_orbit)
+        root = build_graph(
+            product_file.resolve(),
+            snap_out,
+            grid,
+            polarisations=polarisations,
+            speckle=spk,
+            dem=dem_spec(dem, grid, work),
+            apply_orbit=apply_orbit,
+        )
         problems = validate_graph(root)
         if problems:
             raise PipelineError(f"SNAP graph for {safe_path.name} is invalid: {problems[0]}; report this as a bug")
@@ -446,8 +525,11 @@ def run_snap(
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
         log_hint = str(log_path) if log_path is not None else "rerun with a log path"
         if log_path is not None:
-            write_text_atomic(log_path, f"$ {' '.join(cmd)}\n--- graph ---\n{text}--- gpt output ---\n{proc.stdout}"
-                                        f"--- exit {proc.returncode} ---\n")
+            write_text_atomic(
+                log_path,
+                f"$ {' '.join(cmd)}\n--- graph ---\n{text}--- gpt output ---\n{proc.stdout}"
+                f"--- exit {proc.returncode} ---\n",
+            )
         if proc.returncode != 0:
             raise classify_gpt_failure(proc.returncode, proc.stdout, log_hint)
         if not snap_out.is_file():
@@ -456,9 +538,18 @@ def run_snap(
     if not np.isfinite(sigma0_db).any():
         raise ProductError(f"{safe_path.name}: SNAP output does not cover the grid; check the product footprint")
     write_cog(
-        sigma0_db, out_tif, crs=grid.crs, transform=grid.transform,
+        sigma0_db,
+        out_tif,
+        crs=grid.crs,
+        transform=grid.transform,
         descriptions=[p.upper() for p in polarisations],
-        tags={"backend": "snap", "product": safe_path.name, "units": "dB", "quantity": "sigma0",
-              "speckle_filter": "Lee Sigma", **{f"snap_{k}": v for k, v in spk.items()}},
+        tags={
+            "backend": "snap",
+            "product": safe_path.name,
+            "units": "dB",
+            "quantity": "sigma0",
+            "speckle_filter": "Lee Sigma",
+            **{f"snap_{k}": v for k, v in spk.items()},
+        },
         band_tags=[{"long_name": f"sigma nought {p.upper()}", "units": "dB"} for p in polarisations],
     )

@@ -122,8 +122,9 @@ def _border_pixel(img: np.ndarray, y: int, x: int, half_w: int, var_v: float) ->
 
 
 @numba.njit(cache=True, nogil=True, fastmath=_FAST)
-def _lee_sigma_kernel(img: np.ndarray, pt: np.ndarray, half_w: int, half_t: int,
-                      i1: float, i2: float, var_v: float, var_vp: float) -> np.ndarray:
+def _lee_sigma_kernel(
+    img: np.ndarray, pt: np.ndarray, half_w: int, half_t: int, i1: float, i2: float, var_v: float, var_vp: float
+) -> np.ndarray:
     h, w = img.shape
     out = np.empty((h, w), dtype=np.float32)
     # NaN -> -1: never inside a sigma range (which is >= 0), so the inner loops need no NaN test
@@ -149,8 +150,8 @@ def _lee_sigma_kernel(img: np.ndarray, pt: np.ndarray, half_w: int, half_t: int,
         cnt[:] = 0.0
         for j in range(y - half_t, y + half_t + 1):
             for di in range(-half_t, half_t + 1):
-                qrow = clean[j, x0 + di: x0 + di + nx]
-                mrow = valid[j, x0 + di: x0 + di + nx]
+                qrow = clean[j, x0 + di : x0 + di + nx]
+                mrow = valid[j, x0 + di : x0 + di + nx]
                 for k in range(nx):
                     q = qrow[k]
                     m = mrow[k]
@@ -167,7 +168,7 @@ def _lee_sigma_kernel(img: np.ndarray, pt: np.ndarray, half_w: int, half_t: int,
         cnt[:] = 0.0
         for j in range(y - half_w, y + half_w + 1):
             for di in range(-half_w, half_w + 1):
-                qrow = clean[j, x0 + di: x0 + di + nx]
+                qrow = clean[j, x0 + di : x0 + di + nx]
                 for k in range(nx):
                     q = qrow[k]
                     m = np.float32((q >= lo[k]) & (q <= hi[k]))
@@ -199,9 +200,7 @@ def point_target_mask(intensity: np.ndarray, target: int = 3) -> np.ndarray:
     return np.asarray(_point_targets(img, z98, target // 2, POINT_TARGET_CLUSTER))
 
 
-def lee_sigma(
-    intensity: np.ndarray, looks: float, window: int = 7, target: int = 3, sigma: float = 0.9
-) -> np.ndarray:
+def lee_sigma(intensity: np.ndarray, looks: float, window: int = 7, target: int = 3, sigma: float = 0.9) -> np.ndarray:
     """Lee sigma filter of a 2-D intensity image (linear power, NaN = no data); float32 out."""
     if window % 2 == 0 or target % 2 == 0 or not (3 <= target < window):
         raise ConfigError(f"sar.speckle: window {window} and target {target} must be odd with 3 <= target < window")
@@ -224,10 +223,22 @@ def run_speckle(
     n_looks = float(looks) if looks is not None else float(ds.attrs.get("number_of_looks", 0) or 0)
     if n_looks <= 0:
         raise ConfigError(f"{in_nc}: no number_of_looks attribute; set sar.speckle.looks")
-    filtered = np.stack([lee_sigma(ds["sigma0"].values[k], n_looks, window, target, sigma)
-                         for k in range(ds.sizes["polarisation"])])
+    filtered = np.stack(
+        [lee_sigma(ds["sigma0"].values[k], n_looks, window, target, sigma) for k in range(ds.sizes["polarisation"])]
+    )
     out = ds.copy()
-    out["sigma0"] = (ds["sigma0"].dims, filtered, {**ds["sigma0"].attrs, "long_name": "sigma nought, Lee sigma filtered"})
-    out.attrs.update({"speckle_filter": "Lee sigma (Lee et al. 2009, SNAP)", "speckle_window": window,
-                      "speckle_target_window": target, "speckle_sigma": sigma, "speckle_looks": n_looks})
+    out["sigma0"] = (
+        ds["sigma0"].dims,
+        filtered,
+        {**ds["sigma0"].attrs, "long_name": "sigma nought, Lee sigma filtered"},
+    )
+    out.attrs.update(
+        {
+            "speckle_filter": "Lee sigma (Lee et al. 2009, SNAP)",
+            "speckle_window": window,
+            "speckle_target_window": target,
+            "speckle_sigma": sigma,
+            "speckle_looks": n_looks,
+        }
+    )
     write_dataset(out, out_nc)

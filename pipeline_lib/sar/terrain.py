@@ -106,7 +106,9 @@ def geoid_to_ellipsoid(height: np.ndarray, lon: np.ndarray, lat: np.ndarray) -> 
     except (ProjError, RuntimeError) as exc:
         LOG.warning("EGM96 geoid transform failed (%s)", exc)
     LOG.warning("EGM96 geoid grid unavailable: DEM heights used as ellipsoidal, as sarsen does")
-    return np.asarray(height, dtype=np.float64), "DEM heights used as ellipsoidal (EGM96 geoid grid unavailable; as sarsen)"
+    return np.asarray(
+        height, dtype=np.float64
+    ), "DEM heights used as ellipsoidal (EGM96 geoid grid unavailable; as sarsen)"
 
 
 def grid_lonlat(grid: Grid) -> tuple[np.ndarray, np.ndarray]:
@@ -146,9 +148,7 @@ def compute_lookup(files: PolFiles, dem_ecef: xr.DataArray) -> tuple[np.ndarray,
     return line, pixel
 
 
-def resample_by_lookup(
-    band: np.ndarray, line0: int, pixel0: int, line: np.ndarray, pixel: np.ndarray
-) -> np.ndarray:
+def resample_by_lookup(band: np.ndarray, line0: int, pixel0: int, line: np.ndarray, pixel: np.ndarray) -> np.ndarray:
     """Bilinear sample of a GRD window (first full-product index line0, pixel0) at (line, pixel); NaN outside."""
     rows = line - line0
     cols = pixel - pixel0
@@ -178,17 +178,25 @@ def run_terrain(in_nc: Path, safe_path: Path, grid: Grid, out_tif: Path, dem: Pa
     files = find_pol_files(Path(safe_path), pols[0], need_measurement=False)
     line, pixel = compute_lookup(files, grid_ecef(lon, lat, height))
     line0, pixel0 = int(ds["line"].values[0]), int(ds["pixel"].values[0])
-    bands = [sigma0_to_db(resample_by_lookup(ds["sigma0"].values[k], line0, pixel0, line, pixel))
-             for k in range(len(pols))]
+    bands = [
+        sigma0_to_db(resample_by_lookup(ds["sigma0"].values[k], line0, pixel0, line, pixel)) for k in range(len(pols))
+    ]
     if np.all(np.isnan(bands[0])):
-        raise CoverageError(f"{in_nc}: the calibrated window does not cover the grid; rerun calibration with a larger margin")
+        raise CoverageError(
+            f"{in_nc}: the calibrated window does not cover the grid; rerun calibration with a larger margin"
+        )
     write_cog(
         np.stack(bands),
         out_tif,
         crs=grid.crs,
         transform=grid.transform,
         descriptions=pols,
-        tags={"product": str(ds.attrs.get("product", "")), "units": "dB", "quantity": "sigma0",
-              "vertical_datum": datum, "geocoding": "range-Doppler backward geocoding (sarsen), bilinear"},
+        tags={
+            "product": str(ds.attrs.get("product", "")),
+            "units": "dB",
+            "quantity": "sigma0",
+            "vertical_datum": datum,
+            "geocoding": "range-Doppler backward geocoding (sarsen), bilinear",
+        },
         band_tags=[{"polarisation": p, "units": "dB"} for p in pols],
     )

@@ -177,6 +177,7 @@ class LoopbackServer:
 
 # Faults -----------------------------------------------------------------------------------------
 
+
 def status_fault(status: int, headers: dict[str, str] | None = None, body: bytes = b"") -> Fault:
     return lambda req, reply: Reply(status, headers or {}, body)
 
@@ -188,19 +189,23 @@ def cut_fault(after: int, *, reset: bool = True) -> Fault:
 
 def truncate_fault(after: int) -> Fault:
     """A reply whose body and Content-Length stop at ``after`` bytes: looks complete to HTTP, is not."""
+
     def apply(req: Request, reply: Reply) -> Reply:
         if reply.file is not None:
             return replace(reply, length=min(after, reply.length or after))
         return replace(reply, body=reply.body[:after])
+
     return apply
 
 
 def corrupt_fault(at: int) -> Fault:
     """Flip one byte of the body at offset ``at`` (a checksum mismatch with the right size)."""
+
     def apply(req: Request, reply: Reply) -> Reply:
         b = bytearray(reply.body)
         b[at] ^= 0xFF
         return replace(reply, body=bytes(b))
+
     return apply
 
 
@@ -209,6 +214,7 @@ def redirect_fault(location: str, status: int = 302) -> Fault:
 
 
 # Cassettes --------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Interaction:
@@ -232,7 +238,11 @@ def load_cassette(path: Path) -> list[Interaction]:
         if isinstance(body, str):
             body = body.encode("utf-8")
         headers = {k: (v[0] if isinstance(v, list) else str(v)) for k, v in (resp.get("headers") or {}).items()}
-        out.append(Interaction(it["request"]["method"], it["request"]["uri"], int(resp["status"]["code"]), headers, body, recorded))
+        out.append(
+            Interaction(
+                it["request"]["method"], it["request"]["uri"], int(resp["status"]["code"]), headers, body, recorded
+            )
+        )
     return out
 
 

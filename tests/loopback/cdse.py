@@ -60,14 +60,22 @@ class FakeCdse:
                 or (grant == "refresh_token" and form.get("refresh_token", "").startswith("ref-"))
             )
             if not ok:
-                return Reply(401, {"Content-Type": "application/json"},
-                             b'{"error":"invalid_grant","error_description":"Invalid user credentials"}')
+                return Reply(
+                    401,
+                    {"Content-Type": "application/json"},
+                    b'{"error":"invalid_grant","error_description":"Invalid user credentials"}',
+                )
             n = next(self._n)
             tok = f"tok{n}-eyJhbGciOiJSUzI1NiJ9.SECRET-ACCESS-TOKEN-{n}"
             self.valid.add(tok)
             self.issued.append(tok)
-        body = {"access_token": tok, "expires_in": self.expires_in, "refresh_expires_in": 3600,
-                "refresh_token": f"ref-{n}-SECRET-REFRESH", "token_type": "Bearer"}
+        body = {
+            "access_token": tok,
+            "expires_in": self.expires_in,
+            "refresh_expires_in": 3600,
+            "refresh_token": f"ref-{n}-SECRET-REFRESH",
+            "token_type": "Bearer",
+        }
         return Reply(200, {"Content-Type": "application/json"}, json.dumps(body).encode())
 
     def expire_all(self) -> None:
@@ -90,6 +98,7 @@ class FakeCdse:
             if not self.authorised(req):
                 return Reply(401, {"Content-Type": "application/json"}, b'{"detail":"Expired signature!"}')
             return file_reply(self.products[pid], req)
+
         return fn
 
 
@@ -101,4 +110,3 @@ def body_bytes(n: int, seed: int = 0) -> bytes:
         block = hashlib.sha256(block).digest()
         out += block
     return bytes(out[:n])
-

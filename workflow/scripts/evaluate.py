@@ -1,4 +1,5 @@
 """Rule evaluate: RMSE, SSIM, CC per band (all and changed pixels) of every variant of an experiment."""
+
 from pathlib import Path
 
 from pipeline_lib.jobs import job

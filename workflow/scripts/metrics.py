@@ -1,4 +1,5 @@
 """Rule metrics: merge the experiments' metrics into results/{region}/metrics.json and .csv."""
+
 from pathlib import Path
 
 from pipeline_lib.jobs import job

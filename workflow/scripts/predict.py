@@ -1,4 +1,5 @@
 """Rules predict / predict_plain: the target date over the full grid by overlapping tiles."""
+
 from pathlib import Path
 
 from pipeline_lib.jobs import job

@@ -1,4 +1,5 @@
 """Rule region_report: the self-contained HTML report of one region (data and model parts)."""
+
 import json
 from pathlib import Path
 
@@ -16,7 +17,9 @@ with job(snakemake) as log:
         preds = {Path(p).stem: Path(p) for p in inp[f"{exp}__preds"]}
         unc = {Path(p).stem.removesuffix("_uncertainty"): Path(p) for p in inp[f"{exp}__uncertainty"]}
         models = {Path(p).stem: Path(p) for p in inp[f"{exp}__models"]}
-        figures[exp] = experiment_figures(exp, Path(inp[f"{exp}__stack"]), Path(inp[f"{exp}__truth"]), preds, unc, models)
+        figures[exp] = experiment_figures(
+            exp, Path(inp[f"{exp}__stack"]), Path(inp[f"{exp}__truth"]), preds, unc, models
+        )
     run_region_report(
         region,
         Path(inp.grid),

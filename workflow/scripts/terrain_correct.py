@@ -1,4 +1,5 @@
 """Rule terrain_correct: sigma0 in dB on the region grid, by the native chain or by SNAP's gpt."""
+
 from pathlib import Path
 
 from pipeline_lib.grid import read_grid

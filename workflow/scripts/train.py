@@ -1,4 +1,5 @@
 """Rule train: one network variant of one experiment (CUDA when present, CPU otherwise)."""
+
 from pathlib import Path
 
 from pipeline_lib.jobs import job

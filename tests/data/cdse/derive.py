@@ -88,7 +88,9 @@ def derive_records(fixtures: Path = FIXTURES) -> list[dict[str, Any]]:
         start = S1_TEMPLATE + timedelta(days=days)
         stop = start + timedelta(seconds=25)
         absorbit = 30148 + 175 * k
-        rec["Name"] = f"S1B_IW_GRDH_1SDV_{start:%Y%m%dT%H%M%S}_{stop:%Y%m%dT%H%M%S}_{absorbit:06d}_{0x39993 + 0x1000 * k:06X}_{rec['Id'][:4].upper()}.SAFE"
+        rec["Name"] = (
+            f"S1B_IW_GRDH_1SDV_{start:%Y%m%dT%H%M%S}_{stop:%Y%m%dT%H%M%S}_{absorbit:06d}_{0x39993 + 0x1000 * k:06X}_{rec['Id'][:4].upper()}.SAFE"
+        )
         rec["ContentDate"] = {"Start": _iso(start), "End": _iso(stop)}
         rec["Footprint"] = fp1
         _set_attr(rec, "productType", "IW_GRDH_1S", "String")
@@ -96,7 +98,9 @@ def derive_records(fixtures: Path = FIXTURES) -> list[dict[str, Any]]:
         out.append(rec)
     rec = copy.deepcopy(real[4])  # distractor: a descending pass on another orbit, a day later
     start = S1_TEMPLATE + timedelta(days=1, hours=12)
-    rec["Name"] = f"S1A_IW_GRDH_1SDV_{start:%Y%m%dT%H%M%S}_{start + timedelta(seconds=25):%Y%m%dT%H%M%S}_041000_04E0A1_{rec['Id'][:4].upper()}.SAFE"
+    rec["Name"] = (
+        f"S1A_IW_GRDH_1SDV_{start:%Y%m%dT%H%M%S}_{start + timedelta(seconds=25):%Y%m%dT%H%M%S}_041000_04E0A1_{rec['Id'][:4].upper()}.SAFE"
+    )
     rec["ContentDate"] = {"Start": _iso(start), "End": _iso(start + timedelta(seconds=25))}
     rec["Footprint"] = fp1
     _set_attr(rec, "productType", "IW_GRDH_1S", "String")
@@ -105,7 +109,9 @@ def derive_records(fixtures: Path = FIXTURES) -> list[dict[str, Any]]:
     for k, days in enumerate(DEMO_DAYS):
         rec = copy.deepcopy(real[5 + k])
         t = datetime(2021, 12, 23, *S2_TIME, tzinfo=UTC) + timedelta(days=days)
-        rec["Name"] = f"S2{'AB'[k % 2]}_MSIL2A_{t:%Y%m%dT%H%M%S}_N0301_R022_T33TTG_{t + timedelta(hours=2):%Y%m%dT%H%M%S}.SAFE"
+        rec["Name"] = (
+            f"S2{'AB'[k % 2]}_MSIL2A_{t:%Y%m%dT%H%M%S}_N0301_R022_T33TTG_{t + timedelta(hours=2):%Y%m%dT%H%M%S}.SAFE"
+        )
         rec["ContentDate"] = {"Start": _iso(t), "End": _iso(t)}
         rec["Footprint"] = fp2
         _set_attr(rec, "productType", "S2MSI2A", "String")
@@ -119,7 +125,10 @@ def paginate(records: list[dict[str, Any]], page_size: int = 10, base: str = CAT
     """OData pages as CDSE serves them: ``@odata.count`` on the first, ``@odata.nextLink`` with ``$skip`` on all but the last."""
     pages = []
     for i in range(0, max(len(records), 1), page_size):
-        page: dict[str, Any] = {"@odata.context": "$metadata#Products(Attributes())", "value": records[i : i + page_size]}
+        page: dict[str, Any] = {
+            "@odata.context": "$metadata#Products(Attributes())",
+            "value": records[i : i + page_size],
+        }
         if i == 0:
             page["@odata.count"] = len(records)
         if i + page_size < len(records):
