@@ -33,13 +33,13 @@ def make_source(name: str, settings: dict[str, Any]) -> Source:
             )
         return LocalSource(Path(folder))
     if name == "cdse":
-        from pipeline_lib.fetch import cdse
+        from pipeline_lib.fetch.cdse import source_from_settings as cdse_source
 
-        return cdse.source_from_settings(settings.get("cdse", {}))  # type: ignore[no-any-return]
+        return cdse_source(settings.get("cdse", {}))
     if name == "dhus":
-        from pipeline_lib.fetch import dhus
+        from pipeline_lib.fetch.dhus import source_from_settings as dhus_source
 
-        return dhus.source_from_settings(settings.get("dhus", {}))  # type: ignore[no-any-return]
+        return dhus_source(settings.get("dhus", {}))
     raise ConfigError(f"fetch.source: unknown source {name!r}; use demo, cdse, dhus or local")
 
 
