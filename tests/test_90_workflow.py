@@ -6,7 +6,9 @@ simulated surface; everything else on the ci-tiny region or as dry runs.
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import numpy as np
 import pytest
 import rasterio
 import xarray as xr
+from conftest import require_tool
 from workflow_utils import make_workdir, planned_jobs, snakemake
 
 from pipeline_lib.fetch.base import read_scene_table
@@ -107,3 +110,103 @@ def test_changing_speckle_window_reruns_exactly_speckle_and_downstream(tiny_run:
     assert jobs.get("speckle") == 3 and jobs.get("terrain_correct") == 3, jobs
     assert not {"grid", "search", "download_safe", "calibrate", "optical"} & set(jobs), jobs
     assert {"offsets", "stack", "region_report"} <= set(jobs), jobs
+
+
+def test_demo_metrics_and_tables(demo_run: Path) -> None:
+    res = demo_run / "results" / "demo"
+    metrics = json.loads((res / "metrics.json").read_text())
+    assert set(metrics) == {"sar2vis", "vis2swir"}
+    for exp, block in metrics.items():
+        names = {
+            "neighbour_j",
+            "neighbour_k",
+            "blend",
+            "pix2pix",
+            "tirsit",
+            "tirsit_noadv",
+            "no_uc",
+            "no_sg",
+            "no_uc_sg",
+        }
+        assert names <= set(block), (exp, sorted(block))
+        assert names <= set(block["changed"]), exp
+        for variant in names:
+            for m in ("rmse", "ssim", "cc"):
+                vals = block[variant][m]
+                assert "mean" in vals and all(np.isfinite(v) for v in vals.values()), (exp, variant, m)
+        # the blend (no network) beats each neighbour: the baseline TIRSIT has to beat
+        assert block["blend"]["rmse"]["mean"] < min(
+            block["neighbour_j"]["rmse"]["mean"], block["neighbour_k"]["rmse"]["mean"]
+        )
+    assert (res / "metrics.csv").read_text().count("\n") > 10
+    html = (res / "report.html").read_text()
+    assert "paper Table I/III layout" in html and "Spearman" in html
+
+
+def _chromium(*args: str) -> subprocess.CompletedProcess[str]:
+    exe = require_tool("chromium", "the report is checked in a real browser")
+    base = [
+        exe,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-component-update",
+        "--disable-sync",
+        "--enable-logging=stderr",
+        "--v=0",
+    ]
+    return subprocess.run([*base, *args], capture_output=True, text=True, timeout=180)
+
+
+def test_demo_report_opens_in_chromium(demo_run: Path, tmp_path: Path) -> None:
+    """Every image decodes in a real browser, no console error appears; a screenshot is kept."""
+    report = demo_run / "results" / "demo" / "report.html"
+    profile = tmp_path / "profile"
+    r = _chromium(f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--dump-dom", report.as_uri())
+    console = [ln for ln in r.stderr.splitlines() if "CONSOLE" in ln]
+    assert not console, console
+    # Check image decoding with a copy that reports naturalWidth of every image into the DOM.
+    probe = report.with_name("report-probe.html")
+    probe.write_text(
+        report.read_text().replace(
+            "</body>",
+            "<script>window.addEventListener('load',()=>{const b=[...document.images].filter("
+            "i=>!(i.complete&&i.naturalWidth>0)).length;document.body.insertAdjacentHTML('beforeend',"
+            "`<p id=probe>images=${document.images.length} broken=${b}</p>`)});</script></body>",
+        )
+    )
+    r = _chromium(f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--dump-dom", probe.as_uri())
+    m = re.search(r"images=(\d+) broken=(\d+)", r.stdout)
+    assert m, r.stdout[-2000:] + r.stderr[-2000:]
+    assert int(m.group(1)) >= 16 and int(m.group(2)) == 0, m.group(0)
+    artefacts = Path(__file__).resolve().parents[1] / "test-artifacts"
+    artefacts.mkdir(exist_ok=True)
+    shot = artefacts / "demo-report.png"
+    _chromium(f"--user-data-dir={profile}", "--window-size=1400,4000", f"--screenshot={shot}", report.as_uri())
+    assert shot.is_file() and shot.stat().st_size > 10_000
+
+
+def test_demo_chain_recovers_the_simulated_surface(demo_run: Path) -> None:
+    """End to end: the terrain-corrected, filtered sigma0 and the L2A reflectance on the grid agree with
+    the surface the generator rendered (geometry, calibration and noise removal all have to be right)."""
+    from datetime import date
+
+    from pipeline_lib.demo.surface import simulate_surface
+
+    res = demo_run / "results" / "demo"
+    grid = read_grid(res / "grid.json")
+    xx, yy = np.meshgrid(grid.x_coords(), grid.y_coords())
+    truth = simulate_surface(xx, yy, date(2022, 1, 4), seed=0)
+    with rasterio.open(res / "s1" / "2022-01-04.tif") as ds:
+        vv = ds.read(1)
+    ref = 10 * np.log10(truth["VV"])
+    ok = np.isfinite(vv)
+    assert np.corrcoef(vv[ok], ref[ok])[0, 1] > 0.9
+    assert abs(np.median(vv[ok] - ref[ok])) < 0.5
+    with rasterio.open(res / "s2" / "2022-01-04.tif") as ds:
+        b04 = ds.read(1)
+    ok = np.isfinite(b04)
+    assert np.median(np.abs(b04[ok] - truth["B04"][ok])) < 0.002
