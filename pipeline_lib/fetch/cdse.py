@@ -326,7 +326,9 @@ class CdseSource:
     def _auth(self) -> KeycloakToken:
         if self._token is None:
             creds = self.credentials if self.credentials is not None else (lambda: load_credentials(self.token_url))
-            self._token = KeycloakToken(self.token_url, creds, client_id=self.client_id, timeout_s=self.timeout_s)
+            self._token = KeycloakToken(
+                self.token_url, creds, session=self.session, client_id=self.client_id, timeout_s=self.timeout_s
+            )
         return self._token
 
     def download(self, scene: Scene, dest: Path) -> Path:
@@ -358,7 +360,12 @@ class CdseSource:
                 rng=self.rng,
             )
 
-        return materialise(fetch, dest)
+        try:
+            return materialise(fetch, dest)
+        except FetchError as exc:  # the downloader names the URL (an opaque Id): name the product too
+            if scene.product_id in str(exc):
+                raise
+            raise FetchError(f"product {scene.product_id}: {exc}") from None
 
 
 def source_from_settings(
