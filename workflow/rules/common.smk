@@ -197,3 +197,31 @@ def terrain_inputs(wildcards):
             f"results/{wildcards.region}/s1/filtered/{wildcards.date}.nc"
         )
     return inputs
+
+
+# Resources scale with the job's inputs (issue 6): grid size for raster stages, file size for
+# stacks and models. Figures are generous upper bounds measured on the demo (512² px) and ci-tiny.
+def _grid_mpix(input):
+    import json
+
+    with open(input.grid) as fh:
+        h, w = json.load(fh)["shape"]
+    return h * w / 1e6
+
+
+def mem_raster(base_mb, per_mpix_mb):
+    """mem_mb = base + per-Mpix x grid size (the grid.json input)."""
+    return lambda wildcards, input: int(base_mb + per_mpix_mb * _grid_mpix(input))
+
+
+def runtime_raster(base_min, per_mpix_min):
+    return lambda wildcards, input: int(base_min + per_mpix_min * _grid_mpix(input))
+
+
+def mem_from_inputs(base_mb, factor):
+    """mem_mb = base + factor x total input size (MB)."""
+    return lambda wildcards, input: int(base_mb + factor * input.size_mb)
+
+
+def runtime_from_inputs(base_min, per_mb_min):
+    return lambda wildcards, input: int(base_min + per_mb_min * input.size_mb)

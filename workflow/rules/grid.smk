@@ -33,6 +33,9 @@ rule offsets:
         "benchmarks/runs/{region}/offsets.tsv"
     conda:
         "../../envs/geo.yaml"
+    resources:
+        mem_mb=mem_from_inputs(800, 4),
+        runtime=runtime_from_inputs(5, 0.05),
     params:
         dates=rcfg("dates"),
         threshold_px=rcfg("coreg", "threshold_px"),

@@ -17,6 +17,8 @@ rule train:
         "../../envs/torch.yaml"
     threads: lambda wc: region_cfg(wc.region)["train"]["threads"]
     resources:
+        mem_mb=mem_from_inputs(2000, 8),
+        runtime=runtime_from_inputs(30, 1),
         gpu=1,
     params:
         train=lambda wc: train_params(wc.region, wc.experiment),
@@ -40,6 +42,9 @@ rule predict:
     conda:
         "../../envs/torch.yaml"
     threads: lambda wc: region_cfg(wc.region)["train"]["threads"]
+    resources:
+        mem_mb=mem_from_inputs(1500, 8),
+        runtime=runtime_from_inputs(10, 0.2),
     params:
         predict=lambda wc: predict_params(wc.region, wc.experiment),
         device=rcfg("train", "device"),
@@ -61,6 +66,9 @@ rule predict_plain:
     conda:
         "../../envs/torch.yaml"
     threads: lambda wc: region_cfg(wc.region)["train"]["threads"]
+    resources:
+        mem_mb=mem_from_inputs(1500, 8),
+        runtime=runtime_from_inputs(10, 0.2),
     params:
         predict=lambda wc: predict_params(wc.region, wc.experiment),
         device=rcfg("train", "device"),
@@ -80,5 +88,8 @@ rule evaluate:
         "benchmarks/runs/{region}/evaluate/{experiment}.tsv"
     conda:
         "../../envs/torch.yaml"
+    resources:
+        mem_mb=mem_from_inputs(1000, 6),
+        runtime=runtime_from_inputs(5, 0.05),
     script:
         "../scripts/evaluate.py"

@@ -13,6 +13,9 @@ rule optical:
         "benchmarks/runs/{region}/optical/{date}.tsv"
     conda:
         "../../envs/geo.yaml"
+    resources:
+        mem_mb=mem_raster(800, 1500),
+        runtime=runtime_raster(5, 5),
     params:
         resampling=rcfg("optical", "resampling"),
     script:

@@ -14,6 +14,9 @@ rule calibrate:
         "benchmarks/runs/{region}/calibrate/{date}.tsv"
     conda:
         "../../envs/geo.yaml"
+    resources:
+        mem_mb=mem_raster(1000, 2500),
+        runtime=runtime_raster(5, 10),
     params:
         polarisations=rcfg("sar", "polarisations"),
         margin_px=rcfg("sar", "margin_px"),
@@ -32,6 +35,9 @@ rule speckle:
         "benchmarks/runs/{region}/speckle/{date}.tsv"
     conda:
         "../../envs/geo.yaml"
+    resources:
+        mem_mb=mem_from_inputs(500, 6),
+        runtime=runtime_from_inputs(5, 0.05),
     params:
         speckle=rcfg("sar", "speckle"),
     script:
@@ -51,7 +57,8 @@ rule terrain_correct:
         "../../envs/geo.yaml"
     threads: 2
     resources:
-        mem_mb=4000,
+        mem_mb=mem_raster(1500, 3000),
+        runtime=runtime_raster(10, 20),
     params:
         backend=lambda wc: sar_backend(wc.region),
         dem=rcfg("sar", "dem"),

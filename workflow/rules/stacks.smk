@@ -21,6 +21,9 @@ rule stack:
         "benchmarks/runs/{region}/stack/{experiment}.tsv"
     conda:
         "../../envs/geo.yaml"
+    resources:
+        mem_mb=mem_from_inputs(800, 6),
+        runtime=runtime_from_inputs(5, 0.05),
     params:
         experiment=lambda wc: experiment_cfg(wc.region, wc.experiment),
         dates=lambda wc: experiment_dates(wc.region, wc.experiment),
