@@ -29,3 +29,7 @@ class SceneNotFoundError(FetchError):
 
 class ModelError(PipelineError):
     """Training or prediction cannot proceed (bad stack, missing checkpoint, device)."""
+
+
+class StorageError(PipelineError):
+    """An output could not be written (disk full, quota)."""

@@ -11,8 +11,10 @@ ZSTD, overviews, CRS, nodata and per-band descriptions.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -21,10 +23,11 @@ from xml.etree.ElementTree import Element
 
 import numpy as np
 import rasterio
+import rasterio.errors
 import rasterio.shutil
 from defusedxml import ElementTree as SafeET
 
-from pipeline_lib.errors import ProductError
+from pipeline_lib.errors import PipelineError, ProductError, StorageError
 
 __all__ = ["atomic_path", "write_text_atomic", "write_json_atomic", "write_cog", "parse_xml"]
 
@@ -60,10 +63,24 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
                 os.fsync(fh.fileno())
         os.replace(tmp, dest)
         _fsync_dir(dest.parent)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if not isinstance(exc, PipelineError) and _out_of_space(exc, dest.parent):
+            raise StorageError(
+                f"{dest}: no space left on device while writing; free space in {dest.parent} and rerun"
+            ) from exc
         raise
+
+
+def _out_of_space(exc: BaseException, folder: Path) -> bool:
+    """True if ``exc`` is (or, for libraries that hide errno, coincides with) a full file system."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    try:
+        return shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        return False
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
@@ -136,6 +153,7 @@ def write_cog(
                     BIGTIFF="IF_SAFER",
                     NUM_THREADS="ALL_CPUS",
                 )
+        _verify_raster(tmp, arr.shape)
 
 
 def parse_xml(source: str | os.PathLike[str] | bytes, *, name: str | None = None) -> Element:
@@ -154,3 +172,15 @@ def parse_xml(source: str | os.PathLike[str] | bytes, *, name: str | None = None
         raise ProductError(
             f"{label}: unreadable or unsafe XML ({type(exc).__name__}: {exc}); re-download the product"
         ) from exc
+
+
+def _verify_raster(path: Path, shape: tuple[int, ...]) -> None:
+    """Re-read a freshly written raster: GDAL reports some write failures (a full disk) only as warnings."""
+    try:
+        with rasterio.open(path) as ds:
+            if (ds.count, ds.height, ds.width) != tuple(shape):
+                raise OSError(f"{path}: wrote {(ds.count, ds.height, ds.width)}, expected {tuple(shape)}")
+            for _, window in ds.block_windows(1):
+                ds.read(window=window)
+    except (rasterio.errors.RasterioError, OSError) as exc:
+        raise OSError(errno.EIO, f"{path}: written raster does not read back ({str(exc).splitlines()[0]})") from exc

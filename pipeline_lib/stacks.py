@@ -27,7 +27,7 @@ import rasterio
 import xarray as xr
 from affine import Affine
 
-from pipeline_lib.errors import ConfigError, ProductError
+from pipeline_lib.errors import ConfigError, CoverageError, ProductError
 from pipeline_lib.grid.coreg import read_corrections, shift_image
 from pipeline_lib.io import atomic_path, write_cog
 
@@ -165,9 +165,19 @@ def build_stack(
             raise ProductError(
                 f"{paths[src_mod][g]}: not on the same grid as {paths[src_mod][target]}; rerun the reprojection"
             )
+        if not (vs & vt).any():
+            raise CoverageError(
+                f"{paths[src_mod][g]} and {paths[tgt_mod][g]}: no pixel is valid in both on guide date {g}; "
+                "check the two products overlap the AOI or choose another guide date"
+            )
         s_g.append(sg)
         t_g.append(tg)
         v_g.append(vs & vt)
+    if not v_si.any():
+        raise CoverageError(
+            f"{paths[src_mod][target]}: no valid pixel on the target date {target}; "
+            "check the product covers the AOI or choose another target date"
+        )
     if _grid_key(prof_t) != _grid_key(prof):
         raise ProductError(
             f"{paths[tgt_mod][target]}: not on the same grid as {paths[src_mod][target]}; rerun the reprojection"

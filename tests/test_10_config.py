@@ -48,7 +48,7 @@ def test_shipped_config_and_regions_validate_with_defaults() -> None:
         (lambda r: r.update(aoi=[190.0, 10.0, 191.0, 11.0]), "aoi", "±180"),
         (lambda r: r["sar"].setdefault("speckle", {}).update(window=8), "sar.speckle.window", "one of"),
         (lambda r: r["fetch"].update(source="ftp"), "fetch.source", "demo, cdse, dhus, local"),
-        (lambda r: r["experiments"][0].update(target="2022-01-16"), "experiments.0.guides", "also a guide"),
+        (lambda r: r["experiments"][0].update(target="2022-01-28"), "experiments.0.guides", "also a guide"),
         (lambda r: r["experiments"][0].update(target="2022-02-01"), "experiments.0.target", "not one of dates"),
         (lambda r: r["experiments"][0].update(task="sar_to_swir"), "experiments.0.task", "one of"),
         (lambda r: r.update(dates=["2022-01-04", "2021-12-23", "2022-01-16"]), "dates", "ascending"),

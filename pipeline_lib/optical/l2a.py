@@ -108,7 +108,7 @@ def parse_baseline(text: str | None, product: str) -> tuple[int, int]:
     m = _BASELINE_RE.match(text or "")
     if not m:
         raise ProductError(
-            f"{product}: PROCESSING_BASELINE {text!r} is missing or unparseable; the metadata is not an L2A product we support"
+            f"{product}: PROCESSING_BASELINE {text!r} is missing or unparseable; give a Sentinel-2 L2A product (baseline NN.NN) or re-download it"
         )
     return int(m.group(1)), int(m.group(2))
 
@@ -239,7 +239,13 @@ def _read_window(ds: rasterio.io.DatasetReader, grid: Grid) -> tuple[np.ndarray,
     if col1 <= col0 or row1 <= row0:
         return None
     window = Window(col0, row0, col1 - col0, row1 - row0)
-    return ds.read(1, window=window), ds.window_transform(window)
+    try:
+        data = ds.read(1, window=window)
+    except rasterio.errors.RasterioError as exc:
+        raise ProductError(
+            f"{ds.name}: cannot read the band ({str(exc).splitlines()[0]}); the product is corrupt, re-download it"
+        ) from exc
+    return data, ds.window_transform(window)
 
 
 def warp_to_grid(
@@ -291,7 +297,7 @@ def run_l2a(product_path: Path, grid: Grid, out_tif: Path, resampling: str = "bi
     mtd_member = "MTD_MSIL2A.xml"
     if not reader.exists(mtd_member):
         raise ProductError(
-            f"S2 product {product_path} has no MTD_MSIL2A.xml; it is not an L2A product or is incomplete"
+            f"S2 product {product_path} has no MTD_MSIL2A.xml; it is not an L2A product or is incomplete; give a Sentinel-2 L2A .SAFE/zip or re-download it"
         )
     meta = read_l2a_metadata(reader.parse_xml(mtd_member), product=f"{product_path}:{mtd_member}")
     available = set(reader.members())
