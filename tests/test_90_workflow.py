@@ -243,3 +243,12 @@ def test_demo_tirsit_beats_every_baseline(demo_run: Path) -> None:
             t = _rmse(block, "tirsit", scope)
             for baseline in ("pix2pix", "neighbour_j", "neighbour_k", "blend"):
                 assert t < _rmse(block, baseline, scope), (exp, scope, baseline)
+
+
+def test_two_regions_share_one_dag(tmp_path: Path) -> None:
+    """`regions: [demo, ci-tiny]` schedules both regions' reports in one DAG (dry run)."""
+    work = make_workdir(tmp_path / "wf")
+    r = snakemake(work, "-n", "results/report.html", "--config", "regions=[demo,ci-tiny]")
+    out = r.stdout
+    assert "results/demo/report.html" in out and "results/ci-tiny/report.html" in out
+    assert planned_jobs(out).get("grid") == 2, planned_jobs(out)

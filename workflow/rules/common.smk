@@ -1,6 +1,7 @@
 # Configuration loading and input functions shared by every stage.
 # The whole config (config.yaml + each listed region file) is validated here, before any job runs;
 # region files built directly (results/<slug>/...) are loaded and validated on first use.
+import os
 import sys
 from argparse import Namespace
 from pathlib import Path
@@ -202,9 +203,13 @@ def terrain_inputs(wildcards):
 # Resources scale with the job's inputs (issue 6): grid size for raster stages, file size for
 # stacks and models. Figures are generous upper bounds measured on the demo (512² px) and ci-tiny.
 def _grid_mpix(input):
+    """Grid size in Mpix from the job's grid.json input (1 Mpix while a checkpoint is pending)."""
     import json
 
-    with open(input.grid) as fh:
+    path = getattr(input, "grid", None)
+    if not path or not os.path.exists(path):
+        return 1.0
+    with open(path) as fh:
         h, w = json.load(fh)["shape"]
     return h * w / 1e6
 
