@@ -184,3 +184,32 @@ def _verify_raster(path: Path, shape: tuple[int, ...]) -> None:
                 ds.read(window=window)
     except (rasterio.errors.RasterioError, OSError) as exc:
         raise OSError(errno.EIO, f"{path}: written raster does not read back ({str(exc).splitlines()[0]})") from exc
+
+
+def read_named_bands(
+    path: str | os.PathLike[str], names: Sequence[str] | None = None
+) -> tuple[np.ndarray, list[str], dict[str, Any]]:
+    """Bands of a GeoTIFF selected by band description: (band, y, x) float32, all descriptions, profile.
+
+    ``names`` None reads every band. The profile holds ``crs`` (string), ``transform``, ``height``,
+    ``width``. Missing file, missing bands or an unreadable raster raise one-line ProductErrors.
+    """
+    if not Path(path).is_file():
+        raise ProductError(f"{path}: raster not found; run the rule that writes it")
+    try:
+        with rasterio.open(path) as src:
+            desc = [d or "" for d in src.descriptions]
+            wanted = list(names) if names is not None else desc
+            missing = [n for n in wanted if n not in desc]
+            if missing:
+                raise ProductError(
+                    f"{path}: bands {missing} not found (have {desc}); rebuild it with the current pipeline"
+                )
+            idx = [desc.index(n) + 1 for n in wanted] if names is not None else list(range(1, src.count + 1))
+            data = src.read(idx).astype(np.float32)
+            prof = {"crs": src.crs.to_string(), "transform": src.transform, "height": src.height, "width": src.width}
+    except rasterio.errors.RasterioError as exc:
+        raise ProductError(
+            f"{path}: unreadable GeoTIFF ({str(exc).splitlines()[0]}); delete it and rerun its rule"
+        ) from exc
+    return data, desc, prof

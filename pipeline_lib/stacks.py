@@ -29,7 +29,7 @@ from affine import Affine
 
 from pipeline_lib.errors import ConfigError, CoverageError, ProductError
 from pipeline_lib.grid.coreg import read_corrections, shift_image
-from pipeline_lib.io import atomic_path, write_cog
+from pipeline_lib.io import atomic_path, read_named_bands, write_cog
 
 __all__ = [
     "PHYSICAL_RANGES",
@@ -75,21 +75,10 @@ def read_image(path: str | os.PathLike[str], bands: Sequence[str]) -> tuple[np.n
     Valid = every requested band finite and, where the file has a ``valid`` band, valid > 0.5.
     The profile holds ``crs`` (string), ``transform`` (Affine), ``height``, ``width``.
     """
-    try:
-        with rasterio.open(path) as src:
-            desc = list(src.descriptions)
-            missing = [b for b in bands if b not in desc]
-            if missing:
-                raise ProductError(
-                    f"{path}: bands {missing} not found (have {desc}); rebuild it with the current pipeline"
-                )
-            data = np.stack([src.read(desc.index(b) + 1).astype(np.float32) for b in bands])
-            valid = np.all(np.isfinite(data), axis=0)
-            if "valid" in desc:
-                valid &= src.read(desc.index("valid") + 1) > 0.5
-            prof = {"crs": src.crs.to_string(), "transform": src.transform, "height": src.height, "width": src.width}
-    except rasterio.errors.RasterioIOError as exc:
-        raise ProductError(f"{path}: unreadable GeoTIFF ({exc}); delete it and rerun its rule") from exc
+    data, desc, prof = read_named_bands(path, bands)
+    valid = np.all(np.isfinite(data), axis=0)
+    if "valid" in desc:
+        valid &= read_named_bands(path, ["valid"])[0][0] > 0.5
     data[:, ~valid] = np.nan
     return data, valid, prof
 

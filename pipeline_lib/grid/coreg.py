@@ -34,8 +34,7 @@ import rasterio
 from scipy import ndimage
 from scipy.signal.windows import tukey
 
-from pipeline_lib.errors import ProductError
-from pipeline_lib.io import write_json_atomic
+from pipeline_lib.io import read_named_bands, write_json_atomic
 
 __all__ = [
     "phase_correlation",
@@ -210,17 +209,8 @@ def gradient_magnitude(img: np.ndarray, sigma: float = 1.5) -> np.ndarray:
 
 def read_bands(path: str | os.PathLike[str], names: list[str]) -> dict[str, np.ndarray]:
     """Read the bands named (by band description) ``names`` from a GeoTIFF as float arrays."""
-    try:
-        with rasterio.open(path) as src:
-            desc = list(src.descriptions)
-            missing = [n for n in names if n not in desc]
-            if missing:
-                raise ProductError(
-                    f"{path}: bands {missing} not found (have {desc}); rebuild it with the current pipeline"
-                )
-            return {n: src.read(desc.index(n) + 1).astype(np.float64) for n in names}
-    except rasterio.errors.RasterioIOError as exc:
-        raise ProductError(f"{path}: unreadable GeoTIFF ({exc}); delete it and rerun its rule") from exc
+    data, _, _ = read_named_bands(path, names)
+    return {n: data[i].astype(np.float64) for i, n in enumerate(names)}
 
 
 def _s2_valid(bands: Mapping[str, np.ndarray]) -> np.ndarray | None:

@@ -31,7 +31,7 @@ import rasterio
 from scipy import stats
 
 from pipeline_lib.errors import ModelError
-from pipeline_lib.io import write_json_atomic, write_text_atomic
+from pipeline_lib.io import read_named_bands, write_json_atomic, write_text_atomic
 from pipeline_lib.metrics import band_metrics
 from pipeline_lib.model.data import load_stack, resolve_params
 from pipeline_lib.model.predict import predict_arrays
@@ -41,15 +41,7 @@ __all__ = ["read_bands", "changed_mask", "evaluate_arrays", "metrics_rows", "run
 
 def read_bands(path: Path, bands: list[str]) -> np.ndarray:
     """(len(bands), y, x) float32 from a GeoTIFF whose band descriptions name the bands."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"{path}: raster not found; run the rule that writes it")
-    with rasterio.open(path) as src:
-        desc = list(src.descriptions)
-        missing = [b for b in bands if b not in desc]
-        if missing:
-            raise ModelError(f"{path}: bands {missing} missing (has {desc}); rewrite it with named bands")
-        return np.stack([src.read(desc.index(b) + 1).astype(np.float32) for b in bands])
+    return read_named_bands(path, bands)[0]
 
 
 def changed_mask(truth: np.ndarray, blend: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, float]:

@@ -21,11 +21,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-import rasterio
 import torch
 import xarray as xr
 
-from pipeline_lib.io import write_json_atomic, write_text_atomic
+from pipeline_lib.io import read_named_bands, write_json_atomic, write_text_atomic
 from pipeline_lib.report import figures as fig
 from pipeline_lib.report import html as h
 
@@ -95,10 +94,8 @@ def _paper_table(block: Mapping[str, Any], rows: Sequence[tuple[str, str]], scop
 
 
 def _read(path: Path, bands: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
-    with rasterio.open(path) as ds:
-        desc = list(ds.descriptions)
-        idx = [desc.index(b) + 1 for b in bands] if bands else list(range(1, ds.count + 1))
-        return ds.read(idx).astype("float32"), desc
+    data, desc, _ = read_named_bands(path, bands)
+    return data, desc
 
 
 def _composite(arr: np.ndarray, bands: Sequence[str], valid: np.ndarray | None = None) -> np.ndarray:
