@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import rasterio
 import xarray as xr
+import yaml
 from conftest import require_tool
 from workflow_utils import make_workdir, planned_jobs, snakemake
 
@@ -105,7 +106,11 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_changing_speckle_window_reruns_exactly_speckle_and_downstream(tiny_run: Path) -> None:
-    r = snakemake(tiny_run, "-n", "results/ci-tiny/report.html", "--config", "defaults={sar: {speckle: {window: 5}}}")
+    region_file = tiny_run / "config/regions/ci-tiny.yaml"
+    region = yaml.safe_load(region_file.read_text())
+    region["sar"]["speckle"] = {"window": 5}  # the user edits the region file
+    region_file.write_text(yaml.safe_dump(region))
+    r = snakemake(tiny_run, "-n", "results/ci-tiny/report.html")
     jobs = planned_jobs(r.stdout)
     assert jobs.get("speckle") == 3 and jobs.get("terrain_correct") == 3, jobs
     assert not {"grid", "search", "download_safe", "calibrate", "optical"} & set(jobs), jobs

@@ -273,7 +273,7 @@ def test_ci_tiny_through_slurm_equals_local(slurm: Path, tmp_path: Path) -> None
 
     by_rule = _assert_remote_jobs_went_through_sbatch(log)
     local_rules = {rule for rule, is_local in _jobs(log).values() if is_local}
-    assert local_rules <= {"grid", "search", "region_report", "index_report"}, local_rules
+    assert local_rules <= {"grid", "search", "metrics", "region_report", "index_report"}, local_rules
     assert {"calibrate", "optical"} <= set(by_rule), by_rule
 
     tifs = _tifs(cluster_dir)
