@@ -21,7 +21,7 @@ from pyproj import CRS, Transformer
 from pipeline_lib.errors import ConfigError
 from pipeline_lib.io import write_json_atomic
 
-__all__ = ["Grid", "utm_crs_for", "make_grid", "make_centered_grid", "read_grid", "write_grid"]
+__all__ = ["Grid", "utm_crs_for", "make_grid", "make_centered_grid", "read_grid", "write_grid", "warp_to_grid"]
 
 
 @dataclass(frozen=True)
@@ -170,3 +170,33 @@ def make_centered_grid(
     return Grid(
         crs=crs_obj.to_string(), transform=Affine(res_x, 0.0, left, 0.0, -res_y, top), height=height, width=width
     )
+
+
+def warp_to_grid(
+    src: np.ndarray,
+    src_transform: Any,
+    src_crs: Any,
+    grid: Grid,
+    resampling: Any = None,
+    dtype: str = "float32",
+) -> np.ndarray:
+    """Warp a 2-D array (NaN = nodata) onto ``grid`` with rasterio; NaN where nothing maps.
+
+    ``resampling`` is a :class:`rasterio.enums.Resampling` (default bilinear).
+    """
+    from rasterio.enums import Resampling
+    from rasterio.warp import reproject
+
+    dst = np.full(grid.shape, np.nan, dtype=dtype)
+    reproject(
+        source=np.ascontiguousarray(src, dtype=dtype),
+        destination=dst,
+        src_transform=src_transform,
+        src_crs=src_crs,
+        src_nodata=np.nan,
+        dst_transform=grid.transform,
+        dst_crs=grid.crs,
+        dst_nodata=np.nan,
+        resampling=Resampling.bilinear if resampling is None else resampling,
+    )
+    return dst

@@ -38,11 +38,11 @@ from xml.etree.ElementTree import Element
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
-from rasterio.warp import reproject, transform_bounds
+from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
 
 from pipeline_lib.errors import ConfigError, CoverageError, ProductError
-from pipeline_lib.grid import Grid
+from pipeline_lib.grid import Grid, warp_to_grid
 from pipeline_lib.io import write_cog
 from pipeline_lib.safe import ProductReader, open_product
 
@@ -55,7 +55,6 @@ __all__ = [
     "dn_to_reflectance",
     "scl_valid_mask",
     "select_band_file",
-    "warp_to_grid",
     "run_l2a",
 ]
 
@@ -246,25 +245,6 @@ def _read_window(ds: rasterio.io.DatasetReader, grid: Grid) -> tuple[np.ndarray,
             f"{ds.name}: cannot read the band ({str(exc).splitlines()[0]}); the product is corrupt, re-download it"
         ) from exc
     return data, ds.window_transform(window)
-
-
-def warp_to_grid(
-    src: np.ndarray, src_transform: object, src_crs: object, grid: Grid, resampling: Resampling
-) -> np.ndarray:
-    """Warp a float32 array (NaN = nodata) onto ``grid``; NaN where nothing maps."""
-    dst = np.full(grid.shape, np.nan, dtype=np.float32)
-    reproject(
-        source=np.ascontiguousarray(src, dtype=np.float32),
-        destination=dst,
-        src_transform=src_transform,
-        src_crs=src_crs,
-        src_nodata=np.nan,
-        dst_transform=grid.transform,
-        dst_crs=grid.crs,
-        dst_nodata=np.nan,
-        resampling=resampling,
-    )
-    return dst
 
 
 def _open_band(reader: ProductReader, member: str) -> rasterio.io.DatasetReader:

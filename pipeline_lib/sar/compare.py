@@ -21,11 +21,12 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from rasterio.warp import Resampling, reproject
+from rasterio.warp import Resampling
 from skimage.filters import window
 from skimage.registration import phase_cross_correlation
 
 from pipeline_lib.errors import PipelineError, ProductError
+from pipeline_lib.grid import Grid, warp_to_grid
 
 __all__ = ["compare_arrays", "compare_rasters", "db_differences", "geolocation_offset", "main"]
 
@@ -121,18 +122,8 @@ def compare_rasters(a: Path, b: Path, *, upsample: int = 20, b_linear: bool = Fa
             if same_grid:
                 b_img = b_src
             else:
-                b_img = np.full(ra.shape, np.nan)
-                reproject(
-                    b_src,
-                    b_img,
-                    src_transform=rb.transform,
-                    src_crs=rb.crs,
-                    src_nodata=np.nan,
-                    dst_transform=ra.transform,
-                    dst_crs=ra.crs,
-                    dst_nodata=np.nan,
-                    resampling=Resampling.bilinear,
-                )
+                grid_a = Grid(crs=ra.crs.to_string(), transform=ra.transform, height=ra.height, width=ra.width)
+                b_img = warp_to_grid(b_src, rb.transform, rb.crs, grid_a, Resampling.bilinear, dtype="float64")
             stats = compare_arrays(a_img, b_img, upsample)
             stats["dx_m"] = stats["dx_px"] * res_x
             stats["dy_m"] = -stats["dy_px"] * res_y  # northward

@@ -34,10 +34,11 @@ import numpy as np
 import pyproj
 import rasterio
 from rasterio.transform import from_origin
-from rasterio.warp import Resampling, reproject
+from rasterio.warp import Resampling
 
 from pipeline_lib.errors import ConfigError, FetchError, PipelineError, ProductError
 from pipeline_lib.grid import Grid
+from pipeline_lib.grid import warp_to_grid as warp_array_to_grid
 from pipeline_lib.io import atomic_path, write_cog, write_text_atomic
 
 __all__ = [
@@ -455,17 +456,7 @@ def warp_to_grid(src_path: Path, grid: Grid, polarisations: Sequence[str]) -> np
         for k, band in enumerate(_band_order(src, polarisations)):
             data = src.read(band).astype(np.float32)
             data[~np.isfinite(data) | (data <= SNAP_NODATA)] = np.nan
-            reproject(
-                data,
-                out[k],
-                src_transform=src.transform,
-                src_crs=src.crs,
-                src_nodata=np.nan,
-                dst_transform=grid.transform,
-                dst_crs=grid.crs,
-                dst_nodata=np.nan,
-                resampling=Resampling.bilinear,
-            )
+            out[k] = warp_array_to_grid(data, src.transform, src.crs, grid, Resampling.bilinear)
     with np.errstate(divide="ignore", invalid="ignore"):
         db = 10.0 * np.log10(out)
     db[~np.isfinite(db)] = np.nan
