@@ -2,7 +2,13 @@
 
 Every writer in the package goes through :func:`atomic_path`: the data are written to a
 temporary file in the destination folder, fsynced and moved into place with ``os.replace``,
-so a killed job never leaves a half-written file under its final name.
+so a killed job never leaves a half-written file under its final name; the next write of the same
+file removes the temporaries a killed writer left (:func:`remove_stale_temps`).
+
+Test hook, never set in normal use: when ``PIPELINE_FAULT_KILL`` holds an fnmatch glob matching the
+absolute destination path, :func:`fault_point` (called once the temporary is complete and fsynced,
+just before the rename) SIGKILLs the whole process group, i.e. Snakemake and its jobs: a node that
+crashed mid-write. ``PIPELINE_FAULT_SKIP=N`` lets the first N matching writes of a process pass.
 
 COGs follow the GDAL COG driver (https://gdal.org/drivers/raster/cog.html): tiled 512,
 ZSTD, overviews, CRS, nodata and per-band descriptions.
@@ -12,9 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fnmatch
 import json
 import os
+import re
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -29,7 +38,50 @@ from defusedxml import ElementTree as SafeET
 
 from pipeline_lib.errors import PipelineError, ProductError, StorageError
 
-__all__ = ["atomic_path", "write_text_atomic", "write_json_atomic", "write_cog", "parse_xml"]
+__all__ = [
+    "atomic_path",
+    "write_text_atomic",
+    "write_json_atomic",
+    "write_cog",
+    "cog_writer",
+    "parse_xml",
+    "fault_point",
+    "remove_stale_temps",
+]
+
+FAULT_ENV = "PIPELINE_FAULT_KILL"
+FAULT_SKIP_ENV = "PIPELINE_FAULT_SKIP"
+_fault_hits = [0]  # matching fault_point calls so far in this process
+
+
+def fault_point(path: str | os.PathLike[str]) -> None:
+    """Test hook: SIGKILL this process group if ``$PIPELINE_FAULT_KILL`` matches ``path`` (see the module doc)."""
+    pattern = os.environ.get(FAULT_ENV)
+    if not pattern or not fnmatch.fnmatchcase(os.path.abspath(path), pattern):
+        return
+    _fault_hits[0] += 1
+    if _fault_hits[0] > int(os.environ.get(FAULT_SKIP_ENV) or 0):
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
+def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporaries (``.<name>.XXXXXXXX.part*`` files or folders) a killed writer of ``path`` left.
+
+    Names follow ``tempfile.mkstemp``/``mkdtemp`` with prefix ``.<name>.`` and a ``.part`` suffix; one
+    output has one writer at a time, so any such sibling is from a dead one. Returns what was removed.
+    """
+    dest = Path(path)
+    stale = re.compile(rf"\.{re.escape(dest.name)}\.[a-z0-9_]{{8}}\.part")
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for old in dest.parent.iterdir():
+            if stale.match(old.name):
+                if old.is_dir() and not old.is_symlink():
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    old.unlink(missing_ok=True)
+                removed.append(old)
+    return removed
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -49,6 +101,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
     """
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(dest)
     sfx = suffix if suffix is not None else "".join(dest.suffixes) or ".tmp"
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f".part{sfx}", dir=dest.parent)
     os.close(fd)
@@ -61,6 +114,7 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
         if tmp.is_file():
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
+        fault_point(dest)
         os.replace(tmp, dest)
         _fsync_dir(dest.parent)
     except BaseException as exc:
@@ -104,10 +158,13 @@ def write_cog(
     nodata: float | int | None = float("nan"),
     tags: Mapping[str, str] | None = None,
     band_tags: Sequence[Mapping[str, str]] | None = None,
+    stac: bool = True,
 ) -> None:
     """Write a (band, y, x) array as a Cloud-Optimised GeoTIFF, atomically.
 
-    Float data use NaN as nodata unless told otherwise. Overviews are averaged.
+    Float data use NaN as nodata unless told otherwise. Overviews are averaged. With ``stac`` a STAC item
+    ``<stem>.stac.json`` is written beside it once the COG is in place (:mod:`pipeline_lib.stac`; datetime
+    from a ``datetime`` tag if given); any older sidecar is removed before the COG is written.
     """
     arr = np.asarray(data)
     if arr.ndim == 2:
@@ -130,6 +187,7 @@ def write_cog(
         "BIGTIFF": "IF_SAFER",
         "NUM_THREADS": "ALL_CPUS",
     }
+    _drop_stac_sidecar(path)
     with atomic_path(path, suffix=".tif") as tmp:
         # The COG driver is create-copy only: stage in a MEM dataset, then copy.
         mem_profile = {k: profile[k] for k in ("dtype", "count", "height", "width", "crs", "transform", "nodata")}
@@ -154,6 +212,101 @@ def write_cog(
                     NUM_THREADS="ALL_CPUS",
                 )
         _verify_raster(tmp, arr.shape)
+    if stac:
+        _write_stac_sidecar(path, tags)
+
+
+def _drop_stac_sidecar(path: str | os.PathLike[str]) -> None:
+    """Remove a raster's STAC sidecar before the raster changes, so no sidecar ever describes another file."""
+    from pipeline_lib.stac import stac_sidecar_path  # pipeline_lib.stac imports this module
+
+    stac_sidecar_path(path).unlink(missing_ok=True)
+
+
+def _write_stac_sidecar(path: str | os.PathLike[str], tags: Mapping[str, str] | None) -> None:
+    """Write the STAC item of a raster now in place (it records the file's size and checksum)."""
+    from pipeline_lib.stac import write_stac_sidecar
+
+    write_stac_sidecar(path, datetime=(tags or {}).get("datetime"))
+
+
+#: GDAL block cache while staging / converting a streamed COG (MB): bounds the memory, not the image size
+STREAM_CACHE_MB = 256
+
+
+@contextlib.contextmanager
+def cog_writer(
+    path: str | os.PathLike[str],
+    *,
+    height: int,
+    width: int,
+    count: int,
+    crs: Any,
+    transform: Any,
+    descriptions: Sequence[str],
+    dtype: str = "float32",
+    nodata: float | int | None = float("nan"),
+    tags: Mapping[str, str] | None = None,
+    band_tags: Sequence[Mapping[str, str]] | None = None,
+    stac: bool = True,
+) -> Iterator[Any]:
+    """Stream a Cloud-Optimised GeoTIFF window by window, atomically; yields a rasterio dataset to ``write``.
+
+    The caller writes (band, rows, cols) blocks with ``dst.write(block, window=Window(...))`` into a
+    tiled ZSTD GTiff staged beside ``path``; on exit GDAL's COG driver converts it (same options as
+    :func:`write_cog`: 512 blocks, ZSTD, averaged overviews) with the GDAL cache capped at
+    ``STREAM_CACHE_MB``, the result is read back block by block and moved into place. Memory is
+    bounded by the blocks the caller writes, not by the image. Windows never written read as nodata.
+    """
+    if count != len(descriptions):
+        raise ValueError(f"cog_writer: {count=} does not match {len(descriptions)} descriptions")
+    _drop_stac_sidecar(path)
+    with atomic_path(path, suffix=".tif") as tmp:
+        stage = tmp.with_name(tmp.name[: -len(".tif")] + ".stage.tif")
+        try:
+            with rasterio.Env(GDAL_CACHEMAX=STREAM_CACHE_MB):
+                with rasterio.open(
+                    stage,
+                    "w",
+                    driver="GTiff",
+                    dtype=dtype,
+                    count=count,
+                    height=height,
+                    width=width,
+                    crs=crs,
+                    transform=transform,
+                    nodata=nodata,
+                    tiled=True,
+                    blockxsize=512,
+                    blockysize=512,
+                    compress="ZSTD",
+                    zstd_level=1,
+                    BIGTIFF="IF_SAFER",
+                ) as dst:
+                    for i, desc in enumerate(descriptions, start=1):
+                        dst.set_band_description(i, desc)
+                    if tags:
+                        dst.update_tags(**tags)
+                    for i, btags in enumerate(band_tags or [], start=1):
+                        dst.update_tags(i, **btags)
+                    yield dst
+                rasterio.shutil.copy(
+                    stage,
+                    tmp,
+                    driver="COG",
+                    COMPRESS="ZSTD",
+                    LEVEL=1,  # measured: 2.4x faster than the default level 9 on σ0 float32, same size
+                    BLOCKSIZE=512,
+                    OVERVIEW_RESAMPLING="AVERAGE",
+                    BIGTIFF="IF_SAFER",
+                    NUM_THREADS="ALL_CPUS",
+                )
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                stage.unlink()
+        _verify_raster(tmp, (count, height, width))
+    if stac:
+        _write_stac_sidecar(path, tags)  # as write_cog: a STAC item beside the COG once it is in place
 
 
 def parse_xml(source: str | os.PathLike[str] | bytes, *, name: str | None = None) -> Element:

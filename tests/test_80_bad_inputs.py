@@ -56,6 +56,7 @@ from pipeline_lib.model import run_train
 from pipeline_lib.model.train import select_device
 from pipeline_lib.optical import run_l2a
 from pipeline_lib.sar import run_calibrate, run_terrain
+from pipeline_lib.stac import stac_sidecar_path
 from pipeline_lib.stacks import run_stack
 
 DATES = [date(2021, 12, 23), date(2022, 1, 4), date(2022, 1, 16)]
@@ -437,6 +438,7 @@ def c_dem_in_another_crs(tmp: Path, w: World) -> Callable[[], Any]:
         # 30 m DEM resampled twice: heights differ by a few metres, the σ0 lookup by a fraction of a pixel
         assert float(np.median(np.abs(got - want))) < 0.5, float(np.median(np.abs(got - want)))
         out.unlink()  # the output folder must be empty afterwards like every other case
+        stac_sidecar_path(out).unlink()
 
     return call
 

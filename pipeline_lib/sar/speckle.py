@@ -17,21 +17,38 @@ Near the image border (window not fully inside) the pixel gets the plain MMSE ov
 its window, as SNAP does at a source-tile border. NaN pixels are no-data: skipped as neighbours, kept
 NaN. Deviation from SNAP, stated: Z98 is computed over the whole input (SNAP per source tile), and the
 point-target mask is computed before filtering instead of during the raster sweep (order-independent).
+
+Chunked (:func:`lee_sigma_bands`, :func:`run_speckle`): the image is filtered in row bands with
+``max(window//2, 2·(target//2))`` halo rows (the point-target rule reaches two target half-widths),
+and Z98 is selected exactly over the whole image in two streaming passes (radix select on the float
+bits), so the banded result is bit-for-bit the whole-image one while memory is bounded by the band.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 
 import numba
 import numpy as np
-import xarray as xr
 from scipy import optimize, stats
 
 from pipeline_lib.errors import ConfigError
+from pipeline_lib.sar.chunks import create_sigma0, open_sigma0, row_bands
 
-__all__ = ["sigma_range", "point_target_mask", "lee_sigma", "run_speckle"]
+__all__ = [
+    "sigma_range",
+    "z98_value",
+    "z98_streaming",
+    "point_target_mask",
+    "lee_sigma",
+    "halo_rows",
+    "lee_sigma_bands",
+    "run_speckle",
+]
 
 #: SNAP's cluster-size threshold: a point target needs more than this many bright pixels in the target window
 POINT_TARGET_CLUSTER = 5
@@ -189,56 +206,168 @@ def _lee_sigma_kernel(
     return out
 
 
-def point_target_mask(intensity: np.ndarray, target: int = 3) -> np.ndarray:
-    """Pixels kept as point targets (Z98 rule of Lee et al. 2009, SNAP cluster size > 5)."""
-    img = np.ascontiguousarray(intensity, dtype=np.float32)
-    valid = img[np.isfinite(img)]
+def z98_value(values: np.ndarray) -> float:
+    """SNAP's Z98 of the finite values: sorted[int(0.98·n) − 1] (NaN when there is none)."""
+    valid = np.asarray(values, dtype=np.float32)
+    valid = valid[np.isfinite(valid)]
     if valid.size == 0:
+        return float("nan")
+    k = max(int(valid.size * 0.98) - 1, 0)  # SNAP computeZ98Values
+    return float(np.partition(valid, k)[k])
+
+
+def _sortable_key(values: np.ndarray) -> np.ndarray:
+    """uint32 keys ordered as the float32 values (IEEE-754 bit trick: flip all bits of negatives, the sign of others)."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    flip = np.where(bits >> np.uint32(31), np.uint32(0xFFFFFFFF), np.uint32(0x80000000))
+    return np.asarray(bits ^ flip)
+
+
+def z98_streaming(bands: Callable[[], Iterable[np.ndarray]]) -> float:
+    """Exactly :func:`z98_value` of the concatenated bands, in two streaming passes (radix select).
+
+    Pass 1 histograms the top 16 bits of the order-preserving float32 keys; pass 2 keeps only the
+    values of the bin holding rank k and selects in them. ``bands`` is called once per pass and must
+    yield the same values each time. Memory: one band plus one histogram bin.
+    """
+    hist = np.zeros(1 << 16, dtype=np.int64)
+    for band in bands():
+        v = np.asarray(band, dtype=np.float32)
+        hist += np.bincount((_sortable_key(v[np.isfinite(v)]) >> np.uint32(16)).astype(np.int64), minlength=1 << 16)
+    n = int(hist.sum())
+    if n == 0:
+        return float("nan")
+    k = max(int(n * 0.98) - 1, 0)
+    cum = np.cumsum(hist)
+    b = int(np.searchsorted(cum, k, side="right"))
+    before = int(cum[b - 1]) if b > 0 else 0
+    kept = []
+    for band in bands():
+        v = np.asarray(band, dtype=np.float32)
+        v = v[np.isfinite(v)]
+        kept.append(v[(_sortable_key(v) >> np.uint32(16)) == b])
+    vals = np.concatenate(kept)
+    r = k - before
+    return float(np.partition(vals, r)[r])
+
+
+def point_target_mask(intensity: np.ndarray, target: int = 3, z98: float | None = None) -> np.ndarray:
+    """Pixels kept as point targets (Z98 rule of Lee et al. 2009, SNAP cluster size > 5).
+
+    ``z98`` None computes it over ``intensity``; a chunked caller passes the whole image's value.
+    """
+    img = np.ascontiguousarray(intensity, dtype=np.float32)
+    z = z98_value(img) if z98 is None else float(z98)
+    if not np.isfinite(z):
         return np.zeros(img.shape, dtype=bool)
-    k = max(int(valid.size * 0.98) - 1, 0)  # SNAP computeZ98Values: sorted[int(0.98·n) − 1]
-    z98 = float(np.partition(valid, k)[k])
-    return np.asarray(_point_targets(img, z98, target // 2, POINT_TARGET_CLUSTER))
+    return np.asarray(_point_targets(img, z, target // 2, POINT_TARGET_CLUSTER))
 
 
-def lee_sigma(intensity: np.ndarray, looks: float, window: int = 7, target: int = 3, sigma: float = 0.9) -> np.ndarray:
-    """Lee sigma filter of a 2-D intensity image (linear power, NaN = no data); float32 out."""
+def lee_sigma(
+    intensity: np.ndarray,
+    looks: float,
+    window: int = 7,
+    target: int = 3,
+    sigma: float = 0.9,
+    z98: float | None = None,
+) -> np.ndarray:
+    """Lee sigma filter of a 2-D intensity image (linear power, NaN = no data); float32 out.
+
+    ``z98`` None computes the point-target threshold over ``intensity`` (the whole image); a chunked
+    caller passes the whole image's value so every chunk filters as the whole image would.
+    """
     if window % 2 == 0 or target % 2 == 0 or not (3 <= target < window):
         raise ConfigError(f"sar.speckle: window {window} and target {target} must be odd with 3 <= target < window")
     img = np.ascontiguousarray(intensity, dtype=np.float32)
     if img.ndim != 2:
         raise ValueError(f"lee_sigma: expected a 2-D image, got {img.shape=}")
     i1, i2, sigma_vp = sigma_range(float(looks), float(sigma))
-    pt = point_target_mask(img, target)
+    pt = point_target_mask(img, target, z98)
     return np.asarray(_lee_sigma_kernel(img, pt, window // 2, target // 2, i1, i2, 1.0 / looks, sigma_vp**2))
 
 
-def run_speckle(
-    in_nc: Path, out_nc: Path, window: int = 7, target: int = 3, sigma: float = 0.9, looks: float | None = None
-) -> None:
-    """Lee-sigma filter every polarisation of a calibrated σ0 NetCDF (same layout out)."""
-    from pipeline_lib.sar.calibration import write_dataset
+def halo_rows(window: int, target: int) -> int:
+    """Rows of context a band needs on each side: the filter window, and the point-target rule (2 × target/2)."""
+    return max(window // 2, 2 * (target // 2))
 
-    with xr.open_dataset(in_nc) as src:
-        ds = src.load()
-    n_looks = float(looks) if looks is not None else float(ds.attrs.get("number_of_looks", 0) or 0)
-    if n_looks <= 0:
-        raise ConfigError(f"{in_nc}: no number_of_looks attribute; set sar.speckle.looks")
-    filtered = np.stack(
-        [lee_sigma(ds["sigma0"].values[k], n_looks, window, target, sigma) for k in range(ds.sizes["polarisation"])]
-    )
-    out = ds.copy()
-    out["sigma0"] = (
-        ds["sigma0"].dims,
-        filtered,
-        {**ds["sigma0"].attrs, "long_name": "sigma nought, Lee sigma filtered"},
-    )
-    out.attrs.update(
-        {
+
+def lee_sigma_bands(
+    read: Callable[[int, int], np.ndarray],
+    write: Callable[[int, int, np.ndarray], None],
+    n_rows: int,
+    looks: float,
+    window: int = 7,
+    target: int = 3,
+    sigma: float = 0.9,
+    band_rows: int = 256,
+    threads: int = 1,
+) -> float:
+    """Lee sigma of an image too large for memory, band by band with halo rows; returns the Z98 used.
+
+    ``read(a, b)`` returns rows [a, b) (all columns), ``write(a, b, out)`` stores filtered rows [a, b).
+    Z98 is the whole image's (two streaming passes, exact), and each band is filtered with
+    ``halo_rows`` extra rows on both sides, so the result equals :func:`lee_sigma` of the whole image
+    bit for bit. Reads and writes happen on the calling thread; ``threads`` bands are filtered at
+    once (the numba kernels release the GIL).
+    """
+    bands = row_bands(n_rows, band_rows)
+    z98 = z98_streaming(lambda: (read(a, b) for a, b in bands))
+    halo = halo_rows(window, target)
+
+    def filt(ext: np.ndarray, a: int, b: int, e0: int) -> tuple[int, int, np.ndarray]:
+        out = lee_sigma(ext, looks, window, target, sigma, z98=z98)
+        return a, b, out[a - e0 : b - e0]
+
+    pending: deque[Future[tuple[int, int, np.ndarray]]] = deque()
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        for a, b in bands:
+            e0, e1 = max(a - halo, 0), min(b + halo, n_rows)
+            pending.append(pool.submit(filt, read(e0, e1), a, b, e0))
+            while len(pending) > max(1, threads):
+                write(*pending.popleft().result())
+        while pending:
+            write(*pending.popleft().result())
+    return z98
+
+
+def run_speckle(
+    in_nc: Path,
+    out_nc: Path,
+    window: int = 7,
+    target: int = 3,
+    sigma: float = 0.9,
+    looks: float | None = None,
+    band_rows: int = 256,
+    threads: int = 1,
+) -> None:
+    """Lee-sigma filter every polarisation of a calibrated σ0 NetCDF (same layout out), band by band.
+
+    Peak memory ≈ (``threads`` + 1) × 60 bytes × ``band_rows`` × window width; the result equals the
+    whole-image filter (:func:`lee_sigma_bands`).
+    """
+    with open_sigma0(Path(in_nc)) as src:
+        n_looks = float(looks) if looks is not None else float(src.attrs.get("number_of_looks", 0) or 0)
+        if n_looks <= 0:
+            raise ConfigError(f"{in_nc}: no number_of_looks attribute; set sar.speckle.looks")
+        sigma_range(n_looks, float(sigma))  # config errors before any work
+        if window % 2 == 0 or target % 2 == 0 or not (3 <= target < window):
+            raise ConfigError(f"sar.speckle: window {window} and target {target} must be odd with 3 <= target < window")
+        attrs = {
+            **src.attrs,
             "speckle_filter": "Lee sigma (Lee et al. 2009, SNAP)",
             "speckle_window": window,
             "speckle_target_window": target,
             "speckle_sigma": sigma,
             "speckle_looks": n_looks,
         }
-    )
-    write_dataset(out, out_nc)
+        var_attrs = {**src.var_attrs, "long_name": "sigma nought, Lee sigma filtered"}
+        with create_sigma0(Path(out_nc), src.polarisations, src.lines, src.pixels, attrs, var_attrs) as var:
+            for k in range(len(src.polarisations)):
+
+                def read(a: int, b: int, k: int = k) -> np.ndarray:
+                    return src.read(k, slice(a, b))
+
+                def write(a: int, b: int, out: np.ndarray, k: int = k) -> None:
+                    var[k, a:b, :] = out
+
+                lee_sigma_bands(read, write, src.shape[0], n_looks, window, target, sigma, band_rows, threads)

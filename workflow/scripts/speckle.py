@@ -14,4 +14,5 @@ with job(snakemake) as log:
         target=int(s["target_window"]),
         sigma=float(s["sigma"]),
         looks=s["looks"],
+        threads=snakemake.threads,
     )

@@ -28,5 +28,12 @@ with job(snakemake) as log:
     else:
         from pipeline_lib.sar import run_terrain
 
-        run_terrain(Path(snakemake.input.filtered), Path(snakemake.input.product), grid, out, dem=dem)
+        run_terrain(
+            Path(snakemake.input.filtered),
+            Path(snakemake.input.product),
+            grid,
+            out,
+            dem=dem,
+            threads=snakemake.threads,
+        )
     log.info("%s backend wrote %s", p.backend, out)

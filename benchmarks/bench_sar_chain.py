@@ -1,0 +1,145 @@
+"""The native Sentinel-1 chain (calibrate → speckle → terrain_correct) on a full-size GRD: time and peak memory.
+
+Builds (or reuses) the full-size GRD of :mod:`fullscene_grd` (26102 × 16705 px, VV + VH, ESA layout by
+default), makes a 10 m UTM 33N grid covering the whole scene footprint (≈ 29100 × 21600 px; ``--crop N``
+takes the central N × N px instead, for development), and runs the three steps as separate processes, as
+the workflow does, ellipsoid (no DEM). Each step reports wall time, its GRD-window and output Mpix/s and
+its peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of the step's own process).
+
+Run from the repository root::
+
+    PYTHONPATH=. python benchmarks/bench_sar_chain.py --dest /tmp/fullscene [--layout esa|tiled] [--crop 4096]
+        [--threads 2] [--work DIR]
+
+Prints one line per step and writes ``results.json`` in the work folder (default ``DEST/chain-<layout>``).
+Heavy: about 10 GB of disk for the intermediate NetCDFs of a full scene.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fullscene_grd import build_fullscene_grd
+
+from pipeline_lib.grid import Grid, make_grid, read_grid, write_grid
+
+STEPS = ("calibrate", "speckle", "terrain_correct")
+
+
+def scene_grid(safe: Path, crop: int = 0) -> Grid:
+    """10 m UTM 33N grid over the scene's geolocation-grid bounding box; the central ``crop`` × ``crop`` if > 0."""
+    from pipeline_lib.sar.product import find_pol_files, parse_member, read_geolocation_grid
+
+    files = find_pol_files(safe, "VV", need_measurement=False)
+    g = read_geolocation_grid(parse_member(safe, files.annotation))
+    grid = make_grid(
+        (
+            float(g["longitude"].min()),
+            float(g["latitude"].min()),
+            float(g["longitude"].max()),
+            float(g["latitude"].max()),
+        ),
+        10.0,
+        "EPSG:32633",
+    )
+    if crop <= 0 or (crop >= grid.height and crop >= grid.width):
+        return grid
+    from pipeline_lib.sar.terrain import sub_grid
+
+    r0, c0 = max((grid.height - crop) // 2, 0), max((grid.width - crop) // 2, 0)
+    return sub_grid(grid, slice(r0, min(r0 + crop, grid.height)), slice(c0, min(c0 + crop, grid.width)))
+
+
+def run_step(step: str, safe: Path, work: Path, threads: int) -> dict[str, Any]:
+    """Run one step in this process (the child); returns its figures."""
+    import numpy as np
+
+    grid = read_grid(work / "grid.json")
+    cal, fil, tif = work / "calibrated.nc", work / "filtered.nc", work / "s1.tif"
+    t0 = time.perf_counter()
+    if step == "calibrate":
+        from pipeline_lib.sar import run_calibrate
+
+        run_calibrate(safe, grid, cal, polarisations=("VV", "VH"), margin_px=64)
+    elif step == "speckle":
+        from pipeline_lib.sar import run_speckle
+
+        run_speckle(cal, fil, threads=threads)
+    else:
+        from pipeline_lib.sar import run_terrain
+
+        run_terrain(fil, safe, grid, tif, dem=None, threads=threads)
+    wall = time.perf_counter() - t0
+    import netCDF4
+
+    with netCDF4.Dataset(cal) as ds:
+        window_px = int(np.prod(ds["sigma0"].shape))  # all polarisations
+    grid_px = grid.height * grid.width
+    return {
+        "step": step,
+        "wall_s": round(wall, 2),
+        "grd_window_mpix_per_s": round(window_px / wall / 1e6, 2),
+        "output_mpix_per_s": round(grid_px / wall / 1e6, 2),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "threads": threads,
+    }
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dest", type=Path, required=True, help="folder of the full-size GRD (built if absent)")
+    ap.add_argument("--layout", choices=("esa", "tiled"), default="esa")
+    ap.add_argument("--crop", type=int, default=0, help="central N×N px of the scene grid (0 = whole scene)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument("--steps", default=",".join(STEPS))
+    ap.add_argument("--child", choices=STEPS, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--safe", type=Path, default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    work = a.work or a.dest / f"chain-{a.layout}{f'-crop{a.crop}' if a.crop else ''}"
+    if a.child:
+        print(json.dumps(run_step(a.child, a.safe, work, a.threads)))
+        return []
+
+    t0 = time.perf_counter()
+    safe = build_fullscene_grd(a.dest / a.layout, layout=a.layout)
+    print(f"product {safe.name} ({a.layout}) ready in {time.perf_counter() - t0:.1f} s")
+    work.mkdir(parents=True, exist_ok=True)
+    grid = scene_grid(safe, a.crop)
+    write_grid(grid, work / "grid.json")
+    print(f"grid {grid.height} × {grid.width} px ({grid.height * grid.width / 1e6:.0f} Mpix), ellipsoid")
+    results = []
+    for step in a.steps.split(","):
+        cmd = [sys.executable, __file__, "--dest", str(a.dest), "--layout", a.layout, "--crop", str(a.crop)]
+        cmd += ["--threads", str(a.threads), "--work", str(work), "--child", step, "--safe", str(safe)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            sys.exit(f"{step} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+        res = json.loads(proc.stdout.strip().splitlines()[-1])
+        res.update({"layout": a.layout, "grid": [grid.height, grid.width]})
+        results.append(res)
+        print(
+            f"{step:16s} {res['wall_s']:8.1f} s  GRD {res['grd_window_mpix_per_s']:6.1f} Mpix/s  "
+            f"out {res['output_mpix_per_s']:6.1f} Mpix/s  peak RSS {res['peak_rss_mb']:7.0f} MB"
+        )
+    total = sum(r["wall_s"] for r in results)
+    print(
+        f"chain total {total:.1f} s, {grid.height * grid.width / total / 1e6:.1f} output Mpix/s, "
+        f"max peak RSS {max(r['peak_rss_mb'] for r in results):.0f} MB"
+    )
+    (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""Chunked I/O for the (polarisation, line, pixel) σ0 NetCDF files of the native Sentinel-1 chain.
+
+The files are NetCDF-4 (HDF5) written with netCDF4-python variable by variable, row band by row band
+(https://unidata.github.io/netcdf4-python/, "Efficient compression of netCDF variables" and chunking),
+so no step holds a whole scene: peak memory is set by the band height, not by the scene. The layout is
+the one xarray writes (``polarisation`` vlen-string coordinate, int64 ``line``/``pixel`` coordinates with
+full-product indices, float32 ``sigma0`` with NaN fill), so ``xarray.open_dataset`` reads them unchanged.
+
+Chunking: ``(1, CHUNK_LINES, CHUNK_PIXELS)`` = (1, 256, 1024): row bands write whole chunks and a
+terrain-correction tile reads only the chunks of its GRD window. Compression is off by default:
+measured on this 2-core machine on speckled float32 σ0 (1024 × 26102 px), zlib level 1 writes
+13 MB/s (ratio 0.81), level 4 15 MB/s (0.79), uncompressed 183 MB/s; zlib would dominate a full-scene
+run (3.5 GB per file ≈ 4 min) for 20 % of disk. ``complevel`` > 0 turns zlib + shuffle on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import netCDF4
+import numpy as np
+
+from pipeline_lib.errors import ProductError
+from pipeline_lib.io import atomic_path
+
+__all__ = ["CHUNK_LINES", "CHUNK_PIXELS", "Sigma0File", "row_bands", "open_sigma0", "create_sigma0"]
+
+CHUNK_LINES = 256
+CHUNK_PIXELS = 1024
+
+
+def row_bands(n: int, size: int) -> list[tuple[int, int]]:
+    """[start, stop) row bands of at most ``size`` rows covering ``range(n)``."""
+    if size <= 0:
+        raise ValueError(f"row_bands: band size {size} must be positive")
+    return [(a, min(a + size, n)) for a in range(0, n, size)]
+
+
+@dataclass(frozen=True)
+class Sigma0File:
+    """An open σ0 NetCDF: the netCDF4 dataset plus its coordinates and attributes (read lazily by band)."""
+
+    ds: netCDF4.Dataset
+    path: Path
+    polarisations: tuple[str, ...]
+    lines: np.ndarray  # full-product line index of every stored row
+    pixels: np.ndarray  # full-product pixel index of every stored column
+    attrs: dict[str, Any]
+    var_attrs: dict[str, Any]
+
+    @property
+    def line0(self) -> int:
+        return int(self.lines[0])
+
+    @property
+    def pixel0(self) -> int:
+        return int(self.pixels[0])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(lines, pixels) of the stored window."""
+        return (int(self.lines.size), int(self.pixels.size))
+
+    def read(self, pol_index: int, rows: slice, cols: slice | None = None) -> np.ndarray:
+        """float32 σ0 of one polarisation on window-relative ``rows`` × ``cols`` (NaN = no data)."""
+        var = self.ds["sigma0"]
+        data = var[pol_index, rows, cols if cols is not None else slice(None)]
+        return np.ma.filled(np.ma.asarray(data, dtype=np.float32), np.nan)
+
+
+@contextlib.contextmanager
+def open_sigma0(path: Path) -> Iterator[Sigma0File]:
+    """Open a calibrated/filtered σ0 NetCDF for band-wise reading; ProductError if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise ProductError(f"{path}: σ0 NetCDF not found; run the rule that writes it")
+    try:
+        ds = netCDF4.Dataset(path, "r")
+    except OSError as exc:
+        raise ProductError(f"{path}: unreadable NetCDF ({exc}); delete it and rerun its rule") from exc
+    try:
+        ds.set_auto_mask(False)
+        if "sigma0" not in ds.variables or ds["sigma0"].dimensions != ("polarisation", "line", "pixel"):
+            raise ProductError(f"{path}: no sigma0(polarisation, line, pixel) variable; delete it and rerun its rule")
+        lines = np.asarray(ds["line"][:], dtype=np.int64)
+        pixels = np.asarray(ds["pixel"][:], dtype=np.int64)
+        if lines.size == 0 or pixels.size == 0:
+            raise ProductError(f"{path}: empty σ0 window; delete it and rerun its rule")
+        yield Sigma0File(
+            ds=ds,
+            path=path,
+            polarisations=tuple(str(p) for p in ds["polarisation"][:]),
+            lines=lines,
+            pixels=pixels,
+            attrs={k: ds.getncattr(k) for k in ds.ncattrs()},
+            var_attrs={k: ds["sigma0"].getncattr(k) for k in ds["sigma0"].ncattrs() if k != "_FillValue"},
+        )
+    finally:
+        ds.close()
+
+
+@contextlib.contextmanager
+def create_sigma0(
+    out_nc: Path,
+    polarisations: Sequence[str],
+    lines: np.ndarray,
+    pixels: np.ndarray,
+    attrs: Mapping[str, Any],
+    var_attrs: Mapping[str, Any],
+    complevel: int = 0,
+) -> Iterator[netCDF4.Variable]:
+    """Create the σ0 NetCDF atomically and yield its ``sigma0`` variable to be filled band by band."""
+    with atomic_path(out_nc, suffix=".nc") as tmp:
+        ds = netCDF4.Dataset(tmp, "w", format="NETCDF4")
+        try:
+            ds.createDimension("polarisation", len(polarisations))
+            ds.createDimension("line", len(lines))
+            ds.createDimension("pixel", len(pixels))
+            pol = ds.createVariable("polarisation", str, ("polarisation",))
+            for k, p in enumerate(polarisations):
+                pol[k] = str(p)
+            for name, values in (("line", lines), ("pixel", pixels)):
+                v = ds.createVariable(name, "i8", (name,))
+                v[:] = np.asarray(values, dtype=np.int64)
+                v.long_name = f"GRD {name} index in the full product"
+            chunks = (1, max(1, min(CHUNK_LINES, len(lines))), max(1, min(CHUNK_PIXELS, len(pixels))))
+            comp: dict[str, Any] = {"zlib": True, "complevel": complevel, "shuffle": True} if complevel > 0 else {}
+            var = ds.createVariable(
+                "sigma0",
+                "f4",
+                ("polarisation", "line", "pixel"),
+                chunksizes=chunks,
+                fill_value=np.float32(np.nan),
+                **comp,
+            )
+            var.set_auto_mask(False)
+            for name, value in var_attrs.items():
+                var.setncattr(name, value)
+            for name, value in attrs.items():
+                ds.setncattr(name, value)
+            yield var
+        finally:
+            ds.close()

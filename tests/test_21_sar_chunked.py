@@ -1,0 +1,213 @@
+"""The chunked native S1 chain equals the whole-array one: calibration, Lee sigma, coarse lookup, tiles, COG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import xarray as xr
+import xarray_sentinel
+from rasterio.windows import Window
+from test_20_sar_synthetic import ROME_DEM, SARSEN_SAFE, make_centered_grid, make_product, tiny_grid
+
+from pipeline_lib.io import cog_writer
+from pipeline_lib.sar import run_calibrate, run_speckle, run_terrain
+from pipeline_lib.sar.calibration import calibrate_sigma0, interp_lut
+from pipeline_lib.sar.chunks import create_sigma0, open_sigma0
+from pipeline_lib.sar.noise import noise_power, parse_noise
+from pipeline_lib.sar.product import find_pol_files, open_sigma_lut, parse_member
+from pipeline_lib.sar.speckle import lee_sigma, z98_streaming, z98_value
+from pipeline_lib.sar.terrain import (
+    LOOKUP_STEP,
+    Geocoder,
+    compute_coarse_lookup,
+    grid_ecef,
+    grid_lonlat,
+    height_levels,
+    interp_lookup,
+    tile_heights,
+)
+
+
+def test_chunked_calibrate_equals_whole_window(tmp_path: Path) -> None:
+    grid = tiny_grid(48)
+    safe = make_product(tmp_path, grid)
+    out, out_raw = tmp_path / "cal.nc", tmp_path / "raw.nc"
+    run_calibrate(safe, grid, out, margin_px=20, band_lines=9)  # many bands, last one short
+    run_calibrate(safe, grid, out_raw, polarisations=("VV",), margin_px=20, band_lines=1000, thermal_noise=False)
+    with xr.open_dataset(out) as ds, xr.open_dataset(out_raw) as raw:
+        lines, pixels = ds["line"].values, ds["pixel"].values
+        assert lines.size % 9 != 0 and lines.size > 20
+        chunked, no_noise = ds["sigma0"].values, raw["sigma0"].values[0]
+        assert ds.attrs["thermal_noise_removed"] == 1 and raw.attrs["thermal_noise_removed"] == 0
+    for k, pol in enumerate(("VV", "VH")):
+        files = find_pol_files(safe, pol)
+        with rasterio.open(safe / str(files.measurement)) as src:
+            dn = src.read(1, window=Window(int(pixels[0]), int(lines[0]), pixels.size, lines.size))
+        lut = interp_lut(open_sigma_lut(files), lines, pixels)
+        eta = noise_power(parse_noise(parse_member(safe, files.noise)), lines, pixels)
+        np.testing.assert_array_equal(chunked[k], calibrate_sigma0(dn, lut, eta))  # bit for bit
+        if pol == "VV":
+            dn_da = xr.DataArray(dn, dims=("line", "pixel"), coords={"line": lines, "pixel": pixels})
+            ref = xarray_sentinel.calibrate_intensity(dn_da, open_sigma_lut(files)).values
+            np.testing.assert_allclose(no_noise, ref, rtol=1e-6)
+            assert np.all(no_noise > chunked[k])  # the noise power was subtracted
+
+
+def test_streaming_z98_is_exact() -> None:
+    rng = np.random.default_rng(5)
+    img = rng.gamma(2.0, 0.5, (301, 53)).astype(np.float32) - 0.3  # negatives too
+    img[rng.random(img.shape) < 0.1] = np.nan
+    bands = [img[a : a + 37] for a in range(0, img.shape[0], 37)]
+    assert z98_streaming(lambda: iter(bands)) == z98_value(img)
+    assert np.isnan(z98_streaming(lambda: iter([np.full((3, 3), np.nan, np.float32)])))
+
+
+def _write_nc(path: Path, data: np.ndarray, line0: int = 1000, pixel0: int = 2000, looks: float = 4.0) -> None:
+    lines = np.arange(line0, line0 + data.shape[1])
+    pixels = np.arange(pixel0, pixel0 + data.shape[2])
+    with create_sigma0(path, ["VV", "VH"][: data.shape[0]], lines, pixels, {"number_of_looks": looks}, {}) as var:
+        var[:] = data
+
+
+def test_chunked_lee_sigma_equals_whole_image(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    data = (0.05 * rng.gamma(4.0, 0.25, (2, 211, 90))).astype(np.float32)
+    data[:, 60:75, 20:40] *= 30.0  # bright area: point targets
+    data[:, 150:153, 5:8] = 5.0
+    data[:, :4, :] = np.nan  # no-data border and holes
+    data[1, 100, 45] = np.nan
+    src, dst = tmp_path / "cal.nc", tmp_path / "fil.nc"
+    _write_nc(src, data)
+    for band_rows, threads in ((16, 2), (5, 1)):  # bands smaller than the halo rows too
+        run_speckle(src, dst, window=7, target=3, sigma=0.9, band_rows=band_rows, threads=threads)
+        with xr.open_dataset(dst) as ds:
+            out = ds["sigma0"].values
+            assert ds.attrs["speckle_window"] == 7 and list(ds["line"].values[:2]) == [1000, 1001]
+        for k in range(2):
+            np.testing.assert_array_equal(out[k], lee_sigma(data[k], 4.0, 7, 3, 0.9))
+    run_speckle(src, dst, window=9, target=5, sigma=0.8, band_rows=8)
+    with xr.open_dataset(dst) as ds:
+        np.testing.assert_array_equal(ds["sigma0"].values[0], lee_sigma(data[0], 4.0, 9, 5, 0.8))
+
+
+@pytest.fixture(scope="module")
+def geocoder() -> Geocoder:
+    return Geocoder.from_files(find_pol_files(SARSEN_SAFE, "VV", need_measurement=False))
+
+
+@pytest.mark.parametrize("with_dem", [False, True])
+def test_coarse_lookup_error_bound(geocoder: Geocoder, with_dem: bool) -> None:
+    grid = make_centered_grid((12.50, 42.00), (160, 144), 10.0)
+    full = (slice(0, grid.height), slice(0, grid.width))
+    lon, lat = grid_lonlat(grid)
+    heights = tile_heights(ROME_DEM, grid, *full) if with_dem else np.zeros(grid.shape)
+    exact_line, exact_pixel = geocoder.lookup(grid_ecef(lon, lat, heights))
+    errors = {}
+    for step in (LOOKUP_STEP, 4 * LOOKUP_STEP):
+        levels = height_levels(ROME_DEM, grid, step, 500.0)[0] if with_dem else np.zeros(1)
+        coarse = compute_coarse_lookup(geocoder, grid, step, levels)
+        line, pixel = interp_lookup(coarse, *full, heights if with_dem else None)
+        err = np.hypot(line - exact_line, pixel - exact_pixel)
+        errors[step] = float(err.max())
+        # at the lattice nodes the interpolation is exact (the SRGR conversion matches xarray-sentinel's)
+        np.testing.assert_allclose(line[::step, ::step], exact_line[::step, ::step], atol=1e-6)
+        np.testing.assert_allclose(pixel[::step, ::step], exact_pixel[::step, ::step], atol=1e-6)
+    assert errors[LOOKUP_STEP] < 0.01  # documented: ~1.3e-3 px, bound 0.05 px
+    assert errors[LOOKUP_STEP] < errors[4 * LOOKUP_STEP]  # the error is the lattice's, it grows with the step
+
+
+def test_tiled_terrain_matches_per_pixel_lookup(tmp_path: Path, geocoder: Geocoder) -> None:
+    """A σ0 field linear in (line, pixel) is resampled exactly by bilinear: only the lookup error remains."""
+    grid = make_centered_grid((12.50, 42.00), (150, 170), 10.0)
+    lon, lat = grid_lonlat(grid)
+    heights = tile_heights(ROME_DEM, grid, slice(0, grid.height), slice(0, grid.width))
+    line, pixel = geocoder.lookup(grid_ecef(lon, lat, heights))
+    line0, pixel0 = int(line.min()) - 3, int(pixel.min()) + 40  # the window misses part of the grid: NaN there
+    nl, npx = int(line.max()) + 4 - line0, int(pixel.max()) + 4 - pixel0
+    ll, pp = np.meshgrid(np.arange(nl, dtype=np.float64), np.arange(npx, dtype=np.float64), indexing="ij")
+    field = np.stack([0.02 + 1e-4 * ll + 2e-4 * pp, 0.005 + 3e-5 * ll + 1e-5 * pp]).astype(np.float32)
+    nc = tmp_path / "fil.nc"
+    _write_nc(nc, field, line0, pixel0)
+    tif = tmp_path / "s1.tif"
+    run_terrain(nc, SARSEN_SAFE, grid, tif, dem=ROME_DEM, tile=64, threads=2)  # 3 × 3 tiles, ragged edges
+    with rasterio.open(tif) as ds:
+        got = ds.read()
+        assert ds.descriptions == ("VV", "VH") and ds.shape == grid.shape and ds.transform == grid.transform
+        assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+    r, c = line - line0, pixel - pixel0
+    inside = (r >= 0) & (r <= nl - 1) & (c >= 0) & (c <= npx - 1)
+    edge = (r < 0.05) | (r > nl - 1.05) | (c < 0.05) | (c > npx - 1.05)  # within the lookup error of the edge
+    assert 0.2 < inside.mean() < 0.95
+    expected = np.stack([10 * np.log10(0.02 + 1e-4 * r + 2e-4 * c), 10 * np.log10(0.005 + 3e-5 * r + 1e-5 * c)])
+    for k in range(2):
+        ok = inside & ~edge
+        assert np.isfinite(got[k][ok]).all() and np.isnan(got[k][~inside & ~edge]).all()
+        # |dσ0/dpx| / σ0 ≤ 0.01 per px here: 0.05 px of lookup error is < 0.003 dB
+        assert np.abs(got[k][ok] - expected[k][ok]).max() < 0.003
+
+
+def test_cog_writer_streams_a_valid_cog(tmp_path: Path) -> None:
+    path = tmp_path / "out.tif"
+    from affine import Affine
+
+    with cog_writer(
+        path,
+        height=1100,
+        width=700,
+        count=2,
+        crs="EPSG:32633",
+        transform=Affine(10, 0, 300000, 0, -10, 4650000),
+        descriptions=["VV", "VH"],
+        tags={"units": "dB"},
+        band_tags=[{"polarisation": "VV"}, {"polarisation": "VH"}],
+        stac=False,
+    ) as dst:
+        for r0 in range(0, 1000, 250):  # rows 1000-1099 are never written: block row 1024+ is never touched
+            block = np.full((2, 250, 700), r0, dtype=np.float32)
+            block[1] += 0.5
+            dst.write(block, window=Window(0, r0, 700, 250))
+        assert not path.exists()  # only the staged file so far
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tif"]  # no temporaries left
+    with rasterio.open(path) as ds:
+        assert ds.is_tiled and ds.block_shapes[0] == (512, 512)
+        assert ds.overviews(1) and ds.descriptions == ("VV", "VH")
+        assert ds.tags()["units"] == "dB" and ds.tags(2)["polarisation"] == "VH"
+        assert ds.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG" and ds.profile["compress"] == "zstd"
+        assert ds.crs.to_epsg() == 32633 and np.isnan(ds.nodata)
+        data = ds.read()
+    assert data[0, 260, 5] == 250.0 and data[1, 760, 5] == 750.5
+    assert np.isnan(data[:, 1024:]).all()
+    # an error inside the block leaves nothing behind
+    with (
+        pytest.raises(RuntimeError),
+        cog_writer(
+            tmp_path / "bad.tif",
+            height=64,
+            width=64,
+            count=1,
+            crs="EPSG:32633",
+            transform=Affine(10, 0, 0, 0, -10, 0),
+            descriptions=["x"],
+            stac=False,
+        ),
+    ):
+        raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tif"]
+
+
+def test_open_sigma0_reads_xarray_written_files(tmp_path: Path) -> None:
+    """Files written by xarray (the pre-chunking writer, tests' fixtures) read the same through chunks."""
+    data = np.arange(2 * 5 * 4, dtype=np.float32).reshape(2, 5, 4)
+    ds = xr.Dataset(
+        {"sigma0": (("polarisation", "line", "pixel"), data)},
+        coords={"polarisation": ["VV", "VH"], "line": np.arange(10, 15), "pixel": np.arange(3, 7)},
+        attrs={"number_of_looks": 4.4},
+    )
+    ds.to_netcdf(tmp_path / "x.nc")
+    with open_sigma0(tmp_path / "x.nc") as f:
+        assert f.polarisations == ("VV", "VH") and (f.line0, f.pixel0, f.shape) == (10, 3, (5, 4))
+        np.testing.assert_array_equal(f.read(1, slice(1, 3), slice(2, 4)), data[1, 1:3, 2:4])
+        assert f.attrs["number_of_looks"] == 4.4
