@@ -28,3 +28,16 @@ def fixtures() -> Path:
     if not FIXTURES.is_dir():
         pytest.fail(f"shared fixtures not found at {FIXTURES}; clone the repo beside ../shared")
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def ci_tiny_baseline(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Workflow folder of ONE uninterrupted ci-tiny run (seed 0, CPU, resumable training settings).
+
+    Shared by the determinism (test_81) and kill-and-resume (test_82) tests; read-only for them.
+    """
+    from workflow_utils import CI_TINY_TARGET, make_ci_tiny_workdir, snakemake
+
+    work = make_ci_tiny_workdir(tmp_path_factory.mktemp("ci-tiny-baseline") / "wf")
+    snakemake(work, "--cores", "2", CI_TINY_TARGET, timeout=1500)
+    return work

@@ -1,43 +1,31 @@
 """Determinism (issue 7, part 6): ci-tiny end to end twice, same seed, CPU -> identical results.
 
 Two independent copies of the workflow each build ``results/ci-tiny/report.html`` from scratch
-(demo source, seed 0). The metrics must be equal and every raster the chain writes (S1 and S2 on
-the grid, the stack, the truth, the predictions and uncertainties) byte-identical. Files that may
+(demo source, seed 0, the resumable training settings of ``workflow_utils.make_ci_tiny_workdir``;
+the first run is the session's shared ``ci_tiny_baseline``, which test_82 reuses). The metrics
+must be equal and every raster the chain writes (S1 and S2 on the grid, the stack, the truth, the
+predictions and uncertainties) byte-identical. Files that may
 legitimately differ (the report and the model checkpoints, which hold runtimes) are compared and
 listed, not asserted; ``pytest -s`` prints the list.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import pytest
-from workflow_utils import make_workdir, snakemake
+from workflow_utils import CI_TINY_TARGET, make_ci_tiny_workdir, raster_files, snakemake
+from workflow_utils import digests as _digests
 
 pytestmark = pytest.mark.workflow
 
-TARGET = "results/ci-tiny/report.html"
-RASTERS = ("s1/*.tif", "s2/*.tif", "stacks/*.nc", "truth/*.tif", "pred/*/*.tif")
-
-
-def _digests(results: Path) -> dict[str, str]:
-    return {
-        p.relative_to(results).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(results.rglob("*"))
-        if p.is_file()
-    }
-
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    out = []
-    for name in ("a", "b"):
-        work = make_workdir(tmp_path_factory.mktemp(f"determinism-{name}") / "wf")
-        snakemake(work, "--cores", "2", TARGET, timeout=1500)
-        out.append(work / "results" / "ci-tiny")
-    return out[0], out[1]
+def two_runs(tmp_path_factory: pytest.TempPathFactory, ci_tiny_baseline: Path) -> tuple[Path, Path]:
+    work = make_ci_tiny_workdir(tmp_path_factory.mktemp("determinism-b") / "wf")
+    snakemake(work, "--cores", "2", CI_TINY_TARGET, timeout=1500)
+    return ci_tiny_baseline / "results" / "ci-tiny", work / "results" / "ci-tiny"
 
 
 def test_metrics_identical(two_runs: tuple[Path, Path]) -> None:
@@ -51,10 +39,10 @@ def test_metrics_identical(two_runs: tuple[Path, Path]) -> None:
 
 def test_rasters_byte_identical(two_runs: tuple[Path, Path]) -> None:
     a, b = two_runs
-    files = sorted({p.relative_to(a).as_posix() for pattern in RASTERS for p in a.glob(pattern)})
+    files = raster_files(a)
     kinds = {f.split("/", 1)[0] for f in files}
     assert kinds == {"s1", "s2", "stacks", "truth", "pred"}, files
-    assert files == sorted({p.relative_to(b).as_posix() for pattern in RASTERS for p in b.glob(pattern)})
+    assert files == raster_files(b)
     differ = [f for f in files if (a / f).read_bytes() != (b / f).read_bytes()]
     assert not differ, differ
 

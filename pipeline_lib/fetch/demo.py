@@ -33,6 +33,7 @@ from pipeline_lib.demo.s2 import (
 )
 from pipeline_lib.errors import FetchError
 from pipeline_lib.fetch.base import S1_PRODUCT_TYPE, S2_PRODUCT_TYPE, Scene, SearchRequest
+from pipeline_lib.io import fault_point, remove_stale_temps
 
 __all__ = ["DemoSource", "DEMO_WORLD_LONLAT"]
 
@@ -119,6 +120,7 @@ class DemoSource:
             ) from exc
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(dest)  # a killed earlier download's folder
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent))
         try:
             if kind == "s1":
@@ -131,6 +133,7 @@ class DemoSource:
                 raise FetchError(
                     f"scene {scene.product_id}: generator produced {built.name}; re-run the search with the same seed"
                 )
+            fault_point(dest)  # test hook (pipeline_lib.io): crash with the product built, not yet renamed
             if dest.exists():
                 shutil.rmtree(dest)
             os.replace(built, dest)
