@@ -8,11 +8,20 @@ of |Δ| — and the offset of B relative to A by phase correlation (scikit-image
 mean-removed, Hann-tapered images (no-data set to the mean), without phase normalisation.
 B is warped onto A's grid first (bilinear) when the grids differ. ``--b-linear`` converts a linear-power B
 (e.g. sarsen's output) to dB before comparing.
+
+sarsen's GTC (``sarsen.apps.terrain_correction`` without radiometric correction) is β0, linear, written
+bottom-up by rioxarray. ``--sarsen-safe SAFE`` converts it to σ0 before comparing: σ0 = β0 · A_β²/A_σ²
+(xarray-sentinel's ``calibrate_intensity`` is DN²/A², so the ratio of the product's own ``betaNought`` and
+``sigmaNought`` LUTs is exact; it is sin of the ellipsoid incidence angle). The LUTs are interpolated
+bilinearly (as xarray-sentinel) at the GRD (line, pixel) that our range-Doppler lookup
+(:func:`pipeline_lib.sar.terrain.compute_lookup`, ellipsoid h = 0) gives for a lattice of grid pixels every
+``stride`` pixels, and the (smooth) ratio bilinearly onto every grid pixel.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from collections.abc import Sequence
@@ -21,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
+from rasterio.crs import CRS
 from rasterio.warp import Resampling
 from skimage.filters import window
 from skimage.registration import phase_cross_correlation
@@ -28,7 +38,17 @@ from skimage.registration import phase_cross_correlation
 from pipeline_lib.errors import PipelineError, ProductError
 from pipeline_lib.grid import Grid, warp_to_grid
 
-__all__ = ["compare_arrays", "compare_rasters", "db_differences", "geolocation_offset", "main"]
+__all__ = [
+    "beta_to_sigma_ratio",
+    "compare_arrays",
+    "compare_rasters",
+    "compare_with_sarsen",
+    "db_differences",
+    "geolocation_offset",
+    "main",
+    "read_on_grid",
+    "sarsen_sigma0_db",
+]
 
 
 def db_differences(a_db: np.ndarray, b_db: np.ndarray) -> dict[str, float]:
@@ -140,6 +160,99 @@ def compare_rasters(a: Path, b: Path, *, upsample: int = 20, b_linear: bool = Fa
     }
 
 
+def read_on_grid(path: Path, grid: Grid, band: int = 1) -> np.ndarray:
+    """Band ``band`` of a raster on ``grid`` as float64, NaN for no-data.
+
+    A raster on the same pixel lattice stored bottom-up (positive y step, as rioxarray writes sarsen's GTC) is
+    flipped, not resampled; any other raster is warped onto ``grid`` (bilinear).
+    """
+    with _read(path) as src:
+        img = src.read(band, masked=True).astype(np.float64).filled(np.nan)
+        t, g = src.transform, grid.transform
+        same_lattice = (
+            src.crs is not None
+            and src.crs == CRS.from_user_input(grid.crs)
+            and src.shape == grid.shape
+            and (t.a, t.b, t.c, t.d) == (g.a, g.b, g.c, g.d)
+        )
+        if same_lattice and t.e == g.e and t.f == g.f:
+            return img
+        if same_lattice and t.e == -g.e and np.isclose(t.f + t.e * src.height, g.f):
+            return img[::-1].copy()
+        if src.crs is None:
+            raise ProductError(f"{path}: no CRS; compare georeferenced rasters only")
+        return warp_to_grid(img, src.transform, src.crs, grid, Resampling.bilinear, dtype="float64")
+
+
+def _bilinear_upsample(coarse: np.ndarray, rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Separable linear interpolation of ``coarse`` (given at integer ``rows`` × ``cols``) onto every pixel."""
+    along = np.stack([np.interp(np.arange(shape[1]), cols, r) for r in coarse])  # (n_rows, width)
+    r = np.arange(shape[0])
+    k = np.clip(np.searchsorted(rows, r, side="right") - 1, 0, rows.size - 2)
+    w = ((r - rows[k]) / (rows[k + 1] - rows[k]))[:, None]
+    return along[k] * (1.0 - w) + along[k + 1] * w
+
+
+def beta_to_sigma_ratio(safe: Path, polarisation: str, grid: Grid, stride: int = 16) -> np.ndarray:
+    """A_β²/A_σ² of the product's calibration LUTs on every pixel of ``grid`` (σ0 = β0 · ratio); NaN off-image."""
+    import xarray as xr
+    import xarray_sentinel
+    from pyproj import Transformer
+
+    from pipeline_lib.sar.product import find_pol_files, parse_member, read_member
+    from pipeline_lib.sar.terrain import compute_lookup, grid_ecef
+
+    files = find_pol_files(Path(safe), polarisation, need_measurement=False)
+    parse_member(files.product, files.calibration)  # safe parse first (no DTDs/entities), then xarray-sentinel
+    cal = xarray_sentinel.sentinel1.open_calibration_dataset(
+        io.StringIO(read_member(files.product, files.calibration).decode("utf-8"))  # type: ignore[arg-type]
+    )
+    rows = np.unique(np.r_[np.arange(0, grid.height, stride), grid.height - 1])
+    cols = np.unique(np.r_[np.arange(0, grid.width, stride), grid.width - 1])
+    xx, yy = np.meshgrid(grid.x_coords()[cols], grid.y_coords()[rows])
+    lon, lat = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True).transform(xx, yy)
+    line, pixel = compute_lookup(files, grid_ecef(lon, lat, np.zeros(lon.shape)))
+    at = {"line": xr.DataArray(line.ravel(), dims="p"), "pixel": xr.DataArray(pixel.ravel(), dims="p")}
+    beta = cal["betaNought"].interp(at).values
+    sigma = cal["sigmaNought"].interp(at).values
+    ratio = ((beta / sigma) ** 2).reshape(line.shape)
+    return _bilinear_upsample(ratio, rows, cols, grid.shape)
+
+
+def sarsen_sigma0_db(gtc: Path, safe: Path, grid: Grid, polarisation: str = "VV", stride: int = 16) -> np.ndarray:
+    """sarsen's β0 GTC (linear) as σ0 dB on ``grid``; NaN where β0 ≤ 0 (outside the swath) or no data."""
+    beta0 = read_on_grid(gtc, grid)
+    sigma0 = beta0 * beta_to_sigma_ratio(safe, polarisation, grid, stride)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(sigma0 > 0, 10.0 * np.log10(sigma0), np.nan)
+
+
+def compare_with_sarsen(
+    a: Path, gtc: Path, safe: Path, *, polarisation: str = "VV", upsample: int = 20
+) -> dict[str, Any]:
+    """Compare our σ0 dB raster A (band ``polarisation``) with sarsen's β0 GTC of ``safe``, converted to σ0 dB."""
+    with _read(a) as ra:
+        if ra.crs is None:
+            raise ProductError(f"{a}: no CRS; compare georeferenced rasters only")
+        grid = Grid(crs=ra.crs.to_string(), transform=ra.transform, height=ra.height, width=ra.width)
+        names = [(d or "").upper() for d in ra.descriptions]
+    if polarisation.upper() not in names:
+        raise ProductError(f"{a}: no band {polarisation.upper()} (bands {names}); pass --polarisation")
+    a_img = read_on_grid(a, grid, names.index(polarisation.upper()) + 1)
+    b_img = sarsen_sigma0_db(gtc, safe, grid, polarisation)
+    stats = compare_arrays(a_img, b_img, upsample)
+    stats["dx_m"] = stats["dx_px"] * abs(grid.transform.a)
+    stats["dy_m"] = -stats["dy_px"] * abs(grid.transform.e)
+    return {
+        "a": str(a),
+        "b": str(gtc),
+        "difference": "B - A (dB); B = sarsen beta0 * A_beta^2/A_sigma^2",
+        "upsample": upsample,
+        "resampled_b": False,
+        "bands": {polarisation.upper(): stats},
+    }
+
+
 def summary(result: dict[str, Any]) -> str:
     """Human-readable lines for a comparison result."""
     lines = [f"A = {result['a']}", f"B = {result['b']}" + ("  (warped onto A's grid)" if result["resampled_b"] else "")]
@@ -159,9 +272,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("b", type=Path, help="raster to compare (σ0 dB, or linear with --b-linear)")
     parser.add_argument("--upsample", type=int, default=20, help="phase-correlation upsampling factor (default 20)")
     parser.add_argument("--b-linear", action="store_true", help="B holds linear power: convert it to dB first")
+    parser.add_argument(
+        "--sarsen-safe", type=Path, default=None, help="B is sarsen's β0 GTC of this SAFE: convert it to σ0 dB first"
+    )
+    parser.add_argument("--polarisation", default="VV", help="with --sarsen-safe: the polarisation of B (default VV)")
     args = parser.parse_args(argv)
     try:
-        result = compare_rasters(args.a, args.b, upsample=args.upsample, b_linear=args.b_linear)
+        if args.sarsen_safe is not None:
+            result = compare_with_sarsen(
+                args.a, args.b, args.sarsen_safe, polarisation=args.polarisation, upsample=args.upsample
+            )
+        else:
+            result = compare_rasters(args.a, args.b, upsample=args.upsample, b_linear=args.b_linear)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
