@@ -22,6 +22,13 @@ With ``max_steps`` below the full schedule, training stops at ``max_steps`` and 
 end of D's training fall at the same *fractions* of the capped run (epochs1/(epochs1+epochs2) and
 disc_epochs/(epochs1+epochs2)) — our choice, so a capped run still sees both stages.
 
+Cost (issue 3; none of these changes the maths): models and 4-D batches are channels_last (NHWC, the
+layout oneDNN/cuDNN convolutions use natively, so no reorder per conv); D's real and fake passes run as
+one batch (D has no batch statistics); in the generator step D's parameters are frozen, so backward
+computes only the gradient w.r.t. the fake image and not the D weight gradients the G step would
+discard; variants without L_con (no_uc, no_uc_sg) run only the jk pass, since T̂_ij, T̂_ik enter no
+loss (their ``con`` is then not logged, NaN).
+
 Determinism: all sampling derives from (seed, epoch); on CPU ``torch.use_deterministic_algorithms``
 is on during training, so two runs with the same inputs and thread count give identical weights.
 On CUDA the forward/backward runs under bfloat16 autocast (no loss scaling needed).
@@ -165,6 +172,11 @@ def make_batch(data: StackData, rows: np.ndarray, patch: int, pix2pix: bool) -> 
     }
 
 
+def _channels_last(module: nn.Module) -> None:
+    """Store the 4-D weights NHWC in place (``Module.to(memory_format=)`` is missing from torch's stubs)."""
+    module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+
+
 @contextlib.contextmanager
 def _deterministic(enabled: bool) -> Iterator[None]:
     previous = torch.are_deterministic_algorithms_enabled()
@@ -186,6 +198,9 @@ class Trainer:
         torch.manual_seed(int(p["seed"]))
         self.g = build_generator(variant, n_s, n_t, p).to(device)
         self.d: nn.Module | None = build_discriminator(n_s, n_t, p).to(device) if self.flags["adv"] else None
+        for m in (self.g, self.d):
+            if m is not None:
+                _channels_last(m)
         betas = (0.5, 0.999)
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=float(p["lr"]), betas=betas)
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=float(p["lr"]), betas=betas) if self.d else None
@@ -198,7 +213,11 @@ class Trainer:
         return contextlib.nullcontext()
 
     def _tensors(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        return {k: torch.from_numpy(v).to(self.device, non_blocking=True) for k, v in batch.items()}
+        out = {}
+        for k, v in batch.items():
+            t = torch.from_numpy(v).to(self.device, non_blocking=True)
+            out[k] = t.contiguous(memory_format=torch.channels_last) if t.ndim == 4 else t
+        return out
 
     def set_lr(self, lr: float) -> None:
         for opt in (self.opt_g, self.opt_d):
@@ -209,9 +228,9 @@ class Trainer:
     def _d_step(self, cond: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> float:
         assert self.d is not None and self.opt_d is not None
         self.opt_d.zero_grad(set_to_none=True)
-        with self._autocast():
-            lr_ = self.d(cond, real)
-            lf = self.d(cond, fake.detach())
+        with self._autocast():  # real and fake as one batch: D has no batch statistics
+            logits = self.d(torch.cat([cond, cond]), torch.cat([real, fake.detach()]))
+        lr_, lf = torch.chunk(logits, 2, dim=0)
         loss = 0.5 * (
             F.binary_cross_entropy_with_logits(lr_.float(), torch.ones_like(lr_, dtype=torch.float32))
             + F.binary_cross_entropy_with_logits(lf.float(), torch.zeros_like(lf, dtype=torch.float32))
@@ -221,9 +240,14 @@ class Trainer:
         return float(loss.detach())
 
     def _adv(self, cond: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """Generator's adversarial loss; D is frozen so backward skips D's (discarded) weight gradients."""
         assert self.d is not None
-        with self._autocast():
-            logits = self.d(cond, fake)
+        self.d.requires_grad_(False)
+        try:
+            with self._autocast():
+                logits = self.d(cond, fake)
+        finally:
+            self.d.requires_grad_(True)
         return F.binary_cross_entropy_with_logits(logits.float(), torch.ones_like(logits, dtype=torch.float32))
 
     def step(self, batch: dict[str, np.ndarray], disc_on: bool) -> dict[str, float]:
@@ -245,19 +269,28 @@ class Trainer:
                 total = total + adv
                 losses["adv"] = float(adv.detach())
         else:
+            n = b["t_jk"].shape[0]
             with self._autocast():
-                if self.flags["guided"]:
+                if self.lambda_con > 0 and self.flags["guided"]:
                     out = self.g(b["x"], b["guide"], b["guide_index"]).float()
-                else:
+                elif self.lambda_con > 0:
                     out = self.g(b["x"]).float()
-            out_jk, out_ij, out_ik = torch.chunk(out, 3, dim=0)
+                elif self.flags["guided"]:  # no L_con: only the jk pass enters a loss (guide T_k = guide[:n])
+                    out = self.g(b["x"][:n], b["guide"][:n]).float()
+                else:
+                    out = self.g(b["x"][:n]).float()
+            out_jk = out[:n]
             use_d = self.d is not None and disc_on and self.lambda_adv > 0
             if use_d:
                 losses["d"] = self._d_step(b["s_jk"], b["t_jk"], out_jk)
             rec = F.mse_loss(out_jk, b["t_jk"])
-            con = consistency_loss(out_ij, out_ik, b["t_j"], b["t_k"])
-            total = rec + self.lambda_con * con if self.lambda_con > 0 else rec
-            losses["rec"], losses["con"] = float(rec.detach()), float(con.detach())
+            total = rec
+            losses["rec"] = float(rec.detach())
+            if self.lambda_con > 0:
+                out_ij, out_ik = out[n : 2 * n], out[2 * n :]
+                con = consistency_loss(out_ij, out_ik, b["t_j"], b["t_k"])
+                total = rec + self.lambda_con * con
+                losses["con"] = float(con.detach())
             if use_d:
                 adv = self._adv(b["s_jk"], out_jk)
                 total = total + self.lambda_adv * adv

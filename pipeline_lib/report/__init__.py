@@ -74,15 +74,15 @@ def _read(path: Path) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
 
 
 def quicklooks(s1: Mapping[str, Path], s2: Mapping[str, Path]) -> list[tuple[str, str, str, str]]:
-    """(date, modality, title, PNG data URI) for S1 VV grey + VV/VH false colour and S2 true colour + SWIR."""
+    """(date, modality, title, JPEG thumbnail data URI) for S1 VV grey + VV/VH false colour, S2 true colour + SWIR."""
     items: list[tuple[str, str, str, str]] = []
     for date, path in sorted(s1.items()):
         b, _ = _read(Path(path))
         if "VV" in b:
-            items.append((date, "S1", "VV dB", fig.data_uri(fig.png_bytes(fig.s1_grey(b["VV"])))))
+            items.append((date, "S1", "VV dB", fig.data_uri(fig.jpeg_bytes(fig.s1_grey(b["VV"])))))
         if "VV" in b and "VH" in b:
             items.append(
-                (date, "S1", "VV/VH false colour", fig.data_uri(fig.png_bytes(fig.s1_false_colour(b["VV"], b["VH"]))))
+                (date, "S1", "VV/VH false colour", fig.data_uri(fig.jpeg_bytes(fig.s1_false_colour(b["VV"], b["VH"]))))
             )
     for date, path in sorted(s2.items()):
         b, valid = _read(Path(path))
@@ -92,7 +92,7 @@ def quicklooks(s1: Mapping[str, Path], s2: Mapping[str, Path]) -> list[tuple[str
                     date,
                     "S2",
                     "true colour B04/B03/B02",
-                    fig.data_uri(fig.png_bytes(fig.s2_true_colour(b["B04"], b["B03"], b["B02"], valid))),
+                    fig.data_uri(fig.jpeg_bytes(fig.s2_true_colour(b["B04"], b["B03"], b["B02"], valid))),
                 )
             )
         if all(k in b for k in ("B12", "B11", "B04")):
@@ -101,7 +101,7 @@ def quicklooks(s1: Mapping[str, Path], s2: Mapping[str, Path]) -> list[tuple[str
                     date,
                     "S2",
                     "SWIR B12/B11/B04",
-                    fig.data_uri(fig.png_bytes(fig.s2_swir(b["B12"], b["B11"], b["B04"], valid))),
+                    fig.data_uri(fig.jpeg_bytes(fig.s2_swir(b["B12"], b["B11"], b["B04"], valid))),
                 )
             )
     return items

@@ -14,7 +14,7 @@ import html
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ th{background:#f0f0f0}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .low{color:#a40}.ok{color:#070}.muted{color:#777}
 figure{display:inline-block;margin:.3em;text-align:center;font-size:.8em}
 figure img{display:block;max-width:256px;height:auto;image-rendering:pixelated;border:1px solid #ccc}
+figure.large{display:block}figure.large img{max-width:100%}
 pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.8em}
 """.strip()
 
@@ -324,9 +325,11 @@ def render_metrics(metrics: Mapping[str, Any]) -> str:
     return "\n".join(out) or '<p class="muted">No metrics.</p>'
 
 
-def render_figures(figures: Mapping[str, str]) -> str:
-    """Figures given as {title: data URI}."""
+def render_figures(figures: Mapping[str, str], large: Collection[str] = ()) -> str:
+    """Figures given as {title: data URI}; titles in ``large`` are shown wide (class ``large``)."""
+    wide = ' class="large"'
     return "".join(
-        f'<figure><img src="{esc(uri)}" alt="{esc(title)}"><figcaption>{esc(title)}</figcaption></figure>'
+        f'<figure{wide if title in large else ""}><img src="{esc(uri)}" alt="{esc(title)}">'
+        f"<figcaption>{esc(title)}</figcaption></figure>"
         for title, uri in figures.items()
     )

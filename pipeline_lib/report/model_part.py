@@ -28,7 +28,15 @@ from pipeline_lib.io import read_named_bands, write_json_atomic, write_text_atom
 from pipeline_lib.report import figures as fig
 from pipeline_lib.report import html as h
 
-__all__ = ["merge_metrics", "model_sections", "MAIN_ROWS", "ABLATION_ROWS"]
+__all__ = [
+    "merge_metrics",
+    "model_sections",
+    "experiment_figures",
+    "side_by_side",
+    "MAIN_ROWS",
+    "ABLATION_ROWS",
+    "LARGE_VIEW",
+]
 
 MAIN_ROWS = [
     ("neighbour_j", "Neighbouring image T_j"),
@@ -45,6 +53,10 @@ ABLATION_ROWS = [
     ("tirsit_noadv", "TIRSIT w/o adversarial loss"),
 ]
 METRICS = [("rmse", "RMSE", min), ("ssim", "SSIM", max), ("cc", "CC", max)]
+LARGE_VIEW = "(larger view)"
+"""Figure titles ending with this are shown wide (up to :data:`figures.MAX_SIDE_PX` per panel)."""
+#: Variants whose prediction gets the larger view next to the truth (first one present).
+LARGE_VIEW_VARIANTS = ("tirsit", "tirsit_noadv", "no_uc", "no_sg", "no_uc_sg", "pix2pix", "blend")
 
 
 def merge_metrics(per_experiment: Sequence[Path], out_json: Path, out_csv: Path) -> dict[str, Any]:
@@ -112,11 +124,17 @@ def _composite(arr: np.ndarray, bands: Sequence[str], valid: np.ndarray | None =
     return fig.composite([fig.stretch(arr[0], np.nanmin(arr[0]), np.nanmax(arr[0]))], valid)
 
 
-def _heat(values: np.ndarray, vmax: float) -> np.ndarray:
-    rgba = plt.get_cmap("magma")(np.clip(np.nan_to_num(values, nan=0.0) / vmax, 0, 1))
-    out = (rgba[..., :3] * 255).astype(np.uint8)
-    out[~np.isfinite(values)] = fig.MASK_COLOUR
-    return out
+def side_by_side(images: Sequence[np.ndarray], max_side: int = fig.MAX_SIDE_PX, gap: int = 4) -> np.ndarray:
+    """(y, x, 3) uint8 panels, each box-downsampled to ``max_side``, in one row with white gaps."""
+    panels = [fig.downsample(im, max_side) for im in images]
+    height = max(p.shape[0] for p in panels)
+    row: list[np.ndarray] = []
+    for i, panel in enumerate(panels):
+        if i:
+            row.append(np.full((height, gap, 3), 255, np.uint8))
+        pad = np.full((height - panel.shape[0], panel.shape[1], 3), 255, np.uint8)
+        row.append(np.concatenate([panel, pad]))
+    return np.concatenate(row, axis=1)
 
 
 def _loss_plot(histories: Mapping[str, list[dict[str, float]]], title: str) -> bytes:
@@ -144,7 +162,7 @@ def _loss_plot(histories: Mapping[str, list[dict[str, float]]], title: str) -> b
     buf = io.BytesIO()
     figure.savefig(buf, format="png")
     plt.close(figure)
-    return buf.getvalue()
+    return fig.quantised_png_bytes(buf.getvalue())
 
 
 def experiment_figures(
@@ -163,37 +181,48 @@ def experiment_figures(
         s_i = ds["S_i"].values
         t_g = ds["T_g"].values
         target_date = ds.attrs.get("target_date", "i")
-    out.append((f"{experiment}: source S_i ({target_date})", fig.data_uri(fig.png_bytes(_composite(s_i, band_s)))))
+
+    def thumb(rgb: np.ndarray) -> str:
+        return fig.data_uri(fig.jpeg_bytes(rgb))
+
+    out.append((f"{experiment}: source S_i ({target_date})", thumb(_composite(s_i, band_s))))
     for g, d in enumerate(guides):
-        out.append((f"{experiment}: guide T ({d})", fig.data_uri(fig.png_bytes(_composite(t_g[g], band_t)))))
+        out.append((f"{experiment}: guide T ({d})", thumb(_composite(t_g[g], band_t))))
     truth, tdesc = _read(truth_tif)
     valid = truth[tdesc.index("valid")] > 0.5 if "valid" in tdesc else None
     truth_bands = np.stack([truth[tdesc.index(b)] for b in band_t])
-    out.append(
-        (
-            f"{experiment}: truth T_i ({target_date})",
-            fig.data_uri(fig.png_bytes(_composite(truth_bands, band_t, valid))),
-        )
-    )
+    truth_rgb = _composite(truth_bands, band_t, valid)
+    out.append((f"{experiment}: truth T_i ({target_date})", thumb(truth_rgb)))
+    pred_rgb: dict[str, np.ndarray] = {}
     for variant, path in preds.items():
         arr, _ = _read(path, band_t)
-        out.append((f"{experiment}: {variant}", fig.data_uri(fig.png_bytes(_composite(arr, band_t)))))
+        pred_rgb[variant] = _composite(arr, band_t)
+        out.append((f"{experiment}: {variant}", thumb(pred_rgb[variant])))
     for variant in ("tirsit", "pix2pix", "blend"):
         if variant in preds:
             arr, _ = _read(preds[variant], band_t)
             err = np.mean(np.abs(arr - truth_bands), axis=0)
             if valid is not None:
                 err[~valid] = np.nan
-            out.append((f"{experiment}: |error| {variant} (0..0.1)", fig.data_uri(fig.png_bytes(_heat(err, 0.1)))))
+            out.append((f"{experiment}: |error| {variant} (0..0.1)", fig.data_uri(fig.heat_png_bytes(err, 0.1))))
     for variant in ("tirsit", "blend"):
         if variant in uncertainty:
             unc, _ = _read(uncertainty[variant], band_t)
             out.append(
                 (
                     f"{experiment}: uncertainty {variant} (0..0.1)",
-                    fig.data_uri(fig.png_bytes(_heat(unc.mean(axis=0), 0.1))),
+                    fig.data_uri(fig.heat_png_bytes(unc.mean(axis=0), 0.1)),
                 )
             )
+    large = next((v for v in LARGE_VIEW_VARIANTS if v in pred_rgb), None)
+    if large is not None:
+        wide = side_by_side([truth_rgb, pred_rgb[large]])
+        out.append(
+            (
+                f"{experiment}: truth T_i | {large} {LARGE_VIEW}",
+                fig.data_uri(fig.jpeg_bytes(wide, max_side=max(wide.shape[:2]))),
+            )
+        )
     histories = {}
     for variant, ck in checkpoints.items():
         payload = torch.load(ck, map_location="cpu", weights_only=False)
@@ -233,6 +262,7 @@ def model_sections(metrics: Mapping[str, Any], figures: Mapping[str, list[tuple[
                     caption=f"{exp}: does the uncertainty raster rank the errors?",
                 )
             )
-        parts.append(h.render_figures(dict(figures.get(exp, []))))
+        exp_figs = dict(figures.get(exp, []))
+        parts.append(h.render_figures(exp_figs, large=[t for t in exp_figs if t.endswith(LARGE_VIEW)]))
         sections.append(h.section(f"Experiment {exp}", "\n".join(p for p in parts if p), f"exp-{exp}"))
     return sections
