@@ -4,12 +4,15 @@ Builds (or reuses) the full-size GRD of :mod:`fullscene_grd` (26102 × 16705 px,
 default), makes a 10 m UTM 33N grid covering the whole scene footprint (≈ 29100 × 21600 px; ``--crop N``
 takes the central N × N px instead, for development), and runs the three steps as separate processes, as
 the workflow does, ellipsoid (no DEM). Each step reports wall time, its GRD-window and output Mpix/s and
-its peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of the step's own process).
+its peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss`` of the step's own process) and the 1-minute
+load average at its start and end (the machine is shared: figures taken under load are slower).
+``--rss-trace`` also samples the step's RSS every 0.1 s from a thread and writes ``<step>.rss.tsv``
+(seconds, MB) in the work folder, to see which phase of a step makes its peak.
 
 Run from the repository root::
 
     PYTHONPATH=. python benchmarks/bench_sar_chain.py --dest /tmp/fullscene [--layout esa|tiled] [--crop 4096]
-        [--threads 2] [--work DIR]
+        [--threads 2] [--work DIR] [--steps calibrate,speckle,terrain_correct] [--rss-trace]
 
 Prints one line per step and writes ``results.json`` in the work folder (default ``DEST/chain-<layout>``).
 Heavy: about 10 GB of disk for the intermediate NetCDFs of a full scene.
@@ -18,11 +21,15 @@ Heavy: about 10 GB of disk for the intermediate NetCDFs of a full scene.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import resource
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,25 +67,49 @@ def scene_grid(safe: Path, crop: int = 0) -> Grid:
     return sub_grid(grid, slice(r0, min(r0 + crop, grid.height)), slice(c0, min(c0 + crop, grid.width)))
 
 
-def run_step(step: str, safe: Path, work: Path, threads: int) -> dict[str, Any]:
+def _rss_mb() -> float:
+    """Resident set size of this process now (MB), from /proc/self/statm."""
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@contextlib.contextmanager
+def rss_trace(path: Path | None, interval_s: float = 0.1) -> Iterator[None]:
+    """Sample this process's RSS every ``interval_s`` from a thread and write ``seconds\tMB`` lines to ``path``."""
+    if path is None:
+        yield
+        return
+    samples: list[tuple[float, float]] = []
+    stop = threading.Event()
+    t0 = time.perf_counter()
+
+    def sample() -> None:
+        while not stop.is_set():
+            samples.append((time.perf_counter() - t0, _rss_mb()))
+            stop.wait(interval_s)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        path.write_text("".join(f"{t:.2f}\t{r:.1f}\n" for t, r in samples))
+
+
+def run_step(step: str, safe: Path, work: Path, threads: int, trace: bool = False) -> dict[str, Any]:
     """Run one step in this process (the child); returns its figures."""
     import numpy as np
 
     grid = read_grid(work / "grid.json")
     cal, fil, tif = work / "calibrated.nc", work / "filtered.nc", work / "s1.tif"
+    import pipeline_lib.sar  # noqa: F401  (the imports, ≈ 1.5 s, outside the timed region)
+
+    load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
-    if step == "calibrate":
-        from pipeline_lib.sar import run_calibrate
-
-        run_calibrate(safe, grid, cal, polarisations=("VV", "VH"), margin_px=64)
-    elif step == "speckle":
-        from pipeline_lib.sar import run_speckle
-
-        run_speckle(cal, fil, threads=threads)
-    else:
-        from pipeline_lib.sar import run_terrain
-
-        run_terrain(fil, safe, grid, tif, dem=None, threads=threads)
+    with rss_trace(work / f"{step}.rss.tsv" if trace else None):
+        _run(step, safe, grid, cal, fil, tif, threads)
     wall = time.perf_counter() - t0
     import netCDF4
 
@@ -92,7 +123,23 @@ def run_step(step: str, safe: Path, work: Path, threads: int) -> dict[str, Any]:
         "output_mpix_per_s": round(grid_px / wall / 1e6, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "threads": threads,
+        "load_1m": [round(load0, 2), round(os.getloadavg()[0], 2)],
     }
+
+
+def _run(step: str, safe: Path, grid: Grid, cal: Path, fil: Path, tif: Path, threads: int) -> None:
+    if step == "calibrate":
+        from pipeline_lib.sar import run_calibrate
+
+        run_calibrate(safe, grid, cal, polarisations=("VV", "VH"), margin_px=64)
+    elif step == "speckle":
+        from pipeline_lib.sar import run_speckle
+
+        run_speckle(cal, fil, threads=threads)
+    else:
+        from pipeline_lib.sar import run_terrain
+
+        run_terrain(fil, safe, grid, tif, dem=None, threads=threads)
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -103,12 +150,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--steps", default=",".join(STEPS))
+    ap.add_argument("--rss-trace", action="store_true", help="write <step>.rss.tsv (RSS every 0.1 s)")
     ap.add_argument("--child", choices=STEPS, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--safe", type=Path, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     work = a.work or a.dest / f"chain-{a.layout}{f'-crop{a.crop}' if a.crop else ''}"
     if a.child:
-        print(json.dumps(run_step(a.child, a.safe, work, a.threads)))
+        print(json.dumps(run_step(a.child, a.safe, work, a.threads, a.rss_trace)))
         return []
 
     t0 = time.perf_counter()
@@ -122,6 +170,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     for step in a.steps.split(","):
         cmd = [sys.executable, __file__, "--dest", str(a.dest), "--layout", a.layout, "--crop", str(a.crop)]
         cmd += ["--threads", str(a.threads), "--work", str(work), "--child", step, "--safe", str(safe)]
+        cmd += ["--rss-trace"] if a.rss_trace else []
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             sys.exit(f"{step} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -130,7 +179,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         results.append(res)
         print(
             f"{step:16s} {res['wall_s']:8.1f} s  GRD {res['grd_window_mpix_per_s']:6.1f} Mpix/s  "
-            f"out {res['output_mpix_per_s']:6.1f} Mpix/s  peak RSS {res['peak_rss_mb']:7.0f} MB"
+            f"out {res['output_mpix_per_s']:6.1f} Mpix/s  peak RSS {res['peak_rss_mb']:7.0f} MB  "
+            f"load {res['load_1m'][0]:.1f}→{res['load_1m'][1]:.1f}"
         )
     total = sum(r["wall_s"] for r in results)
     print(

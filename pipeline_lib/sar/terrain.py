@@ -449,12 +449,18 @@ def _sample_db_kernel(
             out[i, j] = 10.0 * np.log10(v) if v > 0.0 else np.nan
 
 
-def sample_db(band: np.ndarray, line0: int, pixel0: int, line: np.ndarray, pixel: np.ndarray) -> np.ndarray:
+def sample_db(
+    band: np.ndarray, line0: int, pixel0: int, line: np.ndarray, pixel: np.ndarray, out: np.ndarray | None = None
+) -> np.ndarray:
     """Bilinear σ0 of a GRD window (first full-product index line0, pixel0) at (line, pixel), in dB; NaN outside.
 
-    As :func:`resample_by_lookup` + :func:`sigma0_to_db`, fused and parallel (numba ``prange``).
+    As :func:`resample_by_lookup` + :func:`sigma0_to_db`, fused and parallel (numba ``prange``). ``out``
+    (float32, C-contiguous, ``line``'s shape) is filled and returned instead of a new array if given.
     """
-    out = np.empty(line.shape, dtype=np.float32)
+    if out is None:
+        out = np.empty(line.shape, dtype=np.float32)
+    elif out.shape != line.shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"sample_db: out {out.shape} {out.dtype} must be C-contiguous float32 of shape {line.shape}")
     _sample_db_kernel(np.ascontiguousarray(band, dtype=np.float32), float(line0), float(pixel0), line, pixel, out)
     return out
 
@@ -496,19 +502,41 @@ def tile_heights(dem: Path, grid: Grid, rows: slice, cols: slice) -> np.ndarray:
     return h
 
 
+@numba.njit(cache=True, nogil=True)
+def _inside_bounds(line: np.ndarray, pixel: np.ndarray, line0: float, pixel0: float, h: int, w: int) -> np.ndarray:
+    # min/max of (line - line0, pixel - pixel0) over the points inside [0, h-1] × [0, w-1], in one pass
+    # without the tile-sized temporaries of the numpy expression (≈ 200 MB per 2048² tile); NaN is outside
+    res = np.array([np.inf, -np.inf, np.inf, -np.inf])
+    for i in range(line.shape[0]):
+        for j in range(line.shape[1]):
+            r = line[i, j] - line0
+            c = pixel[i, j] - pixel0
+            if r >= 0.0 and r <= h - 1 and c >= 0.0 and c <= w - 1:
+                res[0] = min(res[0], r)
+                res[1] = max(res[1], r)
+                res[2] = min(res[2], c)
+                res[3] = max(res[3], c)
+    return res
+
+
 def _grd_window(
     line: np.ndarray, pixel: np.ndarray, line0: int, pixel0: int, shape: tuple[int, int]
 ) -> tuple[slice, slice] | None:
     """Window-relative (rows, cols) of the stored GRD window that the tile's lookup touches; None if none."""
-    r = line - line0
-    c = pixel - pixel0
-    inside = (r >= 0) & (r <= shape[0] - 1) & (c >= 0) & (c <= shape[1] - 1)
-    if not inside.any():
+    rmin, rmax, cmin, cmax = _inside_bounds(
+        np.ascontiguousarray(line, dtype=np.float64),
+        np.ascontiguousarray(pixel, dtype=np.float64),
+        float(line0),
+        float(pixel0),
+        int(shape[0]),
+        int(shape[1]),
+    )
+    if not rmin <= rmax:
         return None
-    a = int(np.floor(r[inside].min()))
-    b = min(int(np.floor(r[inside].max())) + 2, shape[0])
-    c0 = int(np.floor(c[inside].min()))
-    c1 = min(int(np.floor(c[inside].max())) + 2, shape[1])
+    a = int(np.floor(rmin))
+    b = min(int(np.floor(rmax)) + 2, shape[0])
+    c0 = int(np.floor(cmin))
+    c1 = min(int(np.floor(cmax)) + 2, shape[1])
     return slice(a, b), slice(c0, c1)
 
 
@@ -593,7 +621,8 @@ def run_terrain(
                         wr, wc = win
                         for k in range(len(pols)):
                             band = src.read(k, wr, wc)
-                            out[k] = sample_db(band, src.line0 + wr.start, src.pixel0 + wc.start, line, pixel)
+                            sample_db(band, src.line0 + wr.start, src.pixel0 + wc.start, line, pixel, out=out[k])
+                            del band
                         covered = covered or bool(np.isfinite(out[0]).any())
                     dst.write(out, window=Window(c0, r0, c1 - c0, r1 - r0))  # type: ignore[arg-type]
             if not covered:
