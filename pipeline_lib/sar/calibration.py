@@ -205,7 +205,7 @@ def run_calibrate(
     }
     var_attrs = {"long_name": long_name, "units": "m2 m-2", "sigma0_floor": SIGMA0_FLOOR}
     with (
-        rasterio.Env(GDAL_CACHEMAX=READ_CACHE_MB),
+        rasterio.Env(GDAL_CACHEMAX=READ_CACHE_MB * 2**20),  # rasterio passes an int in bytes
         create_sigma0(out_nc, [f.polarisation for f in files], lines, pixels, attrs, var_attrs) as var,
     ):
         for k, (f, lut, noise) in enumerate(inputs):
