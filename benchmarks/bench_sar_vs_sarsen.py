@@ -58,8 +58,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.fullscene_grd import build_fullscene_grd  # noqa: E402
-from pipeline_lib.grid import Grid, make_centered_grid, read_grid, write_grid  # noqa: E402
-from pipeline_lib.io import write_cog, write_json_atomic  # noqa: E402
+from pipeline_lib.grid import make_centered_grid, read_grid, write_grid  # noqa: E402
+from pipeline_lib.io import write_json_atomic  # noqa: E402
+from pipeline_lib.sar.compare import ellipsoid_dem  # noqa: E402
 
 RUNS = ("sarsen", "sarsen-linear", "ours", "chain")
 GOAL_MEDIAN_ABS_DB = 0.2
@@ -85,20 +86,6 @@ def scene_centre_lonlat(safe: Path) -> tuple[float, float]:
     lon = float(griddata(pts, gcp["longitude"], mid)[0])
     lat = float(griddata(pts, gcp["latitude"], mid)[0])
     return lon, lat
-
-
-def zero_dem(grid: Grid, path: Path) -> Path:
-    """Ellipsoid heights (h = 0) as a GeoTIFF on exactly ``grid`` (sarsen's output grid is its DEM's grid)."""
-    if not path.exists():
-        write_cog(
-            np.zeros((1, *grid.shape), np.float32),
-            path,
-            crs=grid.crs,
-            transform=grid.transform,
-            descriptions=["height"],
-            nodata=None,
-        )
-    return path
 
 
 def warm_page_cache(safe: Path) -> float:
@@ -234,7 +221,9 @@ def bench_layout(
     grid = make_centered_grid((lon, lat), (size, size), 10.0, crs=UTM33N)
     gfile = wdir / f"grid_{size}.json"
     write_grid(grid, gfile)
-    dem = zero_dem(grid, wdir / f"dem0_{size}.tif")
+    dem = wdir / f"dem0_{size}.tif"
+    if not dem.exists():
+        ellipsoid_dem(grid, dem)
     tmp = wdir / f"runs_{size}"
     tmp.mkdir(exist_ok=True)
     cached_gb = warm_page_cache(safe)

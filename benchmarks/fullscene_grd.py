@@ -22,10 +22,8 @@ A product already built with the same layout, seed and polarisations in ``dest_d
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -49,6 +47,7 @@ from pipeline_lib.demo.s1 import (
     _vh_text,
     noise_power,
     sigma_lut,
+    update_manifest,
 )
 from pipeline_lib.io import parse_xml
 
@@ -115,30 +114,6 @@ def _write_measurement(
             dst.write(dn, 1, window=Window(0, l0, n_pix, ll.size))  # type: ignore[arg-type]
 
 
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 24):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _update_manifest(text: str, safe: Path) -> str:
-    """Refresh size and MD5 of every data object present (streamed: the measurements are ~1 GB)."""
-    pat = re.compile(
-        r'(<byteStream mimeType="[^"]*" size=")(\d+)(">\s*<fileLocation locatorType="URL" href="\./([^"]+)"/>\s*'
-        r'<checksum checksumName="MD5">)([0-9a-f]+)(</checksum>)'
-    )
-
-    def repl(m: re.Match[str]) -> str:
-        f = safe / m.group(4)
-        if not f.is_file():
-            return m.group(0)
-        return f"{m.group(1)}{f.stat().st_size}{m.group(3)}{_md5(f)}{m.group(6)}"
-
-    return pat.sub(repl, text)
-
-
 def build_fullscene_grd(dest_dir: Path, layout: str = "esa", seed: int = 0, pols: Sequence[str] = ("VV", "VH")) -> Path:
     """Write (or reuse) the full-size GRD ``dest_dir/<product_id>.SAFE``; returns the .SAFE path."""
     if layout not in LAYOUTS:
@@ -177,7 +152,7 @@ def build_fullscene_grd(dest_dir: Path, layout: str = "esa", seed: int = 0, pols
             (tmp / "annotation" / "rfi" / f"rfi-{stem}.xml").write_text(texts["rfi"], encoding="utf-8")
             _write_measurement(tmp / "measurement" / f"{stem}.tiff", layout, pol, k, seed, texts, BAND_LINES)
         manifest = (TEMPLATE_DIR / "manifest.safe").read_text(encoding="utf-8")
-        (tmp / "manifest.safe").write_text(_update_manifest(manifest, tmp), encoding="utf-8")
+        (tmp / "manifest.safe").write_text(update_manifest(manifest, tmp), encoding="utf-8")
         os.replace(tmp, safe)
     finally:
         shutil.rmtree(tmp.parent, ignore_errors=True)

@@ -148,6 +148,18 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def _describe(
+    ds: Any, descriptions: Sequence[str], tags: Mapping[str, Any] | None, band_tags: Sequence[Mapping[str, Any]] | None
+) -> None:
+    """Band descriptions, dataset tags and per-band tags onto an open writable rasterio dataset."""
+    for i, desc in enumerate(descriptions, start=1):
+        ds.set_band_description(i, desc)
+    if tags:
+        ds.update_tags(**tags)
+    for i, btags in enumerate(band_tags or [], start=1):
+        ds.update_tags(i, **btags)
+
+
 def write_cog(
     data: np.ndarray,
     path: str | os.PathLike[str],
@@ -194,12 +206,7 @@ def write_cog(
         with rasterio.MemoryFile() as mem:
             with mem.open(driver="GTiff", **mem_profile) as src:
                 src.write(arr)
-                for i, desc in enumerate(descriptions, start=1):
-                    src.set_band_description(i, desc)
-                if tags:
-                    src.update_tags(**tags)
-                for i, btags in enumerate(band_tags or [], start=1):
-                    src.update_tags(i, **btags)
+                _describe(src, descriptions, tags, band_tags)
             with mem.open() as src:
                 rasterio.shutil.copy(
                     src,
@@ -288,12 +295,7 @@ def cog_writer(
                     zstd_level=1,
                     BIGTIFF="IF_SAFER",
                 ) as dst:
-                    for i, desc in enumerate(descriptions, start=1):
-                        dst.set_band_description(i, desc)
-                    if tags:
-                        dst.update_tags(**tags)
-                    for i, btags in enumerate(band_tags or [], start=1):
-                        dst.update_tags(i, **btags)
+                    _describe(dst, descriptions, tags, band_tags)
                     yield dst
                 rasterio.shutil.copy(
                     stage,

@@ -23,7 +23,7 @@ from pipeline_lib.demo import demo_bounds, write_s1_product
 from pipeline_lib.grid import Grid, make_centered_grid
 from pipeline_lib.io import write_cog
 from pipeline_lib.sar import run_calibrate, run_terrain
-from pipeline_lib.sar.compare import beta_to_sigma_ratio, compare_with_sarsen, main, read_on_grid
+from pipeline_lib.sar.compare import beta_to_sigma_ratio, compare_with_sarsen, ellipsoid_dem, main, read_on_grid
 from pipeline_lib.sar.product import find_pol_files, parse_member
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
@@ -42,19 +42,6 @@ def accepted(stats: dict[str, float]) -> bool:
     )
 
 
-def zero_dem(grid: Grid, path: Path) -> Path:
-    """Ellipsoid heights (h = 0) on exactly ``grid``: sarsen geocodes onto the DEM's own grid."""
-    write_cog(
-        np.zeros((1, *grid.shape), np.float32),
-        path,
-        crs=grid.crs,
-        transform=grid.transform,
-        descriptions=["height"],
-        nodata=None,
-    )
-    return path
-
-
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A demo GRD, our σ0 (no noise removal, no filter) and sarsen's β0 GTC of it, on one 256² grid."""
@@ -63,7 +50,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     grid = make_centered_grid((12.50, 42.00), (SIZE, SIZE), 10.0)
     gtc = root / "sarsen_gtc.tif"
     product = sentinel1.Sentinel1SarProduct(str(safe), measurement_group="IW/VV")
-    apps.terrain_correction(product, str(zero_dem(grid, root / "dem0.tif")), str(gtc), interp_method="linear")
+    apps.terrain_correction(product, str(ellipsoid_dem(grid, root / "dem0.tif")), str(gtc), interp_method="linear")
     cal, ours = root / "cal.nc", root / "ours.tif"
     run_calibrate(safe, grid, cal, ("VV",), margin_px=16, thermal_noise=False)
     run_terrain(cal, safe, grid, ours)

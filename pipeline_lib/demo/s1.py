@@ -282,7 +282,16 @@ def _drop_newer_elements(text: str) -> str:
     return re.sub(r"\s*<rfiMitigation(?:Performed|Domain)>[^<]*</rfiMitigation(?:Performed|Domain)>", "", text)
 
 
-def _update_manifest(text: str, safe: Path) -> str:
+def file_md5(path: Path) -> str:
+    """MD5 hex digest of a file, streamed (full-size measurements are ~1 GB)."""
+    h = hashlib.md5()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 24):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def update_manifest(text: str, safe: Path) -> str:
     """Refresh size and MD5 of every data object present in the product folder."""
     pat = re.compile(
         r'(<byteStream mimeType="[^"]*" size=")(\d+)(">\s*<fileLocation locatorType="URL" href="\./([^"]+)"/>\s*'
@@ -293,8 +302,7 @@ def _update_manifest(text: str, safe: Path) -> str:
         f = safe / m.group(4)
         if not f.is_file():
             return m.group(0)
-        md5 = hashlib.md5(f.read_bytes()).hexdigest()
-        return f"{m.group(1)}{f.stat().st_size}{m.group(3)}{md5}{m.group(6)}"
+        return f"{m.group(1)}{f.stat().st_size}{m.group(3)}{file_md5(f)}{m.group(6)}"
 
     return pat.sub(repl, text)
 
@@ -363,7 +371,7 @@ def write_s1_product(dest_parent: Path, when: date, bounds: tuple[float, float, 
             dst.write(dn, 1, window=Window(win.pixel0, win.line0, npx, nl))  # type: ignore[arg-type]
 
     manifest = shift_s1_text((TEMPLATE_DIR / "manifest.safe").read_text(encoding="utf-8"), k)
-    (safe / "manifest.safe").write_text(_update_manifest(manifest, safe), encoding="utf-8")
+    (safe / "manifest.safe").write_text(update_manifest(manifest, safe), encoding="utf-8")
     return safe
 
 

@@ -37,6 +37,7 @@ from skimage.registration import phase_cross_correlation
 
 from pipeline_lib.errors import PipelineError, ProductError
 from pipeline_lib.grid import Grid, warp_to_grid
+from pipeline_lib.io import write_cog
 
 __all__ = [
     "beta_to_sigma_ratio",
@@ -44,11 +45,29 @@ __all__ = [
     "compare_rasters",
     "compare_with_sarsen",
     "db_differences",
+    "ellipsoid_dem",
     "geolocation_offset",
     "main",
     "read_on_grid",
     "sarsen_sigma0_db",
 ]
+
+
+def ellipsoid_dem(grid: Grid, path: Path) -> Path:
+    """Heights h = 0 (the WGS84 ellipsoid) as a GeoTIFF on exactly ``grid``.
+
+    sarsen geocodes onto its DEM's own grid, so this DEM makes sarsen write our grid (for comparisons).
+    """
+    write_cog(
+        np.zeros((1, *grid.shape), np.float32),
+        path,
+        crs=grid.crs,
+        transform=grid.transform,
+        descriptions=["height"],
+        nodata=None,
+        stac=False,
+    )
+    return path
 
 
 def db_differences(a_db: np.ndarray, b_db: np.ndarray) -> dict[str, float]:
