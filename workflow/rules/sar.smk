@@ -4,6 +4,7 @@
 # by the scene; benchmarks/bench_sar_chain.py measures < 1 GB peak per step on a full GRD scene.
 # mem_mb: base + a small per-Mpix term, capped (the cap is the chunked bound plus headroom).
 
+
 rule calibrate:
     input:
         product=product_for("S1"),
