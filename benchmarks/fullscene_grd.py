@@ -48,6 +48,7 @@ from pipeline_lib.demo.s1 import (
     noise_power,
     sigma_lut,
     update_manifest,
+    write_pol_xml,
 )
 from pipeline_lib.io import parse_xml
 
@@ -144,12 +145,7 @@ def build_fullscene_grd(dest_dir: Path, layout: str = "esa", seed: int = 0, pols
             stem = TEMPLATE_STEM.format(pol=pol.lower(), n=pol_codes[pol])
             texts = {kind: (t if pol == "VV" else _vh_text(t)) for kind, t in templates.items()}
             texts["annotation"] = _drop_newer_elements(texts["annotation"])
-            (tmp / "annotation" / f"{stem}.xml").write_text(texts["annotation"], encoding="utf-8")
-            (tmp / "annotation" / "calibration" / f"calibration-{stem}.xml").write_text(
-                texts["calibration"], encoding="utf-8"
-            )
-            (tmp / "annotation" / "calibration" / f"noise-{stem}.xml").write_text(texts["noise"], encoding="utf-8")
-            (tmp / "annotation" / "rfi" / f"rfi-{stem}.xml").write_text(texts["rfi"], encoding="utf-8")
+            write_pol_xml(tmp, stem, texts)
             _write_measurement(tmp / "measurement" / f"{stem}.tiff", layout, pol, k, seed, texts, BAND_LINES)
         manifest = (TEMPLATE_DIR / "manifest.safe").read_text(encoding="utf-8")
         (tmp / "manifest.safe").write_text(update_manifest(manifest, tmp), encoding="utf-8")

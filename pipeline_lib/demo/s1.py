@@ -307,6 +307,13 @@ def update_manifest(text: str, safe: Path) -> str:
     return pat.sub(repl, text)
 
 
+def write_pol_xml(safe: Path, stem: str, texts: dict[str, str]) -> None:
+    """Write one polarisation's annotation, calibration, noise and rfi XML into the SAFE folder layout."""
+    (safe / "annotation" / f"{stem}.xml").write_text(texts["annotation"], encoding="utf-8")
+    for kind, folder in (("calibration", "calibration"), ("noise", "calibration"), ("rfi", "rfi")):
+        (safe / "annotation" / folder / f"{kind}-{stem}.xml").write_text(texts[kind], encoding="utf-8")
+
+
 def write_s1_product(dest_parent: Path, when: date, bounds: tuple[float, float, float, float], seed: int = 0) -> Path:
     """Write the demo S1 GRDH SAFE of ``when`` into ``dest_parent/<product_id>.SAFE`` (not atomic: the caller's temp dir).
 
@@ -336,12 +343,7 @@ def write_s1_product(dest_parent: Path, when: date, bounds: tuple[float, float, 
         stem = shift_s1_text(TEMPLATE_STEM.format(pol=pol, n=n), k)
         texts = {kind: shift_s1_text(t if pol == "vv" else _vh_text(t), k) for kind, t in templates.items()}
         texts["annotation"] = _drop_newer_elements(texts["annotation"])
-        (safe / "annotation" / f"{stem}.xml").write_text(texts["annotation"], encoding="utf-8")
-        (safe / "annotation" / "calibration" / f"calibration-{stem}.xml").write_text(
-            texts["calibration"], encoding="utf-8"
-        )
-        (safe / "annotation" / "calibration" / f"noise-{stem}.xml").write_text(texts["noise"], encoding="utf-8")
-        (safe / "annotation" / "rfi" / f"rfi-{stem}.xml").write_text(texts["rfi"], encoding="utf-8")
+        write_pol_xml(safe, stem, texts)
 
         ann = parse_xml(texts["annotation"].encode(), name=f"{stem}.xml")
         a_sigma = sigma_lut(parse_xml(texts["calibration"].encode(), name="calibration"), ll, pp)

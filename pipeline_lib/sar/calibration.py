@@ -32,7 +32,6 @@ from shapely.geometry import MultiPoint, box
 
 from pipeline_lib.errors import CoverageError, ProductError
 from pipeline_lib.grid import Grid
-from pipeline_lib.io import atomic_path
 from pipeline_lib.sar.chunks import create_sigma0, row_bands
 from pipeline_lib.sar.noise import NoiseModel, noise_power, parse_noise
 from pipeline_lib.sar.product import (
@@ -213,10 +212,3 @@ def run_calibrate(
             with _open_measurement(measurement_uri(f), shape, label) as src:
                 for a, b in row_bands(lines.size, band_lines):
                     var[k, a:b, :] = calibrate_band(src, lut, noise, lines[a:b], pixels, label)
-
-
-def write_dataset(ds: xr.Dataset, out_nc: Path) -> None:
-    """Write a (polarisation, line, pixel) σ0 dataset as compressed NetCDF-4, atomically."""
-    encoding = {"sigma0": {"zlib": True, "complevel": 4, "dtype": "float32"}}
-    with atomic_path(out_nc, suffix=".nc") as tmp:
-        ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
