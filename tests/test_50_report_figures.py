@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import base64
-import importlib.util
 import io
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
+from conftest import stack_generator
 from PIL import Image
 
 from pipeline_lib.model.predict import run_predict
@@ -105,16 +104,8 @@ def test_side_by_side_pads_and_separates() -> None:
     assert (out[:, 20:22] == 255).all() and (out[6:, 22:] == 255).all() and (out[:6, 22:] == 50).all()
 
 
-def _stack_gen() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("stack_data", Path(__file__).parent / "data" / "stack" / "data.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_experiment_figures_of_a_three_guide_stack(tmp_path: Path) -> None:
-    stack, truth = _stack_gen().make_stack(tmp_path, size=96, n_guides=3)
+    stack, truth = stack_generator().make_stack(tmp_path, size=96, n_guides=3)
     preds, unc = {}, {}
     for v in ("neighbour_j", "blend"):
         preds[v] = tmp_path / f"{v}.tif"

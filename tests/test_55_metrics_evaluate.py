@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from conftest import stack_generator
 
 from pipeline_lib.io import write_cog
 from pipeline_lib.model import run_evaluate, run_predict
 from pipeline_lib.model.evaluate import changed_mask
-
-
-def _gen() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("stack_data", Path(__file__).parent / "data" / "stack" / "data.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_changed_mask_top_quartile() -> None:
@@ -35,7 +26,7 @@ def test_changed_mask_top_quartile() -> None:
 
 
 def test_run_evaluate_layout_and_known_answers(tmp_path: Path) -> None:
-    stack, truth = _gen().make_stack(tmp_path / "s", size=64)
+    stack, truth = stack_generator().make_stack(tmp_path / "s", size=64)
     for v in ("neighbour_j", "neighbour_k", "blend"):
         run_predict(stack, v, None, tmp_path / f"{v}.tif", None, {"mean_filter": 11}, 1, "cpu")
     with rasterio.open(truth) as src:

@@ -3,15 +3,14 @@ and the quality bar: TIRSIT beats the no-network blend on the synthetic stack.""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 import rasterio
 import xarray as xr
+from conftest import stack_generator
 
 from pipeline_lib.errors import ModelError
 from pipeline_lib.model.baselines import guide_weights, weighted_spread
@@ -21,19 +20,11 @@ from pipeline_lib.model.predict import blend_window, predict_arrays, predict_til
 from pipeline_lib.model.train import build_generator, load_checkpoint, run_train
 
 
-def _gen() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("stack_data", Path(__file__).parent / "data" / "stack" / "data.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """128 px stack, its truth (deleted while training and predicting: no leakage) and a trained TIRSIT."""
     d = tmp_path_factory.mktemp("pred")
-    stack, truth = _gen().make_stack(d, size=128)
+    stack, truth = stack_generator().make_stack(d, size=128)
     kept = d / "kept_truth.tif"
     truth.rename(kept)  # the truth file is absent while training and prediction run
     ckpt = d / "tirsit.pt"

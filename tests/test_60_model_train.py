@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import shutil
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
+from conftest import stack_generator
 
 from pipeline_lib.errors import ConfigError, ModelError
 from pipeline_lib.model.data import epoch_patches, load_stack, patch_origins, resolve_params
@@ -19,17 +18,9 @@ from pipeline_lib.model.train import load_checkpoint, make_batch, run_train, sel
 TINY = {"max_steps": 6, "batch_size": 4, "patch_px": 32, "filters": 8, "checkpoint_every": 2, "log_every": 1}
 
 
-def _gen() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("stack_data", Path(__file__).parent / "data" / "stack" / "data.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    s, _ = _gen().make_stack(tmp_path_factory.mktemp("stack"), size=96)
+    s, _ = stack_generator().make_stack(tmp_path_factory.mktemp("stack"), size=96)
     return s
 
 
@@ -161,7 +152,7 @@ def test_pix2pix_and_no_sg_train(stack: Path, tmp_path: Path) -> None:
 def test_three_guides_train_and_predict(tmp_path: Path) -> None:
     from pipeline_lib.model.predict import run_predict
 
-    stack, _ = _gen().make_stack(tmp_path / "s3", size=96, n_guides=3)
+    stack, _ = stack_generator().make_stack(tmp_path / "s3", size=96, n_guides=3)
     data = load_stack(stack)
     assert data.n_guides == 3
     rows = epoch_patches(data.valid_i, data.valid_g, 32, seed=0, epoch=0, pairs=True)
