@@ -1,6 +1,6 @@
 """Demo end to end locally vs through SLURM (issue 6: "wall time of the demo through SLURM vs local").
 
-Starts a one-node SLURM with tests/slurm/start_slurm.sh (as root; ../shared/SLURM.md), then in two fresh
+Starts a one-node SLURM with tests/slurm/start_slurm.sh (as root), then in two fresh
 `git clone`s of the repository (as benchmarks/bench_demo.py) runs the region to its report
 1. locally: `snakemake --cores N <target>`,
 2. on SLURM: `snakemake --workflow-profile profiles/slurm <target>` (the profile as users get it),

@@ -1,4 +1,4 @@
-"""Shared test helpers: repository paths, the shared fixtures folder, CI-aware skipping."""
+"""Shared test helpers: repository paths, the real fixtures folder (tests/data/fixtures), CI-aware skipping."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from types import ModuleType
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO.parent / "shared" / "fixtures"
+FIXTURES = REPO / "tests" / "data" / "fixtures"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -37,7 +37,7 @@ def require_tool(name: str, why: str) -> str:
 @pytest.fixture(scope="session")
 def fixtures() -> Path:
     if not FIXTURES.is_dir():
-        pytest.fail(f"shared fixtures not found at {FIXTURES}; clone the repo beside ../shared")
+        pytest.fail(f"test fixtures not found at {FIXTURES}; they are part of the repository (git checkout tests/data)")
     return FIXTURES
 
 

@@ -91,3 +91,43 @@ def test_conda_envs_match_pyproject_pins() -> None:
 
 def test_torch_pin_is_the_cpu_wheel_version() -> None:
     assert _pins()["torch"] == "2.13.0"
+
+
+def _checksums_hold(folder: Path) -> list[str]:
+    import hashlib
+
+    bad = []
+    for line in (folder / "SHA256SUMS").read_text().splitlines():
+        digest, name = line.split(maxsplit=1)
+        path = folder / name.strip()
+        if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            bad.append(name)
+    return bad
+
+
+def test_shipped_real_data_matches_its_recorded_checksums() -> None:
+    """The real fixtures and chips live in the repository, byte-identical to their recorded sources."""
+    for folder in (REPO / "tests" / "data" / "fixtures", REPO / "data" / "real-ts"):
+        assert (folder / "README.md").is_file(), f"{folder} lacks its provenance README"
+        assert not _checksums_hold(folder), f"{folder}: files differ from SHA256SUMS"
+
+
+def test_nothing_reaches_outside_the_repository() -> None:
+    """A user's clone has nothing beside it: no code, test, rule or CI script may refer to the developer set beside it."""
+    pattern = re.compile("\\.\\./" + "shared" + '|parent\\s*/\\s*"' + "shared" + '"')
+    offenders = []
+    for path in REPO.rglob("*"):
+        rel = path.relative_to(REPO)
+        if rel.parts[0] in {".git", ".venv", "results", ".snakemake", "logs"} or "egg-info" in rel.parts[0]:
+            continue
+        if not path.is_file():
+            continue
+        if path.suffix not in {".py", ".smk", ".sh", ".yaml", ".yml", ".toml", ""} or path.stat().st_size > 1_000_000:
+            continue
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            continue
+        if pattern.search(text):
+            offenders.append(str(rel))
+    assert not offenders, offenders

@@ -14,7 +14,7 @@ import rasterio
 from pipeline_lib.errors import ProductError
 from pipeline_lib.safe import open_product
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "data" / "fixtures"
 S2_SAFE = FIXTURES / "s2-l2a-stactools" / "S2A_MSIL2A_20221005T115411_N0400_R023_T29UNU_20221005T164454.SAFE"
 S1_ZIP = FIXTURES / "s1-grd-pyrosar" / "S1A_IW_GRDH_1SDV_20210119T031653_20210119T031718_036201_043ED0_8255.zip"
 SCL = "GRANULE/L2A_T29UNU_A038058_20221005T115407/IMG_DATA/R20m/T29UNU_20221005T115411_SCL_20m.jp2"

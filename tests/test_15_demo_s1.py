@@ -21,7 +21,7 @@ from pipeline_lib.demo import demo_bounds
 from pipeline_lib.demo.s1 import s1_product_id, write_s1_product
 from pipeline_lib.demo.surface import DEMO_CRS, demo_center_xy, simulate_surface
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "data" / "fixtures"
 PYROSAR_ZIP = FIXTURES / "s1-grd-pyrosar" / "S1A_IW_GRDH_1SDV_20210119T031653_20210119T031718_036201_043ED0_8255.zip"
 DEM = Path(__file__).resolve().parents[1] / "pipeline_lib" / "demo" / "templates" / "s1" / "Rome-30m-DEM.tif"
 WHEN = date(2022, 1, 4)

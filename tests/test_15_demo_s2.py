@@ -15,7 +15,7 @@ from pipeline_lib.demo import DEMO_DATES, demo_bounds
 from pipeline_lib.demo.s2 import TILE_ULX, TILE_ULY, render_s2, s2_product_id, s2_window_for, write_s2_product
 from pipeline_lib.demo.surface import CLOUDY_DATE, simulate_surface
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "data" / "fixtures"
 REP_INFO = next((FIXTURES / "s2-l2a-stactools").glob("*.SAFE")) / "rep_info"
 BOUNDS = demo_bounds(128)
 

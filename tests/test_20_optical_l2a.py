@@ -18,7 +18,7 @@ from pipeline_lib.grid import Grid, make_centered_grid
 from pipeline_lib.optical import dn_to_reflectance, read_l2a_metadata, run_l2a, scl_valid_mask
 from pipeline_lib.optical.l2a import SCL_MASKED_CLASSES, select_band_file
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "data" / "fixtures"
 S2_SAFE = FIXTURES / "s2-l2a-stactools" / "S2A_MSIL2A_20221005T115411_N0400_R023_T29UNU_20221005T164454.SAFE"
 IMG = "GRANULE/L2A_T29UNU_A038058_20221005T115407/IMG_DATA"
 SCL = f"{IMG}/R20m/T29UNU_20221005T115411_SCL_20m.jp2"

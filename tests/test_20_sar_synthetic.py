@@ -18,7 +18,7 @@ from pipeline_lib.grid import Grid, make_centered_grid
 from pipeline_lib.sar.calibration import find_window
 from pipeline_lib.sar.product import find_pol_files, parse_member, read_geolocation_grid
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "data" / "fixtures"
 SARSEN_SAFE = FIXTURES / "s1-grd-sarsen" / "S1B_IW_GRDH_1SDV_20211223T051122_20211223T051147_030148_039993_5371.SAFE"
 ROME_DEM = FIXTURES / "s1-grd-sarsen" / "Rome-30m-DEM.tif"
 LEGACY_ZIP = FIXTURES / "s1-grd-pyrosar" / "S1A_IW_GRDH_1SDV_20150222T170725_20150222T170750_004739_005DD8_CEAB.zip"

@@ -25,7 +25,7 @@ from pipeline_lib.sar.snap import (
     validate_graph,
 )
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "data" / "fixtures"
 CHAIN = ["Read", "ThermalNoiseRemoval", "Calibration", "Speckle-Filter", "Terrain-Correction", "Write"]
 
 

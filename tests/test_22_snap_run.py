@@ -15,7 +15,7 @@ from pipeline_lib.errors import ConfigError, FetchError, PipelineError
 from pipeline_lib.grid import make_centered_grid
 from pipeline_lib.sar.snap import run_snap
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "data" / "fixtures"
 SAFE = FIXTURES / "s1-grd-sarsen" / "S1B_IW_GRDH_1SDV_20211223T051122_20211223T051147_030148_039993_5371.SAFE"
 DEM = FIXTURES / "s1-grd-sarsen" / "Rome-30m-DEM.tif"
 STANDIN = Path(__file__).resolve().parent / "gpt_standin" / "gpt"

@@ -26,7 +26,7 @@ from pipeline_lib.sar import run_calibrate, run_terrain
 from pipeline_lib.sar.compare import beta_to_sigma_ratio, compare_with_sarsen, ellipsoid_dem, main, read_on_grid
 from pipeline_lib.sar.product import find_pol_files, parse_member
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "data" / "fixtures"
 SARSEN_SAFE = FIXTURES / "s1-grd-sarsen" / "S1B_IW_GRDH_1SDV_20211223T051122_20211223T051147_030148_039993_5371.SAFE"
 SIZE = 256
 MAX_MEDIAN_ABS_DB = 0.2

@@ -20,7 +20,7 @@ from pipeline_lib.fetch.http import Progress, RetryPolicy
 from tests.loopback import LoopbackServer, corrupt_fault, cut_fault, redirect_fault, status_fault, truncate_fault
 from tests.loopback.cdse import ODATA, PASSWORD, USER, FakeCdse, body_bytes
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "data" / "fixtures"
 sys.path.insert(0, str(Path(__file__).resolve().parent / "data" / "cdse"))
 import derive  # noqa: E402
 

@@ -16,7 +16,7 @@ from pipeline_lib.fetch.http import RetryPolicy
 from tests.loopback import LoopbackServer, Reply, status_fault
 from tests.loopback.cdse import ODATA, FakeCdse
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "data" / "fixtures"
 MOCK = FIXTURES / "cdse-odata" / "query" / "mock" / "sentinel_1"
 sys.path.insert(0, str(Path(__file__).resolve().parent / "data" / "cdse"))
 import derive  # noqa: E402

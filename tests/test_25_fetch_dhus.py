@@ -17,7 +17,7 @@ from pipeline_lib.fetch.dhus import DhusSource
 from tests.loopback import LoopbackServer, Reply, Request, file_reply, load_cassette, serve_cassette
 from tests.loopback.cdse import body_bytes
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "dhus-sentinelsat"
+FIXTURES = Path(__file__).resolve().parent / "data" / "fixtures" / "dhus-sentinelsat"
 RECORDED = "https://apihub.copernicus.eu/apihub/"
 UUID = "b1d8a9ab-6072-4ecd-bc44-8d64419d71cb"
 RECORDED_MD5 = "1495b98f859949929b14c1b7cd62dffc"

@@ -17,7 +17,7 @@ from pipeline_lib.fetch.base import SearchRequest, Source
 from pipeline_lib.fetch.local import LocalSource, parse_s1_manifest, product_checksum
 from pipeline_lib.io import parse_xml
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "data" / "fixtures"
 S1_SAFE = FIXTURES / "s1-grd-sarsen" / "S1B_IW_GRDH_1SDV_20211223T051122_20211223T051147_030148_039993_5371.SAFE"
 S1_ZIP = FIXTURES / "s1-grd-pyrosar" / "S1A_IW_GRDH_1SDV_20210119T031653_20210119T031718_036201_043ED0_8255.zip"
 S2_SAFE = FIXTURES / "s2-l2a-stactools" / "S2A_MSIL2A_20221005T115411_N0400_R023_T29UNU_20221005T164454.SAFE"

@@ -2,7 +2,7 @@
 
 tests/slurm/start_slurm.sh installs Debian's slurm-wlm and munge when missing, writes /etc/slurm/slurm.conf
 with one node and one fake GPU (gres gpu:1 on /dev/null) and starts munged, slurmctld and slurmd, recording
-their PIDs; a finalizer stops exactly those PIDs (tests/slurm/stop_slurm.sh). The recipe is ../shared/SLURM.md.
+their PIDs; a finalizer stops exactly those PIDs (tests/slurm/stop_slurm.sh). The recipe is in tests/slurm/start_slurm.sh.
 Snakemake runs with `--workflow-profile profiles/slurm` (snakemake-executor-plugin-slurm, squeue status).
 
 The ci-tiny region reads its products from a local folder (`fetch: local`, the demo generator's products:

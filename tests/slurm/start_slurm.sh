@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start a one-node SLURM (munged, slurmctld, slurmd) on this machine, as root, following ../shared/SLURM.md.
+# Start a one-node SLURM (munged, slurmctld, slurmd) on this machine, as root: munge key, slurm.conf with one node and its GPUs, then the daemons.
 #
 # Usage: tests/slurm/start_slurm.sh [STATE_DIR]      (default: a fresh /tmp/slurm-ci.XXXXXX)
 # Prints the state directory on its last line. PIDs of the daemons this script started are written to

@@ -1,6 +1,6 @@
 """Derive GRD- and L2A-shaped CDSE OData pages from the real recorded CDSETool pages.
 
-The recorded pages (``../shared/fixtures/cdse-odata/query/mock/sentinel_1/odata_page_*.json``) hold
+The recorded pages (``tests/data/fixtures/cdse-odata/query/mock/sentinel_1/odata_page_*.json``) hold
 47 real catalogue records of auxiliary products with null footprints. The search tests need
 Sentinel-1 IW GRDH and Sentinel-2 L2A records over the demo AOI, so this module rewrites real
 records, deterministically and visibly; everything not listed here is kept byte-for-byte as recorded
@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-FIXTURES = Path(__file__).resolve().parents[3].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 CATALOGUE = "https://catalogue.dataspace.copernicus.eu/odata/v1"
 S1_TEMPLATE = datetime(2021, 12, 23, 5, 11, 22, tzinfo=UTC)  # the sarsen fixture scene
 S2_TIME = (10, 4, 1)  # 10:04:01 UTC, the S2 overpass time over 33TTG
