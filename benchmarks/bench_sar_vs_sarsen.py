@@ -1,6 +1,6 @@
 """Native Sentinel-1 chain vs sarsen on one full-size GRD and one output grid: speed, peak memory, agreement.
 
-Issue 5 parts 3–4. Input: the full-size (16705 × 26102 px) GRD SAFE of ``benchmarks/fullscene_grd.py`` (the
+DESIGN §5 and §8. Input: the full-size (16705 × 26102 px) GRD SAFE of ``benchmarks/fullscene_grd.py`` (the
 real sarsen fixture metadata, synthetic speckled measurement), in ESA's layout (uncompressed, one strip per
 line) and/or tiled ZSTD. Output grid: a ``--size``² window at 10 m in UTM 33N (EPSG:32633) centred on the
 scene centre, heights on the WGS84 ellipsoid. sarsen geocodes onto its DEM's grid, so its DEM is a GeoTIFF of
@@ -19,7 +19,7 @@ kernels compiled (and cached on disk) by an untimed warm-up run on a 128² grid:
   dask pool and as the workflow passes its job's threads);
 - ``chain``: our whole chain on VV and VH: ``run_calibrate`` (noise removed) → ``run_speckle`` → ``run_terrain``.
 
-Correctness (issue 5 part 4): sarsen's β0 converted to σ0 with the product's calibration LUTs
+Correctness (DESIGN §5): sarsen's β0 converted to σ0 with the product's calibration LUTs
 (σ0 = β0 · A_β²/A_σ², interpolated onto the grid through our range-Doppler lookup:
 :func:`pipeline_lib.sar.compare.sarsen_sigma0_db`) against our σ0 of ``ours`` in dB — median Δ, median and
 p95 of |Δ|, and the geolocation offset by phase correlation (:mod:`pipeline_lib.sar.compare`). Goal: median
@@ -188,7 +188,7 @@ def run_timed(task: str, params: dict[str, Any], log: Path) -> dict[str, Any]:
 
 
 def agreement(ours_tif: Path, gtc_tif: Path, safe: Path) -> dict[str, Any]:
-    """Our VV σ0 dB vs sarsen's β0 GTC as σ0 dB: Δ statistics and offset; ``goal_met`` per issue 5 part 4."""
+    """Our VV σ0 dB vs sarsen's β0 GTC as σ0 dB: Δ statistics and offset; ``goal_met`` per DESIGN §5."""
     from pipeline_lib.sar.compare import compare_with_sarsen
 
     stats: dict[str, Any] = compare_with_sarsen(ours_tif, gtc_tif, safe, polarisation="VV")["bands"]["VV"]

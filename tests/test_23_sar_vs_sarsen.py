@@ -3,7 +3,7 @@
 Like with like: our chain without thermal-noise removal and without speckle filter (sarsen does neither), the
 ellipsoid (a DEM of zeros on exactly our grid, so sarsen's output grid is ours) and bilinear interpolation on
 both sides (sarsen's ``interp_method="linear"``; its default "nearest" samples speckle differently). Acceptance
-(issue 5 part 4): median |Δσ0| < 0.2 dB and |offset| ≤ 1 px; a deliberately shifted output must fail it.
+(DESIGN §5, the native backend's acceptance check): median |Δσ0| < 0.2 dB and |offset| ≤ 1 px; a deliberately shifted output must fail it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The bad-input matrix (issue 7, part 4): every case is one clean line, the right error, nothing half-written.
+"""The bad-input matrix (DESIGN §9): every case is one clean line, the right error, nothing half-written.
 
 Each case damages a real input in ``tmp_path`` (demo-generator products in real SAFE formats, the
 real Rome DEM, COGs and stacks written by the pipeline's own writers, region files) and calls the

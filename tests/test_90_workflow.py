@@ -111,7 +111,7 @@ def test_demo_report_is_self_contained(demo_run: Path) -> None:
     p = _Imgs()
     p.feed(html)
     assert len(p.srcs) >= 8 and all(s.startswith(("data:image/png;base64,", "data:image/jpeg;base64,")) for s in p.srcs)
-    # thumbnails + JPEG composites keep the report small (issue 3: ≤ 3 MB; it was 15 MB with full-size PNGs)
+    # thumbnails + JPEG composites keep the report small (DESIGN §7: ≤ 3 MB; it was 15 MB with full-size PNGs)
     assert (demo_run / "results" / "demo" / "report.html").stat().st_size <= 3_000_000
     assert not re.search(r"""(src|href)=["']https?://""", html)
     index = _Imgs()
@@ -266,7 +266,7 @@ def test_demo_networks_add_value_over_the_blend(demo_run: Path) -> None:
     "learns to subtract its guide and does not beat the blend at the demo budget",
 )
 def test_demo_tirsit_beats_every_baseline(demo_run: Path) -> None:
-    """Issue 3's quality bar: TIRSIT's mean RMSE below pix2pix, both neighbours and the blend,
+    """The demo quality bar (DESIGN §6): TIRSIT's mean RMSE below pix2pix, both neighbours and the blend,
     overall and on changed pixels, for both tasks (the main experiments)."""
     metrics = json.loads((demo_run / "results" / "demo" / "metrics.json").read_text())
     for exp in MAIN_EXPERIMENTS:

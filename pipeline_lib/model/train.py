@@ -22,7 +22,7 @@ With ``max_steps`` below the full schedule, training stops at ``max_steps`` and 
 end of D's training fall at the same *fractions* of the capped run (epochs1/(epochs1+epochs2) and
 disc_epochs/(epochs1+epochs2)) — our choice, so a capped run still sees both stages.
 
-Cost (issue 3; none of these changes the maths): models and 4-D batches are channels_last (NHWC, the
+Cost (DESIGN §6; none of these changes the maths): models and 4-D batches are channels_last (NHWC, the
 layout oneDNN/cuDNN convolutions use natively, so no reorder per conv); D's real and fake passes run as
 one batch (D has no batch statistics); in the generator step D's parameters are frozen, so backward
 computes only the gradient w.r.t. the fake image and not the D weight gradients the G step would

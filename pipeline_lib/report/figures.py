@@ -5,7 +5,7 @@ Stretches are fixed (not per-image percentiles) so dates can be compared by eye:
 dual-pol composite; S2 true colour B04/B03/B02 over 0..0.3 reflectance; S2 SWIR composite
 R = B12, G = B11, B = B04 over 0..0.5.
 
-Encoding (Pillow) keeps the report small (issue 3: the demo report ≤ 3 MB): composites are
+Encoding (Pillow) keeps the report small (DESIGN §7: the demo report ≤ 3 MB): composites are
 area-averaged (box filter) to thumbnails of at most :data:`THUMB_SIDE_PX` on the long side and
 stored as baseline JPEG (ITU-T T.81; quality 85, single-channel when grey), which every browser
 decodes; scalar maps (errors, uncertainty) are area-averaged *before* colour mapping and stored as

@@ -200,7 +200,7 @@ def terrain_inputs(wildcards):
     return inputs
 
 
-# Resources scale with the job's inputs (issue 6): grid size for raster stages, file size for
+# Resources scale with the job's inputs (DESIGN §8): grid size for raster stages, file size for
 # stacks and models. Figures are generous upper bounds measured on the demo (512² px) and ci-tiny.
 def _grid_mpix(input):
     """Grid size in Mpix from the job's grid.json input (1 Mpix while a checkpoint is pending)."""
