@@ -50,7 +50,7 @@ from pipeline_lib.demo.s1 import (
     update_manifest,
     write_pol_xml,
 )
-from pipeline_lib.io import parse_xml
+from pipeline_lib.xmlsafe import parse_xml
 
 __all__ = ["LAYOUTS", "build_fullscene_grd", "synthetic_sigma0"]
 

@@ -16,7 +16,7 @@ symlinks in a folder must resolve inside it; the total uncompressed size is capp
 (``max_total_bytes``, default 16 GiB) and so is each member's compression ratio (zip bombs);
 corrupt or truncated zips (``zipfile.BadZipFile``, CRC errors, broken deflate streams) raise
 :class:`~pipeline_lib.errors.ProductError` naming the zip. XML goes through
-:func:`pipeline_lib.io.parse_xml` (DTDs and entities refused).
+:func:`pipeline_lib.xmlsafe.parse_xml` (DTDs and entities refused).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 from xml.etree.ElementTree import Element
 
 from pipeline_lib.errors import ProductError
-from pipeline_lib.io import parse_xml
+from pipeline_lib.xmlsafe import parse_xml
 
 __all__ = ["ProductReader", "open_product", "DEFAULT_MAX_TOTAL_BYTES", "DEFAULT_MAX_RATIO"]
 

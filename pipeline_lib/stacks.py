@@ -27,9 +27,10 @@ import rasterio
 import xarray as xr
 from affine import Affine
 
+from pipeline_lib.cog import read_named_bands, write_cog
 from pipeline_lib.errors import ConfigError, CoverageError, ProductError
 from pipeline_lib.grid.coreg import read_corrections, shift_image
-from pipeline_lib.io import atomic_path, read_named_bands, write_cog
+from pipeline_lib.io import atomic_path
 
 __all__ = [
     "PHYSICAL_RANGES",

@@ -12,7 +12,7 @@ import xarray_sentinel
 from rasterio.windows import Window
 from test_20_sar_synthetic import ROME_DEM, SARSEN_SAFE, make_centered_grid, make_product, tiny_grid
 
-from pipeline_lib.io import cog_writer
+from pipeline_lib.cog import cog_writer
 from pipeline_lib.sar import run_calibrate, run_speckle, run_terrain
 from pipeline_lib.sar.calibration import calibrate_sigma0, interp_lut
 from pipeline_lib.sar.chunks import create_sigma0, open_sigma0

@@ -12,8 +12,8 @@ import pytest
 from scipy.ndimage import gaussian_filter
 from scipy.ndimage import shift as nd_shift
 
+from pipeline_lib.cog import write_cog
 from pipeline_lib.grid import make_centered_grid
-from pipeline_lib.io import write_cog
 from pipeline_lib.sar.compare import compare_arrays, compare_rasters, main
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,6 @@ import pytest
 
 from pipeline_lib.errors import ConfigError, FetchError, PipelineError, ProductError
 from pipeline_lib.grid import make_centered_grid
-from pipeline_lib.io import parse_xml
 from pipeline_lib.sar.snap import (
     OPERATORS_CSV,
     DemSpec,
@@ -24,6 +23,7 @@ from pipeline_lib.sar.snap import (
     speckle_parameters,
     validate_graph,
 )
+from pipeline_lib.xmlsafe import parse_xml
 
 FIXTURES = Path(__file__).resolve().parent / "data" / "fixtures"
 CHAIN = ["Read", "ThermalNoiseRemoval", "Calibration", "Speckle-Filter", "Terrain-Correction", "Write"]

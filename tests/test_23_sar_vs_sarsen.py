@@ -19,9 +19,9 @@ import xarray_sentinel
 from sarsen import apps, sentinel1
 from scipy.ndimage import shift as nd_shift
 
+from pipeline_lib.cog import write_cog
 from pipeline_lib.demo import demo_bounds, write_s1_product
 from pipeline_lib.grid import Grid, make_centered_grid
-from pipeline_lib.io import write_cog
 from pipeline_lib.sar import run_calibrate, run_terrain
 from pipeline_lib.sar.compare import beta_to_sigma_ratio, compare_with_sarsen, ellipsoid_dem, main, read_on_grid
 from pipeline_lib.sar.product import find_pol_files, parse_member

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import rasterio
 
+from pipeline_lib.cog import write_cog
 from pipeline_lib.errors import ConfigError
 from pipeline_lib.grid import Grid, make_centered_grid
-from pipeline_lib.io import write_cog, write_json_atomic
+from pipeline_lib.io import write_json_atomic
 from pipeline_lib.stacks import PHYSICAL_RANGES, open_stack, read_truth, run_stack
 
 DATES = ["2021-12-23", "2022-01-04", "2022-01-16", "2022-01-28"]

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pipeline_lib.cog import write_cog
 from pipeline_lib.fetch.base import Scene, write_scene_table
 from pipeline_lib.grid import make_centered_grid, write_grid
 from pipeline_lib.grid.coreg import run_offsets
-from pipeline_lib.io import write_cog, write_json_atomic
+from pipeline_lib.io import write_json_atomic
 from pipeline_lib.report import run_index, run_region_report
 from pipeline_lib.report.figures import MASK_COLOUR, png_bytes, s2_true_colour
 from pipeline_lib.report.html import parse_benchmark, redact_config

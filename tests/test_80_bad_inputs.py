@@ -39,6 +39,7 @@ from rasterio.warp import Resampling, calculate_default_transform, reproject
 from workflow_utils import make_workdir
 
 from pipeline_lib import errors
+from pipeline_lib.cog import write_cog
 from pipeline_lib.demo import CLOUDY_DATE, generate_demo_products
 from pipeline_lib.errors import (
     ConfigError,
@@ -51,7 +52,6 @@ from pipeline_lib.errors import (
 )
 from pipeline_lib.fetch import run_search
 from pipeline_lib.grid import Grid, make_centered_grid
-from pipeline_lib.io import write_cog
 from pipeline_lib.model import run_train
 from pipeline_lib.model.train import select_device
 from pipeline_lib.optical import run_l2a

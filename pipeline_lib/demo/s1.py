@@ -41,7 +41,7 @@ from scipy import ndimage
 
 from pipeline_lib.demo.surface import DEMO_CRS, simulate_surface
 from pipeline_lib.errors import CoverageError
-from pipeline_lib.io import parse_xml
+from pipeline_lib.xmlsafe import parse_xml
 
 __all__ = [
     "TEMPLATE_DATE",

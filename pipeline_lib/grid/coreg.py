@@ -34,7 +34,8 @@ import rasterio
 from scipy import ndimage
 from scipy.signal.windows import tukey
 
-from pipeline_lib.io import read_named_bands, write_json_atomic
+from pipeline_lib.cog import read_named_bands
+from pipeline_lib.io import write_json_atomic
 
 __all__ = [
     "phase_correlation",

@@ -30,8 +30,9 @@ import numpy as np
 import rasterio
 from scipy import stats
 
+from pipeline_lib.cog import read_named_bands
 from pipeline_lib.errors import ModelError
-from pipeline_lib.io import read_named_bands, write_json_atomic, write_text_atomic
+from pipeline_lib.io import write_json_atomic, write_text_atomic
 from pipeline_lib.metrics import band_metrics
 from pipeline_lib.model.data import load_stack, resolve_params
 from pipeline_lib.model.predict import predict_arrays

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from affine import Affine
 
+from pipeline_lib.cog import write_cog
 from pipeline_lib.errors import ModelError
-from pipeline_lib.io import write_cog
 from pipeline_lib.model.baselines import BASELINES, guide_weights, weighted_spread, weighted_sum
 from pipeline_lib.model.data import VARIANTS, StackData, denormalise_diff, load_stack, resolve_params
 from pipeline_lib.model.networks import Generator

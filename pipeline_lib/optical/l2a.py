@@ -41,9 +41,9 @@ from rasterio.enums import Resampling
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
 
+from pipeline_lib.cog import write_cog
 from pipeline_lib.errors import ConfigError, CoverageError, ProductError
 from pipeline_lib.grid import Grid, warp_to_grid
-from pipeline_lib.io import write_cog
 from pipeline_lib.safe import ProductReader, open_product
 
 __all__ = [
@@ -114,7 +114,7 @@ def parse_baseline(text: str | None, product: str) -> tuple[int, int]:
 
 def read_l2a_metadata(mtd: Element | bytes, product: str = "MTD_MSIL2A.xml") -> L2AMetadata:
     """Parse a ``MTD_MSIL2A.xml`` (element or bytes): offsets, quantification, baseline, tile, time, band files."""
-    from pipeline_lib.io import parse_xml
+    from pipeline_lib.xmlsafe import parse_xml
 
     root = parse_xml(mtd, name=product) if isinstance(mtd, bytes) else mtd
     baseline_text = _find_text(root, "PROCESSING_BASELINE")

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 import xarray as xr
 
-from pipeline_lib.io import read_named_bands, write_json_atomic, write_text_atomic
+from pipeline_lib.cog import read_named_bands
+from pipeline_lib.io import write_json_atomic, write_text_atomic
 from pipeline_lib.report import figures as fig
 from pipeline_lib.report import html as h
 

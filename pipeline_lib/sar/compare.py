@@ -35,9 +35,9 @@ from rasterio.warp import Resampling
 from skimage.filters import window
 from skimage.registration import phase_cross_correlation
 
+from pipeline_lib.cog import write_cog
 from pipeline_lib.errors import PipelineError, ProductError
 from pipeline_lib.grid import Grid, warp_to_grid
-from pipeline_lib.io import write_cog
 
 __all__ = [
     "beta_to_sigma_ratio",

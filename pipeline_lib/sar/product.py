@@ -4,7 +4,7 @@ Governing specs: "Sentinel-1 Product Specification" S1-RS-MDA-52-7441 (SAFE layo
 ``imageInformation``, ``geolocationGrid``, ``processingInformation``), and the xarray-sentinel readers
 (``open_orbit_dataset``, ``open_coordinate_conversion_dataset``, ``open_calibration_dataset``) used for
 the orbit state vectors, the slant-to-ground-range polynomials and the calibration LUTs.
-XML is first parsed with :func:`pipeline_lib.io.parse_xml` (DTD/entities refused) before any other
+XML is first parsed with :func:`pipeline_lib.xmlsafe.parse_xml` (DTD/entities refused) before any other
 parser sees it.
 """
 
@@ -23,7 +23,7 @@ import xarray as xr
 import xarray_sentinel
 
 from pipeline_lib.errors import ProductError
-from pipeline_lib.io import parse_xml
+from pipeline_lib.xmlsafe import parse_xml
 
 __all__ = [
     "ImageInfo",

@@ -36,10 +36,11 @@ import rasterio
 from rasterio.transform import from_origin
 from rasterio.warp import Resampling
 
+from pipeline_lib.cog import write_cog
 from pipeline_lib.errors import ConfigError, FetchError, PipelineError, ProductError
 from pipeline_lib.grid import Grid
 from pipeline_lib.grid import warp_to_grid as warp_array_to_grid
-from pipeline_lib.io import atomic_path, write_cog, write_text_atomic
+from pipeline_lib.io import atomic_path, write_text_atomic
 
 __all__ = [
     "OPERATORS_CSV",

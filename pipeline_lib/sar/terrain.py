@@ -77,9 +77,9 @@ from rasterio.windows import Window
 from sarsen import apps, orbit
 from scipy.ndimage import map_coordinates
 
+from pipeline_lib.cog import cog_writer
 from pipeline_lib.errors import CoverageError, ProductError
 from pipeline_lib.grid import Grid
-from pipeline_lib.io import cog_writer
 from pipeline_lib.sar.chunks import open_sigma0, row_bands
 from pipeline_lib.sar.product import (
     ImageInfo,
@@ -581,7 +581,7 @@ def run_terrain(
     Chunked: the lookup is computed once on the coarse lattice (every ``lookup_step`` px, at
     heights at most ``level_spacing_m`` apart with a DEM) and shared by every polarisation; each ``tile`` × ``tile``
     output tile interpolates it, reads only the GRD window it needs from ``in_nc``, resamples every
-    polarisation (numba, ``threads`` threads) and is streamed into the COG (:func:`pipeline_lib.io.cog_writer`).
+    polarisation (numba, ``threads`` threads) and is streamed into the COG (:func:`pipeline_lib.cog.cog_writer`).
     """
     if lookup_step < 1 or tile < 1:
         raise ValueError(f"run_terrain: lookup_step {lookup_step} and tile {tile} must be positive")
