@@ -133,9 +133,11 @@ def _run(step: str, safe: Path, grid: Grid, cal: Path, fil: Path, tif: Path, thr
 
         run_calibrate(safe, grid, cal, polarisations=("VV", "VH"), margin_px=64)
     elif step == "speckle":
+        from pipeline_lib.config import schema_defaults
         from pipeline_lib.sar import run_speckle
+        from pipeline_lib.sar.params import SpeckleParams
 
-        run_speckle(cal, fil, threads=threads)
+        run_speckle(cal, fil, SpeckleParams.from_config(schema_defaults("sar", "speckle")), threads=threads)
     else:
         from pipeline_lib.sar import run_terrain
 

@@ -142,7 +142,9 @@ def _worker(task: str, params: dict[str, Any]) -> dict[str, Any]:
         work = time.perf_counter() - t0
         cal.unlink(missing_ok=True)
     elif task == "chain":
+        from pipeline_lib.config import schema_defaults
         from pipeline_lib.sar import run_calibrate, run_speckle, run_terrain
+        from pipeline_lib.sar.params import SpeckleParams
 
         info = {
             "thermal_noise_removed": True,
@@ -153,7 +155,7 @@ def _worker(task: str, params: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter()
         cal, fil = tmp / "chain_cal.nc", tmp / "chain_fil.nc"
         run_calibrate(safe, grid, cal, ("VV", "VH"), 64)
-        run_speckle(cal, fil, **thr(run_speckle))
+        run_speckle(cal, fil, SpeckleParams.from_config(schema_defaults("sar", "speckle")), **thr(run_speckle))
         run_terrain(fil, safe, grid, out, **thr(run_terrain))
         work = time.perf_counter() - t0
         cal.unlink(missing_ok=True)

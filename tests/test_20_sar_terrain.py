@@ -10,8 +10,10 @@ import rasterio
 import xarray as xr
 from test_20_sar_synthetic import ROME_DEM, SARSEN_SAFE, make_centered_grid, make_product, tiny_grid
 
+from pipeline_lib.config import schema_defaults
 from pipeline_lib.errors import CoverageError
 from pipeline_lib.sar import run_calibrate, run_speckle, run_terrain
+from pipeline_lib.sar.params import SpeckleParams
 from pipeline_lib.sar.product import find_pol_files, parse_member, read_geolocation_grid
 from pipeline_lib.sar.terrain import compute_lookup, dem_on_grid, grid_ecef, resample_by_lookup
 
@@ -66,7 +68,7 @@ def test_chain_writes_sigma0_db_cog(tmp_path: Path) -> None:
     safe = make_product(tmp_path, grid, dn_level=400.0)
     cal, fil, tif = tmp_path / "cal.nc", tmp_path / "fil.nc", tmp_path / "s1.tif"
     run_calibrate(safe, grid, cal, margin_px=40)
-    run_speckle(cal, fil)
+    run_speckle(cal, fil, SpeckleParams.from_config(schema_defaults("sar", "speckle")))
     run_terrain(fil, safe, grid, tif, dem=ROME_DEM)
     with rasterio.open(tif) as ds:
         assert ds.descriptions == ("VV", "VH")
