@@ -45,10 +45,11 @@ STEPS = ("calibrate", "speckle", "terrain_correct")
 
 def scene_grid(safe: Path, crop: int = 0) -> Grid:
     """10 m UTM 33N grid over the scene's geolocation-grid bounding box; the central ``crop`` × ``crop`` if > 0."""
-    from pipeline_lib.sar.product import find_pol_files, parse_member, read_geolocation_grid
+    from pipeline_lib.safe import open_product
+    from pipeline_lib.sar.product import find_pol_files, read_geolocation_grid
 
-    files = find_pol_files(safe, "VV", need_measurement=False)
-    g = read_geolocation_grid(parse_member(safe, files.annotation))
+    files = find_pol_files(open_product(safe), "VV", need_measurement=False)
+    g = read_geolocation_grid(files.reader.parse_xml(files.annotation))
     grid = make_grid(
         (
             float(g["longitude"].min()),

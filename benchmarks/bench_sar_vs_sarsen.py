@@ -75,10 +75,11 @@ def scene_centre_lonlat(safe: Path) -> tuple[float, float]:
     """(lon, lat) of the GRD's centre (mid line, mid pixel) from the annotation geolocation grid."""
     from scipy.interpolate import griddata
 
-    from pipeline_lib.sar.product import find_pol_files, parse_member, read_geolocation_grid, read_image_info
+    from pipeline_lib.safe import open_product
+    from pipeline_lib.sar.product import find_pol_files, read_geolocation_grid, read_image_info
 
-    files = find_pol_files(safe, "VV", need_measurement=False)
-    ann = parse_member(safe, files.annotation)
+    files = find_pol_files(open_product(safe), "VV", need_measurement=False)
+    ann = files.reader.parse_xml(files.annotation)
     info = read_image_info(ann)
     gcp = read_geolocation_grid(ann)
     pts = np.column_stack([gcp["line"], gcp["pixel"]])

@@ -13,12 +13,13 @@ from rasterio.windows import Window
 from test_20_sar_synthetic import ROME_DEM, SARSEN_SAFE, make_centered_grid, make_product, tiny_grid
 
 from pipeline_lib.cog import cog_writer
+from pipeline_lib.safe import open_product
 from pipeline_lib.sar import run_calibrate, run_speckle, run_terrain
 from pipeline_lib.sar.calibration import calibrate_sigma0, interp_lut
 from pipeline_lib.sar.chunks import create_sigma0, open_sigma0
 from pipeline_lib.sar.noise import noise_power, parse_noise
 from pipeline_lib.sar.params import SpeckleParams
-from pipeline_lib.sar.product import find_pol_files, open_sigma_lut, parse_member
+from pipeline_lib.sar.product import find_pol_files, open_sigma_lut
 from pipeline_lib.sar.speckle import lee_sigma, z98_streaming, z98_value
 from pipeline_lib.sar.terrain import (
     LOOKUP_STEP,
@@ -44,11 +45,11 @@ def test_chunked_calibrate_equals_whole_window(tmp_path: Path) -> None:
         chunked, no_noise = ds["sigma0"].values, raw["sigma0"].values[0]
         assert ds.attrs["thermal_noise_removed"] == 1 and raw.attrs["thermal_noise_removed"] == 0
     for k, pol in enumerate(("VV", "VH")):
-        files = find_pol_files(safe, pol)
+        files = find_pol_files(open_product(safe), pol)
         with rasterio.open(safe / str(files.measurement)) as src:
             dn = src.read(1, window=Window(int(pixels[0]), int(lines[0]), pixels.size, lines.size))
         lut = interp_lut(open_sigma_lut(files), lines, pixels)
-        eta = noise_power(parse_noise(parse_member(safe, files.noise)), lines, pixels)
+        eta = noise_power(parse_noise(files.reader.parse_xml(files.noise)), lines, pixels)
         np.testing.assert_array_equal(chunked[k], calibrate_sigma0(dn, lut, eta))  # bit for bit
         if pol == "VV":
             dn_da = xr.DataArray(dn, dims=("line", "pixel"), coords={"line": lines, "pixel": pixels})
@@ -96,7 +97,7 @@ def test_chunked_lee_sigma_equals_whole_image(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def geocoder() -> Geocoder:
-    return Geocoder.from_files(find_pol_files(SARSEN_SAFE, "VV", need_measurement=False))
+    return Geocoder.from_files(find_pol_files(open_product(SARSEN_SAFE), "VV", need_measurement=False))
 
 
 @pytest.mark.parametrize("with_dem", [False, True])

@@ -22,9 +22,10 @@ from scipy.ndimage import shift as nd_shift
 from pipeline_lib.cog import write_cog
 from pipeline_lib.demo import demo_bounds, write_s1_product
 from pipeline_lib.grid import Grid, make_centered_grid
+from pipeline_lib.safe import open_product
 from pipeline_lib.sar import run_calibrate, run_terrain
 from pipeline_lib.sar.compare import beta_to_sigma_ratio, compare_with_sarsen, ellipsoid_dem, main, read_on_grid
-from pipeline_lib.sar.product import find_pol_files, parse_member
+from pipeline_lib.sar.product import find_pol_files
 
 FIXTURES = Path(__file__).resolve().parent / "data" / "fixtures"
 SARSEN_SAFE = FIXTURES / "s1-grd-sarsen" / "S1B_IW_GRDH_1SDV_20211223T051122_20211223T051147_030148_039993_5371.SAFE"
@@ -93,8 +94,8 @@ def test_beta_sigma_lut_ratio_at_known_gcps() -> None:
     (GCP → line, pixel → LUT); the ratio is sin of the ellipsoid incidence angle of ESA's LUT generation, which
     matches the GCP's annotated incidence angle (at terrain height) to a few tenths of a degree.
     """
-    files = find_pol_files(SARSEN_SAFE, "VV", need_measurement=False)
-    ann = parse_member(SARSEN_SAFE, files.annotation)
+    files = find_pol_files(open_product(SARSEN_SAFE), "VV", need_measurement=False)
+    ann = files.reader.parse_xml(files.annotation)
     pts = ann.findall("geolocationGrid/geolocationGridPointList/geolocationGridPoint")
     keys = ("line", "pixel", "latitude", "longitude", "height", "incidenceAngle")
     gcp = {k: np.array([float(p.findtext(k) or "nan") for p in pts]) for k in keys}

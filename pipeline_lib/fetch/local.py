@@ -205,7 +205,8 @@ class LocalSource:
         scenes = []
         for path in self._candidates():
             try:
-                info = describe_product(open_product(path))
+                with open_product(path) as reader:
+                    info = describe_product(reader)
             except ProductError as exc:
                 log.warning("local source: skipping %s: %s", path, exc)
                 continue
@@ -267,9 +268,9 @@ class LocalSource:
                 raise FetchError(
                     f"{src}: product changed since the search (size {size} vs {scene.size_bytes}, {md5} vs {scene.checksum}); rerun the search"
                 )
-            reader = open_product(tmp)
-            if reader.is_zip:
-                reader.verify()
+            with open_product(tmp) as reader:
+                if reader.is_zip:
+                    reader.verify()
             _remove(dest)
             os.replace(tmp, dest)
         except BaseException:

@@ -32,14 +32,14 @@ from shapely.geometry import MultiPoint, box
 
 from pipeline_lib.errors import CoverageError, ProductError
 from pipeline_lib.grid import Grid
+from pipeline_lib.safe import open_product
 from pipeline_lib.sar.chunks import create_sigma0, row_bands
 from pipeline_lib.sar.noise import NoiseModel, noise_power, parse_noise
 from pipeline_lib.sar.product import (
+    PolFiles,
     find_pol_files,
     measurement_uri,
     open_sigma_lut,
-    parse_member,
-    product_name,
     read_geolocation_grid,
     read_image_info,
 )
@@ -175,11 +175,25 @@ def run_calibrate(
     (line, pixel)).
     """
     safe_path = Path(safe_path)
-    name = product_name(safe_path)
     if not polarisations:
         raise ProductError(f"{safe_path}: no polarisation requested; set sar.polarisations (e.g. [VV, VH])")
-    files = [find_pol_files(safe_path, p) for p in polarisations]
-    ref = parse_member(safe_path, files[0].annotation)
+    with open_product(safe_path) as reader:
+        files = [find_pol_files(reader, p) for p in polarisations]
+        _calibrate_files(files, reader.name, grid, out_nc, margin_px, thermal_noise, band_lines)
+
+
+def _calibrate_files(
+    files: Sequence[PolFiles],
+    name: str,
+    grid: Grid,
+    out_nc: Path,
+    margin_px: int,
+    thermal_noise: bool,
+    band_lines: int,
+) -> None:
+    """:func:`run_calibrate` on the polarisations' files of one open product."""
+    safe_path = files[0].product
+    ref = files[0].reader.parse_xml(files[0].annotation)
     info = read_image_info(ref, label=f"{safe_path}/{files[0].annotation}")
     shape = (info.number_of_lines, info.number_of_samples)
     rows, cols = find_window(read_geolocation_grid(ref), grid, shape, margin_px, product=name)
@@ -187,10 +201,10 @@ def run_calibrate(
     pixels = np.arange(cols.start, cols.stop)
     inputs = []
     for f in files:
-        ann = read_image_info(parse_member(safe_path, f.annotation), label=f"{safe_path}/{f.annotation}")
+        ann = read_image_info(f.reader.parse_xml(f.annotation), label=f"{safe_path}/{f.annotation}")
         if (ann.number_of_lines, ann.number_of_samples) != shape:
             raise ProductError(f"{safe_path}/{f.annotation}: image size differs between polarisations; download again")
-        noise = parse_noise(parse_member(safe_path, f.noise), f"{safe_path}/{f.noise}") if thermal_noise else None
+        noise = parse_noise(f.reader.parse_xml(f.noise), f"{safe_path}/{f.noise}") if thermal_noise else None
         inputs.append((f, open_sigma_lut(f), noise))
     long_name = "sigma nought, thermal noise removed" if thermal_noise else "sigma nought (no thermal-noise removal)"
     attrs = {

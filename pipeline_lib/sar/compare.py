@@ -21,7 +21,6 @@ bilinearly (as xarray-sentinel) at the GRD (line, pixel) that our range-Doppler 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 from collections.abc import Sequence
@@ -215,17 +214,15 @@ def _bilinear_upsample(coarse: np.ndarray, rows: np.ndarray, cols: np.ndarray, s
 def beta_to_sigma_ratio(safe: Path, polarisation: str, grid: Grid, stride: int = 16) -> np.ndarray:
     """A_β²/A_σ² of the product's calibration LUTs on every pixel of ``grid`` (σ0 = β0 · ratio); NaN off-image."""
     import xarray as xr
-    import xarray_sentinel
     from pyproj import Transformer
 
-    from pipeline_lib.sar.product import find_pol_files, parse_member, read_member
+    from pipeline_lib.safe import open_product
+    from pipeline_lib.sar.product import find_pol_files, open_calibration
     from pipeline_lib.sar.terrain import compute_lookup, grid_ecef
 
-    files = find_pol_files(Path(safe), polarisation, need_measurement=False)
-    parse_member(files.product, files.calibration)  # safe parse first (no DTDs/entities), then xarray-sentinel
-    cal = xarray_sentinel.sentinel1.open_calibration_dataset(
-        io.StringIO(read_member(files.product, files.calibration).decode("utf-8"))  # type: ignore[arg-type]
-    )
+    with open_product(Path(safe)) as reader:
+        files = find_pol_files(reader, polarisation, need_measurement=False)
+        cal = open_calibration(files)
     rows = np.unique(np.r_[np.arange(0, grid.height, stride), grid.height - 1])
     cols = np.unique(np.r_[np.arange(0, grid.width, stride), grid.width - 1])
     xx, yy = np.meshgrid(grid.x_coords()[cols], grid.y_coords()[rows])

@@ -459,10 +459,12 @@ def warp_to_grid(src_path: Path, grid: Grid, polarisations: Sequence[str]) -> np
 
 def _product_looks(safe_path: Path, polarisation: str) -> float | None:
     """Nominal looks from the annotation (range × azimuth), as the native backend uses."""
-    from pipeline_lib.sar.product import find_pol_files, parse_member, read_image_info
+    from pipeline_lib.safe import open_product
+    from pipeline_lib.sar.product import find_pol_files, read_image_info
 
-    files = find_pol_files(safe_path, polarisation, need_measurement=False)
-    return float(read_image_info(parse_member(safe_path, files.annotation), files.annotation).number_of_looks)
+    with open_product(safe_path) as reader:
+        files = find_pol_files(reader, polarisation, need_measurement=False)
+        return float(read_image_info(reader.parse_xml(files.annotation), files.annotation).number_of_looks)
 
 
 def run_snap(

@@ -80,6 +80,7 @@ from scipy.ndimage import map_coordinates
 from pipeline_lib.cog import cog_writer
 from pipeline_lib.errors import CoverageError, ProductError
 from pipeline_lib.grid import Grid
+from pipeline_lib.safe import open_product
 from pipeline_lib.sar.chunks import open_sigma0, row_bands
 from pipeline_lib.sar.product import (
     ImageInfo,
@@ -87,7 +88,6 @@ from pipeline_lib.sar.product import (
     find_pol_files,
     open_coordinate_conversion,
     open_orbit,
-    parse_member,
     read_image_info,
 )
 
@@ -193,7 +193,7 @@ class Geocoder:
     @classmethod
     def from_files(cls, files: PolFiles) -> Geocoder:
         label = f"{files.product}/{files.annotation}"
-        info = read_image_info(parse_member(files.product, files.annotation), label=label)
+        info = read_image_info(files.reader.parse_xml(files.annotation), label=label)
         if info.projection != "Ground Range":
             raise ProductError(f"{label}: projection {info.projection!r} is not a GRD; give a GRD product")
         interpolator = orbit.OrbitPolyfitInterpolator.from_position(open_orbit(files)["position"])
@@ -587,8 +587,8 @@ def run_terrain(
         raise ValueError(f"run_terrain: lookup_step {lookup_step} and tile {tile} must be positive")
     with open_sigma0(Path(in_nc)) as src:
         pols = list(src.polarisations)
-        files = find_pol_files(Path(safe_path), pols[0], need_measurement=False)
-        geocoder = Geocoder.from_files(files)
+        with open_product(Path(safe_path)) as reader:
+            geocoder = Geocoder.from_files(find_pol_files(reader, pols[0], need_measurement=False))
         if dem is None:
             levels, datum = np.zeros(1), "WGS84 ellipsoid (h = 0, no DEM)"
         else:
