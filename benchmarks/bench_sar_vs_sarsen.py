@@ -21,8 +21,8 @@ kernels compiled (and cached on disk) by an untimed warm-up run on a 128² grid:
 
 Correctness (DESIGN §5): sarsen's β0 converted to σ0 with the product's calibration LUTs
 (σ0 = β0 · A_β²/A_σ², interpolated onto the grid through our range-Doppler lookup:
-:func:`pipeline_lib.sar.compare.sarsen_sigma0_db`) against our σ0 of ``ours`` in dB — median Δ, median and
-p95 of |Δ|, and the geolocation offset by phase correlation (:mod:`pipeline_lib.sar.compare`). Goal: median
+:func:`tools.sar_compare.sarsen_sigma0_db`) against our σ0 of ``ours`` in dB — median Δ, median and
+p95 of |Δ|, and the geolocation offset by phase correlation (:mod:`tools.sar_compare`). Goal: median
 |Δ| < 0.2 dB, offset ≤ 1 px, checked against ``sarsen-linear`` (bilinear on both sides); the figures against
 ``sarsen`` (nearest) are printed too — nearest and bilinear sample the speckle differently, so its |Δ| is
 larger by construction while its bias and offset are not.
@@ -60,7 +60,7 @@ if str(REPO) not in sys.path:
 from benchmarks.fullscene_grd import build_fullscene_grd  # noqa: E402
 from pipeline_lib.grid import make_centered_grid, read_grid, write_grid  # noqa: E402
 from pipeline_lib.io import write_json_atomic  # noqa: E402
-from pipeline_lib.sar.compare import ellipsoid_dem  # noqa: E402
+from tools.sar_compare import ellipsoid_dem  # noqa: E402
 
 RUNS = ("sarsen", "sarsen-linear", "ours", "chain")
 GOAL_MEDIAN_ABS_DB = 0.2
@@ -192,7 +192,7 @@ def run_timed(task: str, params: dict[str, Any], log: Path) -> dict[str, Any]:
 
 def agreement(ours_tif: Path, gtc_tif: Path, safe: Path) -> dict[str, Any]:
     """Our VV σ0 dB vs sarsen's β0 GTC as σ0 dB: Δ statistics and offset; ``goal_met`` per DESIGN §5."""
-    from pipeline_lib.sar.compare import compare_with_sarsen
+    from tools.sar_compare import compare_with_sarsen
 
     stats: dict[str, Any] = compare_with_sarsen(ours_tif, gtc_tif, safe, polarisation="VV")["bands"]["VV"]
     stats["goal_met"] = bool(

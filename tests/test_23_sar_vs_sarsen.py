@@ -24,8 +24,8 @@ from pipeline_lib.demo import demo_bounds, write_s1_product
 from pipeline_lib.grid import Grid, make_centered_grid
 from pipeline_lib.safe import open_product
 from pipeline_lib.sar import run_calibrate, run_terrain
-from pipeline_lib.sar.compare import beta_to_sigma_ratio, compare_with_sarsen, ellipsoid_dem, main, read_on_grid
 from pipeline_lib.sar.product import find_pol_files
+from tools.sar_compare import beta_to_sigma_ratio, compare_with_sarsen, ellipsoid_dem, main, read_on_grid
 
 FIXTURES = Path(__file__).resolve().parent / "data" / "fixtures"
 SARSEN_SAFE = FIXTURES / "s1-grd-sarsen" / "S1B_IW_GRDH_1SDV_20211223T051122_20211223T051147_030148_039993_5371.SAFE"
@@ -118,7 +118,7 @@ def test_beta_sigma_lut_ratio_at_known_gcps() -> None:
 
 
 def test_compare_command_converts_sarsen_beta0(pair: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    """``python -m pipeline_lib.sar.compare ours.tif gtc.tif --sarsen-safe SAFE`` gives the same figures."""
+    """``python -m tools.sar_compare ours.tif gtc.tif --sarsen-safe SAFE`` gives the same figures."""
     assert main([str(pair["ours"]), str(pair["gtc"]), "--sarsen-safe", str(pair["safe"])]) == 0
     result = json.loads(capsys.readouterr().out.splitlines()[0])
     assert accepted(result["bands"]["VV"])

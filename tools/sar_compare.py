@@ -1,6 +1,9 @@
-"""Cross-check two σ0 rasters of the same scene: per-pixel dB differences and geolocation offset.
+"""Cross-check two σ0 rasters of the same scene: per-pixel dB differences and geolocation offset (a QA command).
 
-``python -m pipeline_lib.sar.compare A.tif B.tif`` (e.g. native vs SNAP output, or native vs sarsen's GTC)
+Not part of the production package: it is run by hand, by ``benchmarks/bench_sar_vs_sarsen.py`` and by the
+tests (docs/DESIGN.md §5, the native backend's acceptance check).
+
+``python -m tools.sar_compare A.tif B.tif`` (e.g. native vs SNAP output, or native vs sarsen's GTC)
 prints one JSON line, then a human summary. For each band (matched by description, e.g. ``VV``/``VH``, else by
 position): Δ = B − A in dB over the pixels valid (finite) in both — median Δ (bias), median and 95th percentile
 of |Δ| — and the offset of B relative to A by phase correlation (scikit-image
@@ -283,7 +286,7 @@ def summary(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline_lib.sar.compare", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.sar_compare", description=__doc__.splitlines()[0])
     parser.add_argument("a", type=Path, help="reference raster (σ0 dB), e.g. the native backend's s1/{date}.tif")
     parser.add_argument("b", type=Path, help="raster to compare (σ0 dB, or linear with --b-linear)")
     parser.add_argument("--upsample", type=int, default=20, help="phase-correlation upsampling factor (default 20)")
