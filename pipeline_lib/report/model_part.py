@@ -9,7 +9,6 @@ only consumer, with :mod:`pipeline_lib.model.evaluate`, that reads the truth fil
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from collections.abc import Mapping, Sequence
@@ -25,12 +24,10 @@ import torch
 import xarray as xr
 
 from pipeline_lib.cog import read_named_bands
-from pipeline_lib.io import write_json_atomic, write_text_atomic
 from pipeline_lib.report import figures as fig
 from pipeline_lib.report import html as h
 
 __all__ = [
-    "merge_metrics",
     "model_sections",
     "experiment_figures",
     "side_by_side",
@@ -58,26 +55,6 @@ LARGE_VIEW = "(larger view)"
 """Figure titles ending with this are shown wide (up to :data:`figures.MAX_SIDE_PX` per panel)."""
 #: Variants whose prediction gets the larger view next to the truth (first one present).
 LARGE_VIEW_VARIANTS = ("tirsit", "tirsit_noadv", "no_uc", "no_sg", "no_uc_sg", "pix2pix", "blend")
-
-
-def merge_metrics(per_experiment: Sequence[Path], out_json: Path, out_csv: Path) -> dict[str, Any]:
-    """Merge ``metrics/{experiment}.json`` (and .csv) into the region's metrics.json / metrics.csv."""
-    merged: dict[str, Any] = {}
-    rows: list[dict[str, str]] = []
-    fields: list[str] = []
-    for path in per_experiment:
-        merged.update(json.loads(Path(path).read_text(encoding="utf-8")))
-        with open(Path(path).with_suffix(".csv"), newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            fields = fields or list(reader.fieldnames or [])
-            rows.extend(reader)
-    write_json_atomic(out_json, merged)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    write_text_atomic(out_csv, buf.getvalue())
-    return merged
 
 
 def _paper_table(block: Mapping[str, Any], rows: Sequence[tuple[str, str]], scope: str, caption: str) -> str:
