@@ -30,5 +30,5 @@ with job(snakemake) as log:
         sorted(Path("benchmarks/runs", region).rglob("*.tsv")),
         dict(snakemake.params.config),
         Path(snakemake.output[0]),
-        model={"sections": model_sections(metrics, figures), "metrics_json": None},
+        model_sections=model_sections(metrics, figures),
     )
