@@ -27,6 +27,7 @@ import numpy as np
 import xarray as xr
 
 from pipeline_lib.errors import ConfigError, ModelError
+from pipeline_lib.stacks import open_stack
 
 __all__ = [
     "TASKS",
@@ -184,11 +185,10 @@ def load_stack(path: Path) -> StackData:
     if not path.is_file():
         raise ModelError(f"{path}: stack not found; run the stacks rule first")
     need = ("S_i", "S_g", "T_g", "valid_i", "valid_g")
-    with xr.open_dataset(path) as ds:
-        missing = [v for v in need if v not in ds]
-        if missing:
-            raise ModelError(f"{path}: variables {missing} missing; rebuild the stack (CONTRACTS.md layout)")
-        ds = ds.load()
+    ds = open_stack(path)  # loaded, file closed, refused if it holds T_i
+    missing = [v for v in need if v not in ds]
+    if missing:
+        raise ModelError(f"{path}: variables {missing} missing; rebuild the stack (CONTRACTS.md layout)")
     band_s = [str(b) for b in ds["band_s"].values]
     band_t = [str(b) for b in ds["band_t"].values]
     s_range = _ranges(ds, "source_range", band_s, path)

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
 from scipy import stats
 
 from pipeline_lib.cog import read_named_bands
@@ -36,6 +35,7 @@ from pipeline_lib.io import write_json_atomic, write_text_atomic
 from pipeline_lib.metrics import band_metrics
 from pipeline_lib.model.data import load_stack, resolve_params
 from pipeline_lib.model.predict import predict_arrays
+from pipeline_lib.stacks import read_truth
 
 __all__ = ["read_bands", "changed_mask", "evaluate_arrays", "metrics_rows", "run_evaluate"]
 
@@ -127,10 +127,11 @@ def run_evaluate(
     """Score every prediction against the truth and write ``{experiment: block}`` as JSON and CSV."""
     data = load_stack(Path(stack_nc))
     bands = data.band_t
-    truth = read_bands(Path(truth_tif), bands)
-    with rasterio.open(truth_tif) as src:
-        desc = list(src.descriptions)
-        tvalid = src.read(desc.index("valid") + 1) > 0.5 if "valid" in desc else np.ones(truth.shape[1:], bool)
+    t_i, t_valid = read_truth(Path(truth_tif))
+    missing = [b for b in bands if b not in t_i["band_t"].values]
+    if missing:
+        raise ModelError(f"{truth_tif}: truth bands {missing} missing; rebuild it with the stack rule")
+    truth, tvalid = t_i.sel(band_t=bands).values, t_valid.values
     if truth.shape[1:] != data.valid_i.shape:
         raise ModelError(f"{truth_tif}: shape {truth.shape[1:]} differs from the stack grid {data.valid_i.shape}")
     arrays = {name: read_bands(Path(path), bands) for name, path in preds.items()}

@@ -21,11 +21,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-import xarray as xr
 
 from pipeline_lib.cog import read_named_bands
 from pipeline_lib.report import figures as fig
 from pipeline_lib.report import html as h
+from pipeline_lib.stacks import open_stack, read_truth
 
 __all__ = [
     "model_sections",
@@ -153,12 +153,12 @@ def experiment_figures(
 ) -> list[tuple[str, str]]:
     """(title, data URI) figures of one experiment: inputs, truth, predictions, error, uncertainty, losses."""
     out: list[tuple[str, str]] = []
-    with xr.open_dataset(stack_nc) as ds:
-        band_s, band_t = [str(b) for b in ds["band_s"].values], [str(b) for b in ds["band_t"].values]
-        guides = [str(d) for d in ds["guide_date"].values]
-        s_i = ds["S_i"].values
-        t_g = ds["T_g"].values
-        target_date = ds.attrs.get("target_date", "i")
+    ds = open_stack(stack_nc)
+    band_s, band_t = [str(b) for b in ds["band_s"].values], [str(b) for b in ds["band_t"].values]
+    guides = [str(d) for d in ds["guide_date"].values]
+    s_i = ds["S_i"].values
+    t_g = ds["T_g"].values
+    target_date = ds.attrs.get("target_date", "i")
 
     def thumb(rgb: np.ndarray) -> str:
         return fig.data_uri(fig.jpeg_bytes(rgb))
@@ -166,9 +166,9 @@ def experiment_figures(
     out.append((f"{experiment}: source S_i ({target_date})", thumb(_composite(s_i, band_s))))
     for g, d in enumerate(guides):
         out.append((f"{experiment}: guide T ({d})", thumb(_composite(t_g[g], band_t))))
-    truth, tdesc = _read(truth_tif)
-    valid = truth[tdesc.index("valid")] > 0.5 if "valid" in tdesc else None
-    truth_bands = np.stack([truth[tdesc.index(b)] for b in band_t])
+    t_i, t_valid = read_truth(truth_tif)
+    valid = t_valid.values
+    truth_bands = t_i.sel(band_t=band_t).values
     truth_rgb = _composite(truth_bands, band_t, valid)
     out.append((f"{experiment}: truth T_i ({target_date})", thumb(truth_rgb)))
     pred_rgb: dict[str, np.ndarray] = {}
