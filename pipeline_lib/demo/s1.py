@@ -32,7 +32,6 @@ import numpy as np
 import rasterio
 import xarray as xr
 from affine import Affine
-from pyproj import Transformer
 from rasterio.control import GroundControlPoint
 from rasterio.crs import CRS
 from rasterio.warp import Resampling, reproject
@@ -385,7 +384,3 @@ def s1_footprint_wkt() -> str:
     ring = [f"{lon} {lat}" for lat, lon in pairs] + ([f"{pairs[0][1]} {pairs[0][0]}"] if pairs else [])
     return f"POLYGON(({', '.join(ring)}))"
 
-
-def lonlat_to_utm(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Helper for tests and callers: EPSG:4326 -> UTM 33N."""
-    return Transformer.from_crs("EPSG:4326", DEMO_CRS, always_xy=True).transform(lon, lat)  # type: ignore[no-any-return]
