@@ -21,7 +21,7 @@ import numpy as np
 
 from pipeline_lib.errors import ProductError
 
-__all__ = ["RangeVector", "AzimuthBlock", "NoiseModel", "parse_noise", "noise_power"]
+__all__ = ["RangeVector", "AzimuthBlock", "NoiseModel", "parse_noise", "noise_power", "is_void"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,14 @@ def parse_noise(root: Element, label: str = "noise") -> NoiseModel:
             )
         )
     return NoiseModel(range_vectors=tuple(ranges), azimuth_blocks=tuple(blocks), legacy=legacy)
+
+
+def is_void(model: NoiseModel) -> bool:
+    """True when the annotation carries no noise at all: every range LUT is zero, or every azimuth LUT is
+    (η = N_range · N_az = 0 everywhere). Real early-mission products (IPF < 2.50) ship such tables."""
+    if all(not np.any(r.lut) for r in model.range_vectors):
+        return True
+    return bool(model.azimuth_blocks) and not model.legacy and all(not np.any(b.lut) for b in model.azimuth_blocks)
 
 
 def range_noise(model: NoiseModel, lines: np.ndarray, pixels: np.ndarray) -> np.ndarray:
