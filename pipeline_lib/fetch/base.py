@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+import shapely
 import shapely.affinity
 import shapely.errors
-import shapely.ops
 import shapely.wkt
 from shapely.geometry import box
 
@@ -121,8 +121,8 @@ def footprint_intersects(footprint_wkt: str, aoi_lonlat: tuple[float, float, flo
     minx, _, maxx, _ = geom.bounds
     if maxx - minx <= 180.0:
         return bool(geom.intersects(aoi))
-    shifted = shapely.ops.transform(
-        lambda x, y, z=None: (np.where(np.asarray(x) < 0, np.asarray(x) + 360.0, x), y), geom
+    shifted = shapely.transform(
+        geom, lambda xy: np.column_stack([np.where(xy[:, 0] < 0, xy[:, 0] + 360.0, xy[:, 0]), xy[:, 1]])
     )
     return bool(shifted.intersects(aoi) or shifted.intersects(shapely.affinity.translate(aoi, xoff=360.0)))
 
