@@ -34,6 +34,7 @@ from shapely.geometry import Polygon, box
 
 from pipeline_lib.errors import FetchError, ProductError
 from pipeline_lib.fetch.base import S1_PRODUCT_TYPE, S2_PRODUCT_TYPE, Scene, SearchRequest
+from pipeline_lib.guard import corrupt_metadata
 from pipeline_lib.safe import ProductReader, open_product
 
 __all__ = [
@@ -138,9 +139,11 @@ def describe_product(reader: ProductReader) -> ProductInfo | None:
     """Identity of an S1 GRD or S2 L2A product; None for any other product (L1C, SLC, unrelated zip)."""
     name = reader.name
     if reader.exists("MTD_MSIL2A.xml"):
-        return parse_s2_l2a_mtd(reader.parse_xml("MTD_MSIL2A.xml"), name)
+        with corrupt_metadata(f"{reader.path}:MTD_MSIL2A.xml"):
+            return parse_s2_l2a_mtd(reader.parse_xml("MTD_MSIL2A.xml"), name)
     if name.startswith("S1") and reader.exists("manifest.safe"):
-        info = parse_s1_manifest(reader.parse_xml("manifest.safe"), name)
+        with corrupt_metadata(f"{reader.path}:manifest.safe"):
+            info = parse_s1_manifest(reader.parse_xml("manifest.safe"), name)
         return info if info.product_type == S1_PRODUCT_TYPE else None
     return None
 

@@ -185,7 +185,9 @@ def run_calibrate(
     ref = parse_member(safe_path, files[0].annotation)
     info = read_image_info(ref, label=f"{safe_path}/{files[0].annotation}")
     shape = (info.number_of_lines, info.number_of_samples)
-    rows, cols = find_window(read_geolocation_grid(ref), grid, shape, margin_px, product=name)
+    rows, cols = find_window(
+        read_geolocation_grid(ref, f"{safe_path}/{files[0].annotation}"), grid, shape, margin_px, product=name
+    )
     lines = np.arange(rows.start, rows.stop)
     pixels = np.arange(cols.start, cols.stop)
     inputs = []

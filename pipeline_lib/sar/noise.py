@@ -20,6 +20,7 @@ from xml.etree.ElementTree import Element
 import numpy as np
 
 from pipeline_lib.errors import ProductError
+from pipeline_lib.guard import corrupt_metadata
 
 __all__ = ["RangeVector", "AzimuthBlock", "NoiseModel", "parse_noise", "noise_power", "is_void"]
 
@@ -59,6 +60,17 @@ def _floats(el: Element | None, label: str) -> np.ndarray:
 
 def parse_noise(root: Element, label: str = "noise") -> NoiseModel:
     """Parse both the current (range + azimuth blocks) and the legacy (``noiseLut``) formats."""
+    with corrupt_metadata(label):
+        model = _parse_noise(root, label)
+    for v in model.range_vectors:
+        if not np.all(np.isfinite(v.lut)):
+            raise ProductError(
+                f"{label}: non-finite noise value at line {v.line}; the product is corrupt, re-download it"
+            )
+    return model
+
+
+def _parse_noise(root: Element, label: str) -> NoiseModel:
     vectors = root.findall("noiseRangeVectorList/noiseRangeVector")
     lut_tag, legacy = "noiseRangeLut", False
     if not vectors:
