@@ -16,6 +16,7 @@ from typing import Any
 
 import jsonschema
 import yaml
+from pyproj.exceptions import CRSError
 
 from pipeline_lib.errors import ConfigError
 from pipeline_lib.lonlat import check_lonlat_bbox, check_lonlat_point
@@ -128,9 +129,11 @@ def load_region(slug: str, regions_dir: str | Path, defaults: Mapping[str, Any] 
         )
     try:
         with open(path, encoding="utf-8") as fh:
-            raw = yaml.safe_load(fh)
+            raw = yaml.load(fh, Loader=_NoTimestampLoader)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from exc
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())[:200]}); fix the syntax") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: unreadable ({type(exc).__name__}); save it as UTF-8 text") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys, got {type(raw).__name__}; see config/regions/demo.yaml")
     raw = {k: (str(v) if isinstance(v, date) else v) for k, v in raw.items()}
@@ -141,6 +144,17 @@ def load_region(slug: str, regions_dir: str | Path, defaults: Mapping[str, Any] 
     _validate(region, region_schema, str(path))
     _check_semantics(region, path, slug)
     return region
+
+
+class _NoTimestampLoader(yaml.SafeLoader):
+    """SafeLoader that keeps dates as strings: ``2022-02-30`` unquoted must become our ConfigError, not a
+    ``ValueError`` from PyYAML's timestamp constructor (issue 13, case 5)."""
+
+
+_NoTimestampLoader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:timestamp"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 def _stringify_dates(obj: Any) -> None:
@@ -167,6 +181,7 @@ def _check_semantics(region: dict[str, Any], path: Path, slug: str) -> None:
         check_lonlat_bbox(aoi, f"{path}: aoi")
     else:
         check_lonlat_point(aoi["center"], f"{path}: aoi.center")
+    _check_aoi_grid(region, path)
     dates = region["dates"]
     for d in dates:
         try:
@@ -195,6 +210,28 @@ def _check_semantics(region: dict[str, Any], path: Path, slug: str) -> None:
         raise ConfigError(
             f"{path}: {key}: credentials never go in config; export CDSE_USERNAME/CDSE_PASSWORD or use ~/.netrc"
         )
+
+
+def _check_aoi_grid(region: Mapping[str, Any], path: Path) -> None:
+    """Build the region's grid once and map it back to lon/lat: refuses AOIs across the antimeridian
+    (both AOI forms) and grids the CRS cannot map, with the region file named."""
+    from pipeline_lib.grid import make_centered_grid, make_grid
+
+    aoi = region["aoi"]
+    try:
+        if isinstance(aoi, dict):
+            grid = make_centered_grid(
+                tuple(aoi["center"]), tuple(aoi["size_px"]), region["resolution_m"], region.get("crs")
+            )
+        else:
+            grid = make_grid(tuple(aoi), region["resolution_m"], region.get("crs"))
+        grid.lonlat_bounds()
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except CRSError:
+        raise ConfigError(
+            f"{path}: crs: {region.get('crs')!r} is not a CRS pyproj knows; give an EPSG code such as EPSG:32633 or null"
+        ) from None
 
 
 def _secret_keys(obj: Any, prefix: str = "") -> Iterator[str]:

@@ -383,4 +383,3 @@ def s1_footprint_wkt() -> str:
     pairs = [tuple(float(v) for v in p.split(",")) for p in (m.group(1).split() if m else [])]
     ring = [f"{lon} {lat}" for lat, lon in pairs] + ([f"{pairs[0][1]} {pairs[0][0]}"] if pairs else [])
     return f"POLYGON(({', '.join(ring)}))"
-

@@ -17,6 +17,7 @@ and xarray-sentinel calibrate) for like-with-like comparisons.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,7 +35,7 @@ from pipeline_lib.errors import CoverageError, ProductError
 from pipeline_lib.grid import Grid
 from pipeline_lib.safe import open_product
 from pipeline_lib.sar.chunks import create_sigma0, row_bands
-from pipeline_lib.sar.noise import NoiseModel, noise_power, parse_noise
+from pipeline_lib.sar.noise import NoiseModel, is_void, noise_power, parse_noise
 from pipeline_lib.sar.product import (
     PolFiles,
     find_pol_files,
@@ -43,6 +44,8 @@ from pipeline_lib.sar.product import (
     read_geolocation_grid,
     read_image_info,
 )
+
+log = logging.getLogger(__name__)
 
 __all__ = ["SIGMA0_FLOOR", "calibrate_sigma0", "calibrate_band", "interp_lut", "find_window", "run_calibrate"]
 
@@ -196,24 +199,40 @@ def _calibrate_files(
     ref = files[0].reader.parse_xml(files[0].annotation)
     info = read_image_info(ref, label=f"{safe_path}/{files[0].annotation}")
     shape = (info.number_of_lines, info.number_of_samples)
-    rows, cols = find_window(read_geolocation_grid(ref), grid, shape, margin_px, product=name)
+    rows, cols = find_window(
+        read_geolocation_grid(ref, f"{safe_path}/{files[0].annotation}"), grid, shape, margin_px, product=name
+    )
     lines = np.arange(rows.start, rows.stop)
     pixels = np.arange(cols.start, cols.stop)
     inputs = []
+    void: list[str] = []
     for f in files:
         ann = read_image_info(f.reader.parse_xml(f.annotation), label=f"{safe_path}/{f.annotation}")
         if (ann.number_of_lines, ann.number_of_samples) != shape:
             raise ProductError(f"{safe_path}/{f.annotation}: image size differs between polarisations; download again")
         noise = parse_noise(f.reader.parse_xml(f.noise), f"{safe_path}/{f.noise}") if thermal_noise else None
+        if noise is not None and is_void(noise):
+            # issue 13, case 2: say so and record it instead of claiming a removal that did not happen
+            log.warning(
+                "%s/%s: every noise vector is zero (early-mission product); thermal noise is NOT removed from %s "
+                "(thermal_noise_removed=0); expect a higher noise floor in low-backscatter areas",
+                safe_path,
+                f.noise,
+                f.polarisation,
+            )
+            noise = None
+            void.append(f.polarisation)
         inputs.append((f, open_sigma_lut(f), noise))
-    long_name = "sigma nought, thermal noise removed" if thermal_noise else "sigma nought (no thermal-noise removal)"
+    removed = thermal_noise and not void
+    long_name = "sigma nought, thermal noise removed" if removed else "sigma nought (no thermal-noise removal)"
     attrs = {
         "product": name,
         "number_of_looks": float(info.number_of_looks),
         "polarisations": ",".join(f.polarisation for f in files),
         "number_of_lines": info.number_of_lines,
         "number_of_samples": info.number_of_samples,
-        "thermal_noise_removed": int(thermal_noise),
+        "thermal_noise_removed": int(removed),
+        "thermal_noise_void_polarisations": ",".join(void),
         "Conventions": "CF-1.8",
     }
     var_attrs = {"long_name": long_name, "units": "m2 m-2", "sigma0_floor": SIGMA0_FLOOR}

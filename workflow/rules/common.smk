@@ -25,6 +25,24 @@ except ConfigError as exc:
     _fail(exc)
 
 
+def _warn_credentials(slug, region):
+    """Say at DAG time (also under -n) when a region's source needs credentials that are not set."""
+    from pipeline_lib.fetch.credentials import missing_credentials_warning
+
+    line = missing_credentials_warning(
+        region["fetch"],
+        os.environ,
+        Path.home() / ".netrc",
+        f"{config['regions_dir']}/{slug}.yaml",
+    )
+    if line:
+        sys.stderr.write(f"WARNING: {line}\n")
+
+
+for _slug, _region in REGIONS.items():
+    _warn_credentials(_slug, _region)
+
+
 wildcard_constraints:
     region=r"[a-z0-9][a-z0-9-]*",
     date=r"\d{4}-\d{2}-\d{2}",
@@ -41,6 +59,7 @@ def region_cfg(region):
             )
         except ConfigError as exc:
             _fail(exc)
+        _warn_credentials(region, REGIONS[region])
     return REGIONS[region]
 
 
@@ -74,6 +93,14 @@ def scenes_for(wildcards):
 
     table = checkpoints.search.get(region=wildcards.region).output.table
     return read_scene_table(table)
+
+
+def local_product_input(wildcards):
+    """The user's own product behind a `local` scene (so replacing it reruns the download); none otherwise."""
+    for scene in scenes_for(wildcards):
+        if scene.product_id == wildcards.product and scene.source == "local":
+            return [scene.uri]
+    return []
 
 
 def product_path(region, scene):

@@ -19,6 +19,7 @@ checkpoint search:
         dates=rcfg("dates"),
         pair_tolerance_days=rcfg("pair_tolerance_days"),
         max_cloud_cover=rcfg("max_cloud_cover"),
+        polarisations=rcfg("sar", "polarisations"),
     script:
         "../scripts/search.py"
 
@@ -26,6 +27,7 @@ checkpoint search:
 rule download_safe:
     input:
         table="results/{region}/scenes.csv",
+        local=local_product_input,
     output:
         directory("results/{region}/raw/{product}.SAFE"),
     log:
@@ -45,6 +47,7 @@ rule download_safe:
 rule download_zip:
     input:
         table="results/{region}/scenes.csv",
+        local=local_product_input,
     output:
         "results/{region}/raw/{product}.zip",
     log:
