@@ -7,8 +7,9 @@ thermal noise power (``pipeline_lib.sar.noise``, MPC-0392). Negative values afte
 (noise-dominated pixels) are clipped to ``SIGMA0_FLOOR`` = 1e-5 m²/m² (−50 dB, well under the
 S1 IW noise-equivalent σ0 of about −22 dB). DN = 0 is the GRD zero-fill outside the swath and becomes NaN.
 
-The window covering the grid is found from the annotation ``geolocationGrid`` (line/pixel ↔ lat/lon at
-the annotation heights), so only that window of the measurement TIFF is read, in row bands (rasterio
+The window covering the grid is found by a range-Doppler lookup of the grid at the heights terrain
+correction uses (WGS84 ellipsoid, or the DEM's range: :mod:`pipeline_lib.sar.window`), so only that
+window of the measurement TIFF is read, in row bands (rasterio
 windows): ESA's measurement TIFF is uncompressed with one strip per line, so a band of lines is one
 contiguous read. Calibration and noise removal are fused per band and written to the NetCDF band by
 band (:mod:`pipeline_lib.sar.chunks`); ``thermal_noise=False`` gives plain σ0 = DN²/A_σ² (as sarsen
@@ -27,7 +28,6 @@ import rasterio.errors
 import rasterio.io
 import xarray as xr
 from rasterio.windows import Window
-from scipy.interpolate import LinearNDInterpolator
 from shapely.geometry import MultiPoint, box
 
 from pipeline_lib.errors import CoverageError, ProductError
@@ -43,8 +43,17 @@ from pipeline_lib.sar.product import (
     read_geolocation_grid,
     read_image_info,
 )
+from pipeline_lib.sar.window import RangeDoppler, grid_window, height_range
 
-__all__ = ["SIGMA0_FLOOR", "calibrate_sigma0", "calibrate_band", "interp_lut", "find_window", "run_calibrate"]
+__all__ = [
+    "SIGMA0_FLOOR",
+    "calibrate_sigma0",
+    "calibrate_band",
+    "interp_lut",
+    "check_footprint",
+    "find_window",
+    "run_calibrate",
+]
 
 #: floor for σ0 after thermal-noise subtraction (linear, −50 dB)
 SIGMA0_FLOOR = 1e-5
@@ -80,6 +89,8 @@ def _polyval_2d(coef: np.ndarray, x: np.ndarray, y: np.ndarray, deg: int = 3) ->
 
 def lonlat_to_line_pixel(gcp: dict[str, np.ndarray], lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Map lon/lat to GRD (line, pixel) from the geolocation grid: piecewise linear inside, cubic outside."""
+    from scipy.interpolate import LinearNDInterpolator  # not at import: start-up of the calibrate job
+
     pts = np.column_stack([gcp["longitude"], gcp["latitude"]])
     targets = np.column_stack([gcp["line"], gcp["pixel"]])
     lin = LinearNDInterpolator(pts, targets)(np.column_stack([lon, lat]))
@@ -92,10 +103,8 @@ def lonlat_to_line_pixel(gcp: dict[str, np.ndarray], lon: np.ndarray, lat: np.nd
     return out[0], out[1]
 
 
-def find_window(
-    gcp: dict[str, np.ndarray], grid: Grid, shape: tuple[int, int], margin_px: int, product: str = "product"
-) -> tuple[slice, slice]:
-    """(line slice, pixel slice) of the GRD covering ``grid`` plus ``margin_px``; CoverageError if disjoint."""
+def check_footprint(gcp: dict[str, np.ndarray], grid: Grid, product: str = "product") -> None:
+    """CoverageError if the geolocation grid's footprint and the grid's lon/lat bounds are disjoint."""
     west, south, east, north = grid.lonlat_bounds()
     footprint = MultiPoint(np.column_stack([gcp["longitude"], gcp["latitude"]])).convex_hull
     if not footprint.intersects(box(west, south, east, north)):
@@ -103,6 +112,18 @@ def find_window(
             f"{product}: footprint does not cover the grid ({west:.4f}, {south:.4f}, {east:.4f}, {north:.4f}); "
             "choose a product over the region"
         )
+
+
+def find_window(
+    gcp: dict[str, np.ndarray], grid: Grid, shape: tuple[int, int], margin_px: int, product: str = "product"
+) -> tuple[slice, slice]:
+    """(line slice, pixel slice) of the GRD covering ``grid`` plus ``margin_px`` at the annotation's heights.
+
+    An estimate from the geolocation grid (its points at ESA's terrain heights): off by up to hundreds of
+    pixels at other heights, so :func:`run_calibrate` uses :func:`pipeline_lib.sar.window.grid_window`.
+    """
+    check_footprint(gcp, grid, product)
+    west, south, east, north = grid.lonlat_bounds()
     t = np.linspace(0.0, 1.0, 33)
     lon = np.concatenate(
         [west + (east - west) * t, np.full_like(t, east), west + (east - west) * t, np.full_like(t, west)]
@@ -165,6 +186,7 @@ def run_calibrate(
     margin_px: int = 64,
     thermal_noise: bool = True,
     band_lines: int = 256,
+    dem: Path | None = None,
 ) -> None:
     """σ0 (thermal noise removed unless ``thermal_noise`` is False) of the GRD window covering ``grid``, to NetCDF.
 
@@ -172,7 +194,8 @@ def run_calibrate(
     the ESA one-strip-per-line TIFF); LUT and noise are evaluated per band and the band is written to the
     NetCDF at once, so peak memory is about 40 bytes × ``band_lines`` × window width, whatever the scene.
     Every value equals the one the whole-window computation gives (LUT and noise are pointwise in
-    (line, pixel)).
+    (line, pixel)). The window is the range-Doppler lookup of ``grid`` at the heights terrain correction
+    will use (the ellipsoid, or ``dem``'s range over the grid) plus ``margin_px``.
     """
     safe_path = Path(safe_path)
     name = product_name(safe_path)
@@ -182,7 +205,9 @@ def run_calibrate(
     ref = parse_member(safe_path, files[0].annotation)
     info = read_image_info(ref, label=f"{safe_path}/{files[0].annotation}")
     shape = (info.number_of_lines, info.number_of_samples)
-    rows, cols = find_window(read_geolocation_grid(ref), grid, shape, margin_px, product=name)
+    check_footprint(read_geolocation_grid(ref), grid, product=name)
+    rd = RangeDoppler.from_annotation(ref, info, label=f"{safe_path}/{files[0].annotation}")
+    rows, cols = grid_window(rd, grid, shape, margin_px, height_range(dem, grid), product=name)
     lines = np.arange(rows.start, rows.stop)
     pixels = np.arange(cols.start, cols.stop)
     inputs = []

@@ -9,6 +9,7 @@ rule calibrate:
     input:
         product=product_for("S1"),
         grid="results/{region}/grid.json",
+        dem=dem_input,
     output:
         "results/{region}/s1/calibrated/{date}.nc",
     log:
@@ -23,6 +24,7 @@ rule calibrate:
     params:
         polarisations=rcfg("sar", "polarisations"),
         margin_px=rcfg("sar", "margin_px"),
+        dem=rcfg("sar", "dem"),
     script:
         "../scripts/calibrate.py"
 
