@@ -3,6 +3,10 @@
 # All three steps are chunked (row bands / output tiles): memory is bounded by the chunk size, not
 # by the scene; benchmarks/bench_sar_chain.py measures < 1 GB peak per step on a full GRD scene.
 # mem_mb: base + a small per-Mpix term, capped (the cap is the chunked bound plus headroom).
+# numba kernels are cached on disk (cache=True): beside the installed package is often read-only on a
+# cluster, so unless NUMBA_CACHE_DIR is set every job (local or SLURM, both parse this file) caches under
+# the workdir and compiles each kernel once per workdir, not once per job.
+os.environ.setdefault("NUMBA_CACHE_DIR", os.path.abspath(".snakemake/numba-cache"))
 
 
 rule calibrate:
