@@ -45,7 +45,7 @@ WARM = {
         "ln = np.zeros((4, 4)); sample_db(np.ones((4, 4), np.float32), 0, 0, ln, ln); "
         "_inside_bounds(ln, ln, 0.0, 0.0, 4, 4); "
         "z = np.zeros((1, 2, 2)); o = np.empty((2, 2)); "
-        "_interp_lookup_kernel(z, z, np.zeros(1), 32.0, 0, 0, np.zeros((1, 1)), np.zeros(2), np.zeros(2), "
+        "_interp_lookup_kernel(z, z, np.zeros(1), 32.0, 0, 0, np.zeros((1, 1)), np.arange(2.0), np.zeros(2), "
         "np.zeros((2, 2)), 10.0, o, o.copy())"
     ),
 }

@@ -18,8 +18,11 @@ and xarray-sentinel calibrate) for like-with-like comparisons.
 
 from __future__ import annotations
 
+import threading
 import warnings
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +38,7 @@ from pipeline_lib.grid import Grid
 from pipeline_lib.sar.chunks import create_sigma0, row_bands
 from pipeline_lib.sar.noise import NoiseModel, noise_power, parse_noise
 from pipeline_lib.sar.product import (
+    PolFiles,
     find_pol_files,
     measurement_uri,
     open_sigma_lut,
@@ -178,6 +182,53 @@ def calibrate_band(
     return calibrate_sigma0(dn, interp_lut(lut, lines, pixels), eta)
 
 
+Inputs = Sequence[tuple[PolFiles, xr.DataArray, NoiseModel | None]]
+
+
+def _calibrated_bands(
+    inputs: Inputs,
+    shape: tuple[int, int],
+    lines: np.ndarray,
+    pixels: np.ndarray,
+    band_lines: int,
+    threads: int,
+    label: str,
+) -> Iterator[tuple[int, int, int, np.ndarray]]:
+    """(polarisation index, first row, stop row, σ0 band) of every row band, computed by ``threads`` threads, in order."""
+    local = threading.local()
+    opened: list[rasterio.io.DatasetReader] = []
+    lock = threading.Lock()
+
+    def reader(k: int) -> rasterio.io.DatasetReader:
+        handles = local.__dict__.setdefault("handles", {})
+        if k not in handles:  # GDAL handles are not shared between threads
+            handles[k] = _open_measurement(measurement_uri(inputs[k][0]), shape, f"{label}/{inputs[k][0].measurement}")
+            with lock:
+                opened.append(handles[k])
+        return handles[k]
+
+    def work(k: int, a: int, b: int) -> tuple[int, int, int, np.ndarray]:
+        f, lut, noise = inputs[k]
+        return k, a, b, calibrate_band(reader(k), lut, noise, lines[a:b], pixels, f"{label}/{f.measurement}")
+
+    n = max(1, int(threads))
+    pending: deque[Future[tuple[int, int, int, np.ndarray]]] = deque()
+    try:
+        with ThreadPoolExecutor(max_workers=n) as pool:
+            for k in range(len(inputs)):
+                for a, b in row_bands(lines.size, band_lines):
+                    pending.append(pool.submit(work, k, a, b))
+                    while len(pending) > n:
+                        yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+    finally:
+        for fut in pending:
+            fut.cancel()
+        for src in opened:
+            src.close()
+
+
 def run_calibrate(
     safe_path: Path,
     grid: Grid,
@@ -187,12 +238,15 @@ def run_calibrate(
     thermal_noise: bool = True,
     band_lines: int = 256,
     dem: Path | None = None,
+    threads: int = 1,
 ) -> None:
     """σ0 (thermal noise removed unless ``thermal_noise`` is False) of the GRD window covering ``grid``, to NetCDF.
 
     Chunked: the measurement window is read in row bands of ``band_lines`` lines (the cheap direction of
     the ESA one-strip-per-line TIFF); LUT and noise are evaluated per band and the band is written to the
-    NetCDF at once, so peak memory is about 40 bytes × ``band_lines`` × window width, whatever the scene.
+    NetCDF at once, so peak memory is about ``threads`` × 40 bytes × ``band_lines`` × window width,
+    whatever the scene. ``threads`` bands are computed at once (reads, LUT and noise release the GIL),
+    each thread with its own handle on the measurement; the NetCDF is written from this thread only.
     Every value equals the one the whole-window computation gives (LUT and noise are pointwise in
     (line, pixel)). The window is the range-Doppler lookup of ``grid`` at the heights terrain correction
     will use (the ellipsoid, or ``dem``'s range over the grid) plus ``margin_px``.
@@ -232,8 +286,5 @@ def run_calibrate(
         rasterio.Env(GDAL_CACHEMAX=READ_CACHE_MB * 2**20),  # rasterio passes an int in bytes
         create_sigma0(out_nc, [f.polarisation for f in files], lines, pixels, attrs, var_attrs) as var,
     ):
-        for k, (f, lut, noise) in enumerate(inputs):
-            label = f"{safe_path}/{f.measurement}"
-            with _open_measurement(measurement_uri(f), shape, label) as src:
-                for a, b in row_bands(lines.size, band_lines):
-                    var[k, a:b, :] = calibrate_band(src, lut, noise, lines[a:b], pixels, label)
+        for k, b0, b1, sigma0 in _calibrated_bands(inputs, shape, lines, pixels, band_lines, threads, str(safe_path)):
+            var[k, b0:b1, :] = sigma0

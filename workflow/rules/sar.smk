@@ -22,6 +22,7 @@ rule calibrate:
         "benchmarks/runs/{region}/calibrate/{date}.tsv"
     conda:
         "../../envs/geo.yaml"
+    threads: 2
     resources:
         mem_mb=lambda wc, input: min(1500, mem_raster(800, 2)(wc, input)),
         runtime=runtime_raster(5, 0.05),
@@ -44,6 +45,7 @@ rule speckle:
         "benchmarks/runs/{region}/speckle/{date}.tsv"
     conda:
         "../../envs/geo.yaml"
+    threads: 2
     resources:
         mem_mb=lambda wc, input: min(1500, mem_from_inputs(800, 0.1)(wc, input)),
         runtime=runtime_from_inputs(5, 0.005),

@@ -15,4 +15,5 @@ with job(snakemake) as log:
         polarisations=tuple(p.polarisations),
         margin_px=int(p.margin_px),
         dem=None if p.dem == "ellipsoid" else Path(p.dem),
+        threads=snakemake.threads,
     )
