@@ -145,6 +145,8 @@ def load_region(slug: str, regions_dir: str | Path, defaults: Mapping[str, Any] 
 def _stringify_dates(obj: Any) -> None:
     """YAML turns 2022-01-04 into a date; the schema wants ISO strings."""
     if isinstance(obj, dict):
+        for k in [k for k in obj if isinstance(k, date)]:  # {2018-07-08: file} mappings (fetch.files paths)
+            obj[k.isoformat()] = obj.pop(k)
         for k, v in obj.items():
             if isinstance(v, date):
                 obj[k] = v.isoformat()
@@ -161,8 +163,11 @@ def _stringify_dates(obj: Any) -> None:
 def _check_semantics(region: dict[str, Any], path: Path, slug: str) -> None:
     if region["region"] != slug:
         raise ConfigError(f"{path}: region: '{region['region']}' differs from the file name; set region: {slug}")
-    aoi = region["aoi"]
-    if isinstance(aoi, list):
+    aoi = region.get("aoi")
+    if aoi is None:
+        if region["fetch"]["source"] != "files":
+            raise ConfigError(f"{path}: aoi: required for fetch.source {region['fetch']['source']}; add it")
+    elif isinstance(aoi, list):
         w, s, e, n = aoi
         if any(abs(v) > 90 for v in (s, n)) and all(abs(v) <= 90 for v in (w, e)):
             raise ConfigError(

@@ -15,6 +15,8 @@ rule calibrate:
         "logs/{region}/calibrate/{date}.log",
     benchmark:
         "benchmarks/runs/{region}/calibrate/{date}.tsv"
+    wildcard_constraints:
+        region=SAFE_REGION,
     conda:
         "../../envs/geo.yaml"
     resources:
@@ -36,6 +38,8 @@ rule speckle:
         "logs/{region}/speckle/{date}.log",
     benchmark:
         "benchmarks/runs/{region}/speckle/{date}.tsv"
+    wildcard_constraints:
+        region=SAFE_REGION,
     conda:
         "../../envs/geo.yaml"
     resources:
@@ -56,6 +60,8 @@ rule terrain_correct:
         "logs/{region}/terrain_correct/{date}.log",
     benchmark:
         "benchmarks/runs/{region}/terrain_correct/{date}.tsv"
+    wildcard_constraints:
+        region=SAFE_REGION,
     conda:
         "../../envs/geo.yaml"
     threads: 2
