@@ -361,3 +361,20 @@ def test_shipped_real_regions_resolve_every_date(slug: str, tmp_path: Path) -> N
     rows = run_search(fetch, (0, 0, 1, 1), cfg["dates"], cfg["pair_tolerance_days"], 80, tmp_path / "s.csv")
     n_mod = 2 if fetch["files"]["s1"] else 1
     assert len(rows) == n_mod * len(cfg["dates"])
+
+
+def test_mask_file_beside_each_raster_equals_the_band_mask(tmp_path: Path) -> None:
+    src = PATCH / "s2" / "s2_20180708T110215.tif"
+    copy = tmp_path / src.name
+    shutil.copy(src, copy)
+    with rasterio.open(src) as ds:
+        scl = ds.read(ds.count)
+    _write(tmp_path / f"{src.stem}_cloudmask.tif", np.isin(scl, [2, 4, 5, 6, 7, 11]).astype(np.uint16)[None], src)
+    grid = grid_of_file(src)
+    ingest_raster(src, s2_spec(), grid, tmp_path / "band.tif", date="2018-07-08", acquired="2018-07-08")
+    spec = s2_spec(mask={"file": "{stem}_cloudmask.tif", "keep": [1]})
+    ingest_raster(copy, spec, grid, tmp_path / "file.tif", date="2018-07-08", acquired="2018-07-08")
+    with rasterio.open(tmp_path / "band.tif") as a, rasterio.open(tmp_path / "file.tif") as b:
+        np.testing.assert_array_equal(a.read(6), b.read(6))
+    (tmp_path / f"{src.stem}_cloudmask.tif").unlink()
+    _fails(ProductError, r"its mask file .*_cloudmask.tif does not exist", copy, spec, grid, tmp_path / "o.tif")
