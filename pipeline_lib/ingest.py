@@ -23,11 +23,15 @@ kernel. Only the window covering the grid plus a 3-pixel margin is read.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
 import rasterio.errors
+from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
@@ -37,7 +41,7 @@ from pipeline_lib.fetch.files import ModalitySpec
 from pipeline_lib.grid import Grid, warp_to_grid
 from pipeline_lib.io import write_cog
 
-__all__ = ["RESAMPLING", "find_band", "check_s1_unit", "ingest_raster", "on_grid", "grid_of_file"]
+__all__ = ["RESAMPLING", "find_band", "check_s1_unit", "ingest_raster", "ingest_bands", "on_grid", "grid_of_file"]
 
 RESAMPLING: dict[str, Resampling] = {
     "nearest": Resampling.nearest,
@@ -131,6 +135,51 @@ def _read_masked(ds: rasterio.io.DatasetReader, index: int, window: Window, noda
     return data
 
 
+@dataclass(frozen=True)
+class _Band:
+    """One band read over the grid's window: values (NaN = nodata), their transform and CRS, on the grid or not."""
+
+    data: np.ndarray
+    transform: Affine
+    crs: Any
+    exact: bool
+
+
+def _read_sources(
+    sources: Sequence[tuple[str, str | Path, str | int]], spec: ModalitySpec, grid: Grid, *, raw_values: bool = False
+) -> tuple[list[_Band], list[int]]:
+    """Read (name, file, band selector) sources over the grid window; one open per distinct file."""
+    out: list[_Band | None] = [None] * len(sources)
+    indexes = [0] * len(sources)
+    by_file: dict[str, list[int]] = {}
+    for i, (_, path, _) in enumerate(sources):
+        by_file.setdefault(str(path), []).append(i)
+    for path, members in by_file.items():
+        try:
+            ds = rasterio.open(path)
+        except rasterio.errors.RasterioIOError as exc:
+            raise ProductError(f"{path}: cannot open as a raster ({str(exc).splitlines()[0]}); fix {spec.key}") from exc
+        with ds:
+            if ds.crs is None:
+                raise ProductError(f"{path}: has no CRS; give georeferenced files (GeoTIFF/COG with a CRS)")
+            exact = on_grid(ds, grid)
+            window = exact if exact is not None else _source_window(ds, grid, path)
+            transform = ds.window_transform(window)
+            for i in members:
+                name, _, sel = sources[i]
+                key = f"{spec.key}.mask.band" if name == "mask" else f"{spec.key}.bands.{name}"
+                idx = find_band(ds.descriptions, sel, path, key)
+                try:
+                    data = ds.read(idx, window=window) if raw_values else _read_masked(ds, idx, window, spec.nodata)
+                except rasterio.errors.RasterioError as exc:
+                    raise ProductError(
+                        f"{path}: cannot read ({str(exc).splitlines()[0]}); the file is corrupt"
+                    ) from exc
+                out[i] = _Band(data, transform, ds.crs, exact is not None)
+                indexes[i] = idx
+    return [b for b in out if b is not None], indexes
+
+
 def ingest_raster(
     src: Path | str,
     spec: ModalitySpec,
@@ -146,31 +195,42 @@ def ingest_raster(
     (unreadable file, missing band, unit contradiction, all nodata), CoverageError (no overlap with the
     grid) or ConfigError (unknown resampling).
     """
-    path = src  # a local path or a GDAL /vsi... name
+    sources = [(name, src, sel) for name, sel in spec.bands]
+    mask: tuple[str | Path, str | int] | None = None
+    if spec.mask_band is not None:
+        mask = (src, spec.mask_band)
+    elif spec.mask_file is not None:
+        mpath = spec.mask_path(src)
+        assert mpath is not None
+        if not mpath.is_file():
+            raise ProductError(f"{src}: its mask file {mpath} does not exist; add it or fix {spec.key}.mask.file")
+        mask = (mpath, 1)
+    ingest_bands(sources, spec, grid, out_tif, date=date, acquired=acquired, mask=mask, label=str(src))
+
+
+def ingest_bands(
+    sources: Sequence[tuple[str, str | Path, str | int]],
+    spec: ModalitySpec,
+    grid: Grid,
+    out_tif: Path,
+    *,
+    date: str,
+    acquired: str,
+    mask: tuple[str | Path, str | int] | None = None,
+    label: str,
+) -> None:
+    """Output bands from (name, file, band selector) sources — one file, or one file per band as STAC
+    assets are (any GDAL name, e.g. ``/vsicurl/https://...``) — onto the grid as the modality's COG.
+
+    ``mask`` is the (file, band) of a class raster whose ``spec.mask_keep`` classes are clear;
+    ``label`` names the input in messages and the ``source_file`` tag.
+    """
     if spec.resampling not in RESAMPLING:
         raise ConfigError(f"{spec.key}.resampling: {spec.resampling!r}; use one of {sorted(RESAMPLING)}")
     kernel = RESAMPLING[spec.resampling]
-    try:
-        ds = rasterio.open(path)
-    except rasterio.errors.RasterioIOError as exc:
-        raise ProductError(f"{path}: cannot open as a raster ({str(exc).splitlines()[0]}); fix {spec.key}") from exc
-    with ds:
-        if ds.crs is None:
-            raise ProductError(f"{path}: has no CRS; give georeferenced files (GeoTIFF/COG with a CRS)")
-        indexes = [find_band(ds.descriptions, sel, path, f"{spec.key}.bands.{name}") for name, sel in spec.bands]
-        exact = on_grid(ds, grid)
-        window = exact if exact is not None else _source_window(ds, grid, path)
-        transform = ds.window_transform(window)
-        try:
-            raw = [_read_masked(ds, i, window, spec.nodata) for i in indexes]
-            mask_src = None
-            if spec.mask_band is not None:
-                mi = find_band(ds.descriptions, spec.mask_band, path, f"{spec.key}.mask.band")
-                mask_src = ds.read(mi, window=window)
-        except rasterio.errors.RasterioError as exc:
-            raise ProductError(f"{path}: cannot read ({str(exc).splitlines()[0]}); the file is corrupt") from exc
-        src_crs = ds.crs
-    scaled = [(r * spec.scale + spec.offset).astype(np.float32) for r in raw]
+    path = label
+    read, indexes = _read_sources(sources, spec, grid)
+    scaled = [(b.data * spec.scale + spec.offset).astype(np.float32) for b in read]
     if not any(np.isfinite(b).any() for b in scaled):
         raise ProductError(f"{path}: every pixel over the grid is nodata; remove the file or fix {spec.key}.nodata")
     band_tags: list[dict[str, str]] = []
@@ -188,39 +248,29 @@ def ingest_raster(
                 f"{path}: median reflectance {float(np.median(v)):.0f} after scale {spec.scale:g}; these look like "
                 f"digital numbers: set {spec.key}.scale (e.g. 0.0001 for DN/10000)"
             )
-    invalid_src = None
-    if spec.mask_band is not None or spec.mask_file is not None:
-        if mask_src is None:
-            mask_src, transform_m, crs_m = _read_mask_file(spec, Path(str(src)), grid)
-        else:
-            transform_m, crs_m = transform, src_crs
-        invalid_src = (~np.isin(mask_src, np.asarray(spec.mask_keep))).astype(np.float32), transform_m, crs_m
-
-    if exact is not None:
-        bands = scaled
-    else:
-        bands = [warp_to_grid(b, transform, src_crs, grid, kernel) for b in scaled]
+    bands = [
+        b if r.exact else warp_to_grid(b, r.transform, r.crs, grid, kernel) for b, r in zip(scaled, read, strict=True)
+    ]
     valid = np.logical_and.reduce([np.isfinite(b) for b in bands])
-    if invalid_src is not None:
-        ind, t_m, c_m = invalid_src
-        invalid = (
-            ind if exact is not None and ind.shape == grid.shape else warp_to_grid(ind, t_m, c_m, grid, Resampling.max)
-        )
+    if mask is not None:
+        (m,), _ = _read_sources([("mask", mask[0], mask[1])], spec, grid, raw_values=True)
+        ind = (~np.isin(m.data, np.asarray(spec.mask_keep))).astype(np.float32)
+        invalid = ind if m.exact else warp_to_grid(ind, m.transform, m.crs, grid, Resampling.max)
         valid &= invalid == 0.0
     if not valid.any():
         raise ProductError(
-            f"{path}: no valid pixel over the grid (nodata{', masked' if invalid_src is not None else ''}); "
+            f"{path}: no valid pixel over the grid (nodata{', masked' if mask is not None else ''}); "
             "remove this date or fix the nodata/mask settings"
         )
     names = list(spec.output_bands)
     tags: dict[str, str] = {
         "source": "files",
-        "source_file": str(src),
+        "source_file": label,
         "source_bands": ",".join(f"{n}={i}" for n, i in zip(names, indexes, strict=True)),
         "scale": f"{spec.scale:g}",
         "offset": f"{spec.offset:g}",
         "nodata": "file" if spec.nodata is None else f"{spec.nodata:g}",
-        "resampling": "none (file on the grid)" if exact is not None else spec.resampling,
+        "resampling": "none (file on the grid)" if all(r.exact for r in read) else spec.resampling,
         "datetime": acquired,
         "acquisition_time": acquired,
         "date": date,
@@ -250,16 +300,6 @@ def ingest_raster(
         tags=tags,
         band_tags=band_tags,
     )
-
-
-def _read_mask_file(spec: ModalitySpec, raster: Path, grid: Grid) -> tuple[np.ndarray, object, object]:
-    mpath = spec.mask_path(raster)
-    assert mpath is not None
-    if not mpath.is_file():
-        raise ProductError(f"{raster}: its mask file {mpath} does not exist; add it or fix {spec.key}.mask.file")
-    with rasterio.open(mpath) as ms:
-        win = _source_window(ms, grid, mpath)
-        return ms.read(1, window=win), ms.window_transform(win), ms.crs
 
 
 def grid_of_file(path: Path | str) -> Grid:
