@@ -160,6 +160,8 @@ _NoTimestampLoader.yaml_implicit_resolvers = {
 def _stringify_dates(obj: Any) -> None:
     """YAML turns 2022-01-04 into a date; the schema wants ISO strings."""
     if isinstance(obj, dict):
+        for k in [k for k in obj if isinstance(k, date)]:  # {2018-07-08: file} mappings (fetch.files paths)
+            obj[k.isoformat()] = obj.pop(k)
         for k, v in obj.items():
             if isinstance(v, date):
                 obj[k] = v.isoformat()
@@ -176,12 +178,16 @@ def _stringify_dates(obj: Any) -> None:
 def _check_semantics(region: dict[str, Any], path: Path, slug: str) -> None:
     if region["region"] != slug:
         raise ConfigError(f"{path}: region: '{region['region']}' differs from the file name; set region: {slug}")
-    aoi = region["aoi"]
-    if isinstance(aoi, list):
+    aoi = region.get("aoi")
+    if aoi is None:
+        if region["fetch"]["source"] != "files":
+            raise ConfigError(f"{path}: aoi: required for fetch.source {region['fetch']['source']}; add it")
+    elif isinstance(aoi, list):
         check_lonlat_bbox(aoi, f"{path}: aoi")
     else:
         check_lonlat_point(aoi["center"], f"{path}: aoi.center")
-    _check_aoi_grid(region, path)
+    if aoi is not None:
+        _check_aoi_grid(region, path)
     dates = region["dates"]
     for d in dates:
         try:

@@ -21,6 +21,9 @@ Schedule: Adam β = (0.5, 0.999) for G and D; lr for ``epochs1`` epochs then lr2
 With ``max_steps`` below the full schedule, training stops at ``max_steps`` and the lr switch and the
 end of D's training fall at the same *fractions* of the capped run (epochs1/(epochs1+epochs2) and
 disc_epochs/(epochs1+epochs2)) — our choice, so a capped run still sees both stages.
+The schedule counts optimisation steps, never epochs: an epoch of the full schedule is
+``ceil(patches of epoch 0 / batch)`` steps, so the lr switch and the end of D fall at steps
+spe·epochs1 and spe·disc_epochs even when cloud masks change the patch count per epoch.
 
 Cost (DESIGN §6; none of these changes the maths): models and 4-D batches are channels_last (NHWC, the
 layout oneDNN/cuDNN convolutions use natively, so no reorder per conv); D's real and fake passes run as
@@ -53,7 +56,15 @@ from torch import nn
 
 from pipeline_lib.errors import ModelError
 from pipeline_lib.io import atomic_path
-from pipeline_lib.model.data import VARIANTS, StackData, dihedral, epoch_patches, load_stack, resolve_params
+from pipeline_lib.model.data import (
+    VARIANTS,
+    StackData,
+    dihedral,
+    epoch_patches,
+    fit_patch_px,
+    load_stack,
+    resolve_params,
+)
 from pipeline_lib.model.networks import Generator, PatchDiscriminator
 
 __all__ = [
@@ -376,17 +387,30 @@ def run_train(
     p = resolve_params(data.task, params)
     torch.set_num_threads(max(1, int(threads)))
     dev = select_device(device, log)
-    patch, bs, seed = int(p["patch_px"]), int(p["batch_size"]), int(p["seed"])
+    bs, seed = int(p["batch_size"]), int(p["seed"])
     pairs = not flags["pix2pix"]
+    valid_i = data.valid_i if pairs else None
+    patch = fit_patch_px(valid_i, data.valid_g, int(p["patch_px"]), 2 ** int(p["levels"]), pairs)
+    if patch == 0:
+        raise ModelError(
+            f"{stack_nc}: no fully valid {2 ** int(p['levels'])}×{2 ** int(p['levels'])} patch for {variant} "
+            "(grid too small or too cloudy); use clearer dates or a larger AOI"
+        )
+    if patch != int(p["patch_px"]):
+        log.warning(
+            "%s: no fully valid %d px patch on this %d×%d grid; training %s on %d px patches",
+            stack_nc,
+            int(p["patch_px"]),
+            *data.valid_i.shape,
+            variant,
+            patch,
+        )
+        p = {**p, "patch_px": patch}
 
     def rows_of(epoch: int) -> np.ndarray:
-        return epoch_patches(data.valid_i if pairs else None, data.valid_g, patch, seed, epoch, pairs)
+        return epoch_patches(valid_i, data.valid_g, patch, seed, epoch, pairs)
 
     n0 = len(rows_of(0))
-    if n0 == 0:
-        raise ModelError(
-            f"{stack_nc}: no fully valid {patch}×{patch} patch for {variant}; lower patch_px or check masks"
-        )
     spe = math.ceil(n0 / bs)
     total, lr2_at, d_stop, capped = _schedule(p, spe)
     tr = Trainer(variant, len(data.band_s), len(data.band_t), p, dev)
@@ -422,22 +446,16 @@ def run_train(
         " (capped by max_steps)" if capped else "",
     )
     t0, s0 = time.perf_counter(), step
-    empty = 0
     with _deterministic(dev.type == "cpu"):
         while step < total:
             rows = rows_of(epoch)
-            empty = empty + 1 if len(rows) == 0 else 0
-            if empty > 100:
-                raise ModelError(f"{stack_nc}: 100 epochs in a row without a valid patch; lower patch_px")
+            if len(rows) == 0:  # cannot happen once fit_patch_px found a valid patch; guards the loop
+                raise ModelError(f"{stack_nc}: epoch {epoch} has no valid {patch} px patch; check the masks")
             for start in range(0, len(rows), bs):
                 if step >= total:
                     break
-                if capped:
-                    lr = float(p["lr"]) if step < lr2_at else float(p["lr2"])
-                    disc_on = step < d_stop
-                else:
-                    lr = float(p["lr"]) if epoch < int(p["epochs1"]) else float(p["lr2"])
-                    disc_on = epoch < int(p["disc_epochs"])
+                lr = float(p["lr"]) if step < lr2_at else float(p["lr2"])
+                disc_on = step < d_stop
                 tr.set_lr(lr)
                 batch = make_batch(data, rows[start : start + bs], patch, flags["pix2pix"])
                 losses = tr.step(batch, disc_on or flags["pix2pix"])

@@ -7,7 +7,7 @@ from argparse import Namespace
 from pathlib import Path
 
 from pipeline_lib.config import load_region, validate_top
-from pipeline_lib.errors import ConfigError
+from pipeline_lib.errors import ConfigError, PipelineError
 
 
 def _fail(exc):
@@ -41,6 +41,32 @@ def _warn_credentials(slug, region):
 
 for _slug, _region in REGIONS.items():
     _warn_credentials(_slug, _region)
+
+
+def _files_regions():
+    """Slugs of the region files whose fetch.source is `files` (read at parse time, without validation:
+    the rules making s1/{date}.tif and s2/{date}.tif differ by source, so their region constraints do).
+    """
+    import yaml
+
+    fallback = ((config.get("defaults") or {}).get("fetch") or {}).get("source", "demo")
+    slugs = []
+    for path in sorted(Path(config["regions_dir"]).glob("*.yaml")):
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            continue  # load_region reports it when the region is used
+        fetch = raw.get("fetch") if isinstance(raw, dict) else None
+        source = fetch.get("source", fallback) if isinstance(fetch, dict) else fallback
+        if source == "files":
+            slugs.append(path.stem)
+    return slugs
+
+
+_FILES_ALT = "|".join(_files_regions()) or "(?!)"
+# region wildcards of the files source's ingest rules, and of the SAFE chains (download, SAR, optical)
+FILES_REGION = rf"(?:{_FILES_ALT})"
+SAFE_REGION = rf"(?!(?:{_FILES_ALT})(?![a-z0-9-]))[a-z0-9][a-z0-9-]*"
 
 
 wildcard_constraints:
@@ -128,6 +154,45 @@ def product_for(mission_prefix):
     return get
 
 
+def has_s1(region):
+    """False for a files-source region without Sentinel-1 (fetch.files.s1 null): no s1/{date}.tif."""
+    fetch = region_cfg(region)["fetch"]
+    return fetch["source"] != "files" or bool(fetch["files"].get("s1"))
+
+
+def s1_dates(region, dates):
+    """The dates that have an s1/{date}.tif (all of them, or none for an S2-only region)."""
+    return list(dates) if has_s1(region) else []
+
+
+def grid_inputs(wildcards):
+    """A files-source region without an aoi takes the grid of its first Sentinel-2 file."""
+    cfg = region_cfg(wildcards.region)
+    if cfg.get("aoi") is not None or cfg["fetch"]["source"] != "files":
+        return {}
+    from pipeline_lib.fetch.files import list_files, modality_specs
+
+    try:
+        spec = modality_specs(cfg["fetch"]["files"])["s2"]
+        return {"reference": str(list_files(spec)[0].path)}
+    except PipelineError as exc:
+        _fail(exc)
+
+
+def ard_file(modality):
+    """Input function: the file scenes.csv selected for {date} of a files-source region."""
+
+    def get(wildcards):
+        for scene in scenes_for(wildcards):
+            if scene.date == wildcards.date and scene.mission == modality.upper():
+                return scene.uri
+        raise ValueError(
+            f"results/{wildcards.region}/scenes.csv has no {modality.upper()} file for {wildcards.date}"
+        )
+
+    return get
+
+
 def region_report_inputs(wildcards):
     region = wildcards.region
     cfg = region_cfg(region)
@@ -137,7 +202,11 @@ def region_report_inputs(wildcards):
         "grid": f"results/{region}/grid.json",
         "scenes": f"results/{region}/scenes.csv",
         "offsets": f"results/{region}/offsets.json",
-        "s1": expand("results/{region}/s1/{date}.tif", region=region, date=dates),
+        "s1": expand(
+            "results/{region}/s1/{date}.tif",
+            region=region,
+            date=s1_dates(region, dates),
+        ),
         "s2": expand("results/{region}/s2/{date}.tif", region=region, date=dates),
         "metrics": f"results/{region}/metrics.json",
     }

@@ -20,6 +20,8 @@ rule calibrate:
         "logs/{region}/calibrate/{date}.log",
     benchmark:
         "benchmarks/runs/{region}/calibrate/{date}.tsv"
+    wildcard_constraints:
+        region=SAFE_REGION,
     conda:
         "../../envs/geo.yaml"
     threads: 2
@@ -43,6 +45,8 @@ rule speckle:
         "logs/{region}/speckle/{date}.log",
     benchmark:
         "benchmarks/runs/{region}/speckle/{date}.tsv"
+    wildcard_constraints:
+        region=SAFE_REGION,
     conda:
         "../../envs/geo.yaml"
     threads: 2
@@ -64,6 +68,8 @@ rule terrain_correct:
         "logs/{region}/terrain_correct/{date}.log",
     benchmark:
         "benchmarks/runs/{region}/terrain_correct/{date}.tsv"
+    wildcard_constraints:
+        region=SAFE_REGION,
     conda:
         "../../envs/geo.yaml"
     threads: 2
