@@ -34,6 +34,7 @@ import numpy as np
 import xarray as xr
 
 from pipeline_lib.errors import ConfigError, ModelError
+from pipeline_lib.model.variants import networks
 from pipeline_lib.stacks import open_stack
 
 __all__ = [
@@ -54,7 +55,8 @@ __all__ = [
 ]
 
 TASKS = ("sar_to_visible", "visible_to_swir")
-VARIANTS = ("tirsit", "tirsit_noadv", "no_uc", "no_sg", "no_uc_sg", "pix2pix")
+#: Trained variants, from the registry (:mod:`pipeline_lib.model.variants`), shortcut-fix candidates included.
+VARIANTS = networks()
 
 #: Parameters shared by both tasks (config keys of ``train``/``predict`` in the workflow schema).
 COMMON_DEFAULTS: dict[str, Any] = {

@@ -32,6 +32,7 @@ from pipeline_lib.model.baselines import BASELINES, guide_weights, weighted_spre
 from pipeline_lib.model.data import VARIANTS, StackData, denormalise_diff, load_stack, resolve_params
 from pipeline_lib.model.networks import Generator
 from pipeline_lib.model.train import build_generator, load_checkpoint, select_device, variant_flags
+from pipeline_lib.model.variants import uncertainty_variants
 
 __all__ = [
     "UNCERTAINTY_VARIANTS",
@@ -45,7 +46,7 @@ __all__ = [
 
 _LOG = logging.getLogger(__name__)
 #: Variants with an uncertainty raster (several reconstructions to compare).
-UNCERTAINTY_VARIANTS = ("tirsit", "tirsit_noadv", "no_uc", "no_sg", "no_uc_sg", "blend")
+UNCERTAINTY_VARIANTS = uncertainty_variants()
 
 
 def tile_starts(n: int, tile: int, overlap: int) -> list[int]:

@@ -65,7 +65,9 @@ from pipeline_lib.model.data import (
     load_stack,
     resolve_params,
 )
+from pipeline_lib.model.losses import consistency_loss, consistency_target, departure_losses
 from pipeline_lib.model.networks import Generator, PatchDiscriminator
+from pipeline_lib.model.variants import get_variant
 
 __all__ = [
     "CKPT_FORMAT",
@@ -86,15 +88,14 @@ _LOG = logging.getLogger(__name__)
 
 
 def variant_flags(variant: str) -> dict[str, bool]:
-    """guided (guide encoder + masks), con (L_con), adv (L_adv), pix2pix (S→T, no differences)."""
-    if variant not in VARIANTS:
-        raise ModelError(f"variant {variant!r} is unknown; expected one of {list(VARIANTS)}")
-    return {
-        "guided": variant in ("tirsit", "tirsit_noadv", "no_uc"),
-        "con": variant in ("tirsit", "tirsit_noadv", "no_sg"),
-        "adv": variant in ("tirsit", "pix2pix"),
-        "pix2pix": variant == "pix2pix",
-    }
+    """guided (guide encoder + masks), con (a uniqueness term), adv (L_adv), pix2pix (S→T, no differences).
+
+    Read from the registry (:mod:`pipeline_lib.model.variants`); ModelError for a baseline or unknown name.
+    """
+    v = get_variant(variant)
+    if not v.trains:
+        raise ModelError(f"variant {variant!r} is a baseline (no network); expected one of {list(VARIANTS)}")
+    return {"guided": v.guided, "con": v.consistency != "none", "adv": v.adversarial, "pix2pix": v.pix2pix}
 
 
 def select_device(device: str, log: logging.Logger | None = None) -> torch.device:
@@ -129,18 +130,6 @@ def build_generator(variant: str, n_s: int, n_t: int, p: dict[str, Any]) -> Gene
 
 def build_discriminator(n_s: int, n_t: int, p: dict[str, Any]) -> PatchDiscriminator:
     return PatchDiscriminator(n_s, n_t, filters=int(p["filters"]))
-
-
-def consistency_target(t_j: torch.Tensor, t_k: torch.Tensor) -> torch.Tensor:
-    """What T̂_ij − T̂_ik must equal under the uniqueness constraint (eq. 4): T_k − T_j."""
-    return t_k - t_j
-
-
-def consistency_loss(
-    pred_ij: torch.Tensor, pred_ik: torch.Tensor, t_j: torch.Tensor, t_k: torch.Tensor
-) -> torch.Tensor:
-    """L_con = MSE((T̂_ij − T̂_ik), T_k − T_j)."""
-    return F.mse_loss(pred_ij - pred_ik, consistency_target(t_j, t_k))
 
 
 def make_batch(data: StackData, rows: np.ndarray, patch: int, pix2pix: bool) -> dict[str, np.ndarray]:
@@ -216,7 +205,8 @@ class Trainer:
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=float(p["lr"]), betas=betas)
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=float(p["lr"]), betas=betas) if self.d else None
         self.lambda_con = float(p["lambda_con"]) if self.flags["con"] else 0.0
-        self.lambda_adv = float(p["lambda_adv"]) if variant == "tirsit" else 0.0
+        self.lambda_adv = float(p["lambda_adv"]) if self.flags["adv"] and not self.flags["pix2pix"] else 0.0
+        self.consistency = get_variant(variant).consistency
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.device.type == "cuda":
@@ -281,8 +271,12 @@ class Trainer:
                 losses["adv"] = float(adv.detach())
         else:
             n = b["t_jk"].shape[0]
+            departure = self.consistency not in ("none", "paper") and self.lambda_con > 0
             with self._autocast():
-                if self.lambda_con > 0 and self.flags["guided"]:
+                if departure:  # issue 12 part 3 (pipeline_lib.model.losses); tirsit & co. take the branches below
+                    out_jk_dep, con_dep = departure_losses(self.consistency, self.g, b)
+                    out = out_jk_dep
+                elif self.lambda_con > 0 and self.flags["guided"]:
                     out = self.g(b["x"], b["guide"], b["guide_index"]).float()
                 elif self.lambda_con > 0:
                     out = self.g(b["x"]).float()
@@ -297,7 +291,10 @@ class Trainer:
             rec = F.mse_loss(out_jk, b["t_jk"])
             total = rec
             losses["rec"] = float(rec.detach())
-            if self.lambda_con > 0:
+            if departure:
+                total = rec + self.lambda_con * con_dep
+                losses["con"] = float(con_dep.detach())
+            elif self.lambda_con > 0:
                 out_ij, out_ik = out[n : 2 * n], out[2 * n :]
                 con = consistency_loss(out_ij, out_ik, b["t_j"], b["t_k"])
                 total = rec + self.lambda_con * con

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pipeline_lib.config import load_region, validate_top
 from pipeline_lib.errors import ConfigError, PipelineError
+from pipeline_lib.model import variants as model_variants
 
 
 def _fail(exc):
@@ -223,8 +224,22 @@ def dem_input(wildcards):
     return [] if dem == "ellipsoid" else [dem]
 
 
-BASELINES = ["neighbour_j", "neighbour_k", "blend"]
-UNCERTAINTY_BASELINES = ["blend"]
+# Variant names come from the one registry (pipeline_lib/model/variants.py).
+BASELINES = list(model_variants.baselines())
+UNCERTAINTY_BASELINES = [
+    v for v in model_variants.uncertainty_variants() if v in BASELINES
+]
+TRAIN_VARIANTS = model_variants.wildcard_pattern(model_variants.listed_networks())
+UNCERTAINTY_VARIANTS = model_variants.wildcard_pattern(
+    model_variants.uncertainty_variants(listed_only=True)
+)
+PLAIN_VARIANTS = model_variants.wildcard_pattern(
+    [
+        v
+        for v in [*model_variants.listed_networks(), *BASELINES]
+        if not model_variants.get_variant(v).uncertainty
+    ]
+)
 
 
 def train_params(region, experiment):
@@ -255,9 +270,7 @@ def predict_inputs(wildcards):
 def evaluate_inputs(wildcards):
     region, exp = wildcards.region, wildcards.experiment
     variants = network_variants(region, exp) + BASELINES
-    unc = [
-        v for v in variants if v != "pix2pix" and v not in BASELINES
-    ] + UNCERTAINTY_BASELINES
+    unc = [v for v in variants if model_variants.get_variant(v).uncertainty]
     return {
         "truth": f"results/{region}/truth/{exp}.tif",
         "stack": f"results/{region}/stacks/{exp}.nc",
