@@ -39,5 +39,6 @@ rule offsets:
     params:
         dates=rcfg("dates"),
         threshold_px=rcfg("coreg", "threshold_px"),
+        max_offset_px=rcfg("coreg", "max_offset_px"),
     script:
         "../scripts/offsets.py"
