@@ -233,3 +233,35 @@ def test_only_evaluation_reads_the_truth_and_validation_skips_date_i(tmp_path: P
             assert day is None or not any(p.endswith(f"/{day}.tif") for p in inputs), (rule, inputs)
             assert not any("/truth/" in p for p in inputs), (rule, inputs)
     assert seen == {"validation_stack", "validation_train", "validate", "select"}, seen
+
+
+def test_report_shows_validation_and_test_rankings_side_by_side() -> None:
+    from pipeline_lib.report.model_part import model_sections
+
+    metric = {"rmse": {"B11": 0.02, "mean": 0.02}, "ssim": {"B11": 0.9, "mean": 0.9}, "cc": {"B11": 0.8, "mean": 0.8}}
+    block = {
+        "blend": metric,
+        "no_uc": metric,
+        "changed": {"blend": metric, "no_uc": metric},
+        "info": {"bands": ["B11"], "clipped_inputs": {"B11": {"below": 0, "above": 3, "of": 100}}},
+        "selected": {
+            "method": "no_uc",
+            "reason": "no_uc beats the blend on validation by 9.0% (margin 5%)",
+            "validation": {
+                "blend": {"rmse": 0.03, "rmse_sd": 0.0, "n": 2},
+                "no_uc": {"rmse": 0.0273, "rmse_sd": 0.001, "n": 6},
+            },
+            "validation_runs": [{"validation": "val1", "target_date": "2021-04-15", "guide_dates": ["a", "b"]}],
+            "test_rmse": {"blend": 0.031, "no_uc": 0.025},
+            "test_ranking": ["no_uc", "blend"],
+            "test_rank": 1,
+            "test_winner": "no_uc",
+            "vs_blend": -0.19,
+            "spearman_validation_test": None,
+            "spearman_uncertainty_abs_error": 0.6,
+        },
+    }
+    html = "".join(model_sections({"v2s": block}, {}))
+    assert "validation and test rankings side by side" in html and "<b>no_uc (selected)</b>" in html
+    assert "2021-04-15 from a, b" in html and "−19.0%" in html.replace("-19.0%", "−19.0%")
+    assert "B11 0 below / 3 above of 100" in html
