@@ -17,6 +17,7 @@ include: "workflow/rules/files.smk"
 include: "workflow/rules/grid.smk"
 include: "workflow/rules/stacks.smk"
 include: "workflow/rules/model.smk"
+include: "workflow/rules/select.smk"
 include: "workflow/rules/report.smk"
 
 

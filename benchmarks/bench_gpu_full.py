@@ -39,7 +39,7 @@ def _mirror_tiled(region: realts.Region, size: int, out: Path) -> realts.Region:
     """
     import rasterio
 
-    from pipeline_lib.io import write_cog
+    from pipeline_lib.cog import write_cog
 
     out.mkdir(parents=True, exist_ok=True)
 

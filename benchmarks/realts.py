@@ -24,7 +24,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 
-from pipeline_lib.io import write_cog
+from pipeline_lib.cog import write_cog
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO / "data" / "real-ts"

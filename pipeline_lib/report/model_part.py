@@ -30,6 +30,7 @@ from pipeline_lib.stacks import open_stack, read_truth
 
 __all__ = [
     "model_sections",
+    "selection_table",
     "experiment_figures",
     "side_by_side",
     "MAIN_ROWS",
@@ -204,6 +205,51 @@ def experiment_figures(
     return out
 
 
+def selection_table(exp: str, sel: Mapping[str, Any]) -> str:
+    """The recommended prediction: which method and why, validation and test rankings side by side."""
+    val = sel.get("validation", {})
+    test = sel.get("test_rmse", {})
+    val_rank = {m: i + 1 for i, m in enumerate(sorted(val, key=lambda m: val[m]["rmse"]))}
+    test_rank = {m: i + 1 for i, m in enumerate(sel.get("test_ranking", []))}
+    rows = []
+    for m in sorted(set(val) | set(test), key=lambda m: (val_rank.get(m, 99), test_rank.get(m, 99))):
+        v = val.get(m)
+        vtxt = f"{v['rmse']:.4f} ± {v['rmse_sd']:.4f} (n={v['n']})" if v else "–"
+        name = f"<b>{h.esc(m)} (selected)</b>" if m == sel.get("method") else h.esc(m)
+        t = test.get(m)
+        rows.append(
+            f"<tr><td>{name}</td><td>{vtxt}</td><td>{val_rank.get(m, '–')}</td>"
+            f"<td>{'–' if t is None else f'{t:.4f}'}</td><td>{test_rank.get(m, '–')}</td></tr>"
+        )
+    rho = sel.get("spearman_validation_test")
+    vs_blend = sel.get("vs_blend")
+    runs = sel.get("validation_runs", [])
+    plan = sorted(
+        {(r.get("validation"), r.get("target_date"), ", ".join(r.get("guide_dates") or [])) for r in runs},
+        key=lambda r: str(r[0]),
+    )
+    plan_txt = "; ".join(f"{v}: {t} from {g}" for v, t, g in plan) or "none possible (too few dates)"
+    head = (
+        "<tr><th>method</th><th>validation RMSE (mean ± sd over experiments × seeds)</th><th>validation rank</th>"
+        "<th>test RMSE</th><th>test rank</th></tr>"
+    )
+    intro = (
+        f"<p><b>Recommended prediction</b> (<code>pred/{h.esc(exp)}/selected.tif</code>): "
+        f"<b>{h.esc(str(sel.get('method')))}</b> — {h.esc(str(sel.get('reason', '')))}. "
+        f"Gap-matched validation experiments (never the target date): {h.esc(plan_txt)}. "
+        f"On the test: rank {sel.get('test_rank')}, "
+        f"{'' if vs_blend is None else f'{vs_blend:+.1%} RMSE against the blend, '}"
+        f"winner {h.esc(str(sel.get('test_winner')))}; Spearman ρ(validation, test RMSE) = "
+        f"{'n/a' if rho is None else f'{rho:+.2f}'}; ρ(uncertainty, |error|) of the selection = "
+        f"{sel.get('spearman_uncertainty_abs_error', float('nan')):.2f}.</p>"
+    )
+    table = (
+        f'<table class="metrics"><caption>{h.esc(exp)}: validation and test rankings side by side '
+        f"(RMSE, mean over bands)</caption>{head}{''.join(rows)}</table>"
+    )
+    return intro + table
+
+
 def model_sections(metrics: Mapping[str, Any], figures: Mapping[str, list[tuple[str, str]]]) -> list[str]:
     """HTML sections: per experiment the main and ablation tables (all and changed pixels) and figures."""
     sections = []
@@ -222,6 +268,17 @@ def model_sections(metrics: Mapping[str, Any], figures: Mapping[str, list[tuple[
             )
             parts.append(
                 _paper_table(block, ABLATION_ROWS, scope, f"{exp}: ablation ({label}) — paper Table II/IV layout")
+            )
+        if "selected" in block:
+            parts.append(selection_table(exp, block["selected"]))
+        clip_in = info.get("clipped_inputs", {})
+        clip_out = {k: v for k, v in info.get("clipped_predictions", {}).items() if v.get("below") or v.get("above")}
+        if clip_in or clip_out:
+            ins = ", ".join(f"{b} {v['below']} below / {v['above']} above of {v['of']}" for b, v in clip_in.items())
+            outs = ", ".join(f"{k} {v['below']} below 0 / {v['above']} above 1" for k, v in clip_out.items())
+            parts.append(
+                f"<p>Values clipped by the fixed normalisation ranges (stack inputs): {h.esc(ins or 'none')}. "
+                f"Predicted reflectances clipped to [0, 1]: {h.esc(outs or 'none')}.</p>"
             )
         rho = info.get("spearman_uncertainty_abs_error", {})
         if rho:

@@ -267,21 +267,107 @@ def predict_inputs(wildcards):
     return inputs
 
 
-def evaluate_inputs(wildcards):
-    region, exp = wildcards.region, wildcards.experiment
+def test_outputs(region, exp):
+    """The test experiment's predictions and uncertainty rasters (every method)."""
     variants = network_variants(region, exp) + BASELINES
     unc = [v for v in variants if model_variants.get_variant(v).uncertainty]
+    return (
+        [f"results/{region}/pred/{exp}/{v}.tif" for v in variants],
+        [f"results/{region}/pred/{exp}/{v}_uncertainty.tif" for v in unc],
+    )
+
+
+def evaluate_inputs(wildcards):
+    region, exp = wildcards.region, wildcards.experiment
+    preds, unc = test_outputs(region, exp)
     return {
         "truth": f"results/{region}/truth/{exp}.tif",
         "stack": f"results/{region}/stacks/{exp}.nc",
-        "preds": [f"results/{region}/pred/{exp}/{v}.tif" for v in variants],
-        "uncertainty": [
-            f"results/{region}/pred/{exp}/{v}_uncertainty.tif" for v in unc
-        ],
+        "preds": preds,
+        "uncertainty": unc,
         "models": [
             f"results/{region}/models/{exp}/{v}.pt"
             for v in network_variants(region, exp)
         ],
+        "selected": f"results/{region}/pred/{exp}/selected.tif",
+        "selected_uncertainty": f"results/{region}/pred/{exp}/selected_uncertainty.tif",
+        "selected_json": f"results/{region}/pred/{exp}/selected.json",
+    }
+
+
+# Method choice without the truth (issue 12 part 4; pipeline_lib.model.select).
+def select_params(region):
+    from pipeline_lib.model.select import SelectParams
+
+    try:
+        return SelectParams.from_config(region_cfg(region)["select"])
+    except ConfigError as exc:
+        _fail(exc)
+
+
+def validation_plan(region, experiment):
+    """{name: ValidationExperiment}: gap-matched validation experiments (never the target date)."""
+    from pipeline_lib.model.select import plan_validation
+
+    exp = experiment_cfg(region, experiment)
+    sp = select_params(region)
+    plan = plan_validation(
+        exp["target"],
+        exp["guides"],
+        region_cfg(region)["dates"],
+        sp.validations,
+        sp.max_gap_mismatch_days,
+    )
+    return {v.name: v for v in plan}
+
+
+def validation_cfg(region, experiment, val):
+    plan = validation_plan(region, experiment)
+    if val not in plan:
+        raise ValueError(
+            f"{val!r} is not a validation experiment of {experiment!r} in region {region!r}"
+        )
+    return plan[val].as_experiment(experiment_cfg(region, experiment))
+
+
+def validation_dates(region, experiment, val):
+    v = validation_cfg(region, experiment, val)
+    return sorted({v["target"], *v["guides"]})
+
+
+def validation_train_params(region, experiment, seed):
+    train = train_params(region, experiment)
+    train["seed"] = int(seed)
+    steps = select_params(region).max_steps
+    if steps is not None:
+        train["max_steps"] = steps
+    return train
+
+
+def validation_meta(region, experiment, val, seed):
+    v = validation_plan(region, experiment)[val]
+    return {
+        "validation": val,
+        "seed": int(seed),
+        "gap_mismatch_days": v.gap_mismatch_days,
+    }
+
+
+def select_inputs(wildcards):
+    """Validation scores of every validation experiment and seed, and the test rasters (no truth)."""
+    region, exp = wildcards.region, wildcards.experiment
+    preds, unc = test_outputs(region, exp)
+    vals = list(validation_plan(region, exp))
+    return {
+        "validation": expand(
+            "results/{region}/validation/{exp}/{val}/seed{seed}/scores.json",
+            region=region,
+            exp=exp,
+            val=vals,
+            seed=select_params(region).seeds,
+        ),
+        "preds": preds,
+        "uncertainty": unc,
     }
 
 

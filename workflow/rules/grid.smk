@@ -43,5 +43,6 @@ rule offsets:
         dates=rcfg("dates"),
         s1_dates=lambda wc: s1_dates(wc.region, region_cfg(wc.region)["dates"]),
         threshold_px=rcfg("coreg", "threshold_px"),
+        max_offset_px=rcfg("coreg", "max_offset_px"),
     script:
         "../scripts/offsets.py"

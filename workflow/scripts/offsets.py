@@ -12,4 +12,5 @@ with job(snakemake) as log:
         dict(zip(dates, map(Path, snakemake.input.s2), strict=True)),
         Path(snakemake.output[0]),
         threshold_px=float(snakemake.params.threshold_px),
+        max_offset_px=float(snakemake.params.max_offset_px),
     )
