@@ -16,6 +16,7 @@ include: "workflow/rules/optical.smk"
 include: "workflow/rules/grid.smk"
 include: "workflow/rules/stacks.smk"
 include: "workflow/rules/model.smk"
+include: "workflow/rules/gapfill.smk"
 include: "workflow/rules/report.smk"
 
 

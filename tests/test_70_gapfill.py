@@ -257,3 +257,29 @@ def test_evaluation_scores_only_masked_pixels_and_linear_is_exact_on_linear_trut
     mask[:5, :5] = True
     out = score_date(truth, mask, {"blend": truth + 0.01}, ["B04", "B03", "B02"])
     assert out["n"] == 25 and abs(out["all"]["blend"]["rmse"]["mean"] - 0.01) < 1e-6
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+
+def test_gapfill_config_defaults_and_errors(tmp_path: Path) -> None:
+    import yaml
+
+    from pipeline_lib.config import load_region
+    from pipeline_lib.errors import ConfigError
+    from pipeline_lib.gapfill.run import fill_params, gapfill_dates
+
+    repo = Path(__file__).resolve().parents[1]
+    demo = load_region("demo", repo / "config" / "regions")
+    g = demo["gapfill"]
+    assert g["swir"] == "chained" and g["variant"] == "tirsit_noadv" and g["evaluate"]["max_dates"] == 8
+    assert fill_params(g) == FillParams(max_steps=60)
+    assert gapfill_dates(demo["dates"], g) == demo["dates"]
+    assert gapfill_dates(demo["dates"], {**g, "range": ["2022-01-01", "2022-01-20"]}) == ["2022-01-04", "2022-01-16"]
+    with pytest.raises(ConfigError, match="gapfill.dates"):
+        gapfill_dates(demo["dates"], {**g, "dates": ["2020-01-01"]})
+    raw = yaml.safe_load((repo / "config" / "regions" / "demo.yaml").read_text())
+    raw["gapfill"]["swir"] = "sideways"
+    (tmp_path / "demo.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="gapfill.swir"):
+        load_region("demo", tmp_path)

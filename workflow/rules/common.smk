@@ -118,6 +118,9 @@ def region_report_inputs(wildcards):
         ev = evaluate_inputs(Namespace(region=region, experiment=exp))
         for key in ("truth", "stack", "preds", "uncertainty", "models"):
             inputs[f"{exp}__{key}"] = ev[key]
+    if cfg.get("gapfill"):
+        inputs["gapfill_fills"] = gapfill_products(wildcards)
+        inputs["gapfill_collection"] = f"results/{region}/gapfill/collection.json"
     return inputs
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from pipeline_lib.jobs import job
 from pipeline_lib.report import run_region_report
+from pipeline_lib.report.gapfill_part import gapfill_section
 from pipeline_lib.report.model_part import experiment_figures, model_sections
 
 with job(snakemake) as log:
@@ -12,6 +13,7 @@ with job(snakemake) as log:
     region = snakemake.wildcards.region
     dates = list(snakemake.params.dates)
     metrics = json.loads(Path(inp.metrics).read_text())
+    gapfill = metrics.pop("gapfill", None)
     figures = {}
     for exp in snakemake.params.experiments:
         preds = {Path(p).stem: Path(p) for p in inp[f"{exp}__preds"]}
@@ -20,6 +22,10 @@ with job(snakemake) as log:
         figures[exp] = experiment_figures(
             exp, Path(inp[f"{exp}__stack"]), Path(inp[f"{exp}__truth"]), preds, unc, models
         )
+    sections = model_sections(metrics, figures)
+    if gapfill is not None:
+        filled = {Path(p).stem: Path(p) for p in inp.gapfill_fills}
+        sections.append(gapfill_section(gapfill, dict(zip(dates, map(Path, inp.s2), strict=True)), filled))
     run_region_report(
         region,
         Path(inp.grid),
@@ -30,5 +36,5 @@ with job(snakemake) as log:
         sorted(Path("benchmarks/runs", region).rglob("*.tsv")),
         dict(snakemake.params.config),
         Path(snakemake.output[0]),
-        model={"sections": model_sections(metrics, figures), "metrics_json": None},
+        model={"sections": sections, "metrics_json": None},
     )
