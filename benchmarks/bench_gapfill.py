@@ -2,7 +2,12 @@
 
 Reads data/real-ts/wc-belgium-patch-2018/original/ (S2 L2A 10 m + 20 m netCDFs, 118 dates with SCL;
 S1 ascending, 159 dates; EPSG:32631, 64 × 64 px at 10 m; 20 m data repeated ×2). Each S2 date is
-paired with the nearest S1 date within ``--pair-days``; SCL classes 0, 1, 3, 8, 9, 10 are cloudy.
+paired with the nearest S1 date within ``--pair-days``; SCL classes 0, 1, 3, 8, 9, 10 (the pipeline's
+mask) and 11 (snow/ice: in this lowland series, 2017-08 … 2018-11, the only date with class 11 is
+2018-09-23, a bright cloud misclassified as snow, reflectance ≈ 0.6) are cloudy, and so is any
+pixel whose visible reflectance exceeds 0.5, the top of the models' visible range (SCL leaves
+undetected cloud pixels on nearly overcast dates, e.g. 2017-11-05 with 5 % "clear" pixels at
+reflectance 1.3-1.7; as the nearest clear date at their pixel they would become guides).
 Evaluation dates (clear, never neighbours among the clear dates) get the real SCL mask of another,
 partly cloudy date; the models are trained on the series with those masks applied and score only
 the masked pixels. Methods: gapfill with SWIR direct from SAR and chained through the predicted
@@ -43,7 +48,9 @@ def load_belgium(pair_days: float) -> Series:
     t1 = s1["timestamp"].values.astype("datetime64[s]")
     dn = np.stack([s10[b].values for b in ("B04", "B03", "B02")] + [_up(s20[b].values) for b in ("B11", "B12")], 1)
     refl = np.where(dn > 0, dn.astype(np.float32) / 10000.0, np.nan).astype(np.float32)
-    clear = ~np.isin(_up(s20["SCL"].values), SCL_MASKED_CLASSES) & np.isfinite(refl).all(axis=1)
+    cloudy_classes = (*SCL_MASKED_CLASSES, 11)
+    clear = ~np.isin(_up(s20["SCL"].values), cloudy_classes) & np.isfinite(refl).all(axis=1)
+    clear &= (refl[:, :3] <= 0.5).all(axis=1)
     sar = _up(np.stack([s1["VV"].values, s1["VH"].values], 1).astype(np.float32))
     d, _, h, w = refl.shape
     s1_arr = np.full((d, 2, h, w), np.nan, dtype=np.float32)
