@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from affine import Affine
 
 from pipeline_lib.errors import ModelError
 from pipeline_lib.gapfill.evaluate import apply_masks, borrow_masks, evaluate_fill, score_date
@@ -206,8 +207,6 @@ def test_product_cog_stac_item_and_collection(models: dict[str, dict], tmp_path:
 
 def test_read_series_from_cogs(tmp_path: Path) -> None:
     s = make_series(h=32, w=32)
-    from affine import Affine
-
     s1p, s2p = {}, {}
     for i, d in enumerate(s.dates[:3]):
         s1p[d] = tmp_path / f"s1_{d}.tif"
@@ -252,6 +251,7 @@ def test_evaluation_scores_only_masked_pixels_and_linear_is_exact_on_linear_trut
     assert res["visible"]["all"]["pixels"] == n_masked
     assert res["visible"]["all"]["linear"]["rmse"]["mean"] < 1e-6
     assert res["visible"]["all"]["nearest"]["rmse"]["mean"] > 1e-3
+    assert set(res["spearman_uncertainty_abs_error"]) == set()
     truth = s.s2[0, :3]
     mask = np.zeros(truth.shape[1:], bool)
     mask[:5, :5] = True
@@ -283,3 +283,32 @@ def test_gapfill_config_defaults_and_errors(tmp_path: Path) -> None:
     (tmp_path / "demo.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match="gapfill.swir"):
         load_region("demo", tmp_path)
+
+
+def test_report_section_and_workflow_metrics(models: dict[str, dict], tmp_path: Path) -> None:
+    from pipeline_lib.gapfill.run import run_gapfill_evaluate
+    from pipeline_lib.report.gapfill_part import gapfill_section
+
+    s = make_series(cloudy={1: (slice(0, 20), slice(0, 64)), 4: (slice(30, 60), slice(10, 40))})
+    tr = Affine(*s.transform)
+    s1p, s2p, fills = {}, {}, []
+    for i, d in enumerate(s.dates):
+        s1p[d], s2p[d] = tmp_path / "s1" / f"{d}.tif", tmp_path / "s2" / f"{d}.tif"
+        write_cog(s.s1[i], s1p[d], crs=s.crs, transform=tr, descriptions=["VV", "VH"], stac=False)
+        data = np.concatenate([np.nan_to_num(s.s2[i]), s.s2_valid[i][None].astype(np.float32)])
+        write_cog(data, s2p[d], crs=s.crs, transform=tr, descriptions=[*S2_BANDS, "valid"], stac=False)
+        bands, source, unc = fill_date(s, i, models, FillParams(), "chained", tile_px=64, overlap_px=0)
+        fills.append(tmp_path / "gapfill" / f"{d}.tif")
+        write_product(fills[-1], d, bands, source, unc, s.crs, s.transform)
+    ckpts = {}
+    for task in ("sar_to_visible", "visible_to_swir"):
+        ckpts[task] = tmp_path / f"{task}.pt"
+        save_model(models[task], ckpts[task])
+    cfg = {"swir": "chained", "variant": "tirsit_noadv", "evaluate": {"max_dates": 8, "min_clear": 0.95}}
+    out = run_gapfill_evaluate(
+        s1p, s2p, ckpts, fills, tmp_path / "gapfill" / "metrics.json", cfg, {"tile_px": 64, "overlap_px": 0}, 1
+    )
+    assert out["evaluation_dates"] and np.isfinite(out["spearman_uncertainty_abs_error"])
+    assert out["products"][s.dates[1]]["share_predicted"] > 0 and out["products"][s.dates[0]]["share_predicted"] == 0
+    html = gapfill_section(out, s2p, {d: f for d, f in zip(s.dates, fills, strict=True)})
+    assert 'id="gapfill"' in html and "linear interpolation in time" in html and f"{s.dates[1]} after (SWIR)" in html

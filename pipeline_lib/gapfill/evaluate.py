@@ -10,6 +10,8 @@ Governing text: DESIGN §7 (metrics, changed pixels), issue 16.
 - :func:`score_date`: only masked pixels that are truly clear are scored, for every method on the
   same pixels (all methods finite there); metrics per band (RMSE, SSIM, CC; :mod:`pipeline_lib.metrics`),
   all and ``changed`` (top quartile of |truth − blend| among the scored pixels).
+- The uncertainty band is checked against the error: Spearman ρ between the uncertainty and the
+  mean-over-bands |error| over all masked pixels (with two or more guides).
 - :func:`summarise`: per method and band, RMSE pooled over all scored pixels of all dates; SSIM and
   CC averaged over dates.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
 from pipeline_lib.gapfill.model import FillParams
 from pipeline_lib.gapfill.product import fill_date
@@ -143,11 +146,15 @@ def evaluate_fill(
     days = day_numbers(series.dates)
     kw: dict[str, Any] = {"tile_px": tile_px, "overlap_px": overlap_px}
     per_date: dict[str, Any] = {}
+    unc_err: dict[str, list[np.ndarray]] = {name: [] for name in model_sets}
     for e, (donor, mask) in sorted(masks.items()):
         truth = series.s2[e]
         preds: dict[str, np.ndarray] = {}
         for name, (models, route) in model_sets.items():
-            preds[name] = fill_date(masked, e, models, fill, route, **kw)[0]
+            preds[name], _, unc = fill_date(masked, e, models, fill, route, **kw)
+            err = np.abs(preds[name] - truth).mean(axis=0)
+            ok = mask & np.isfinite(err) & np.isfinite(unc)
+            unc_err[name].append(np.stack([unc[ok], err[ok]]))
         preds["blend"] = fill_date(masked, e, dict.fromkeys(BLEND_TASKS), fill, blend_route, **kw)[0]
         preds["linear"] = linear_interpolation(masked.s2, masked.s2_valid, days, e)
         preds["nearest"] = nearest_clear(masked.s2, masked.s2_valid, days, e)
@@ -158,6 +165,11 @@ def evaluate_fill(
     out: dict[str, Any] = {"dates": per_date}
     for group, sl in (("visible", slice(0, 3)), ("swir", slice(3, 5))):
         out[group] = summarise({d: v[group] for d, v in per_date.items()}, list(S2_BANDS[sl]))
+    rho: dict[str, float] = {}
+    for name, parts in unc_err.items():
+        both = np.concatenate(parts, axis=1) if parts else np.zeros((2, 0))
+        rho[name] = float(stats.spearmanr(both[0], both[1]).statistic) if both.shape[1] > 2 else float("nan")
+    out["spearman_uncertainty_abs_error"] = rho
     return out
 
 

@@ -173,7 +173,8 @@ def run_gapfill_evaluate(
     out = {
         "swir_route": route,
         "variant": str(cfg.get("variant", "")),
-        "evaluation": {k: v for k, v in res.items() if k != "dates"},
+        "evaluation": {k: v for k, v in res.items() if k in ("visible", "swir")},
+        "spearman_uncertainty_abs_error": res["spearman_uncertainty_abs_error"].get("gapfill", float("nan")),
         "evaluation_dates": {
             d: {"donor": v["donor"], "masked_pixels": v["masked_pixels"]} for d, v in res["dates"].items()
         },

@@ -72,7 +72,8 @@ def gapfill_section(
         f"<b>{h.esc(metrics.get('variant', ''))}</b>. Evaluation: real cloud masks of other dates laid over clear "
         "dates ("
         + h.esc(", ".join(f"{d} ← mask of {v['donor']}" for d, v in sorted(dates.items())))
-        + "); only masked pixels are scored; the model never saw them.</p>"
+        + "); only masked pixels are scored; the model never saw them. Spearman ρ(uncertainty, |error|) over "
+        f"the masked pixels: {metrics.get('spearman_uncertainty_abs_error', float('nan')):.3f}.</p>"
     )
     tables = "".join(_eval_table(ev, g, s) for g in ("visible", "swir") for s in ("all", "changed"))
     if not tables:
