@@ -14,6 +14,7 @@ the masked pixels. Methods: gapfill with SWIR direct from SAR and chained throug
 visible, the blend (G ≡ 0), per-pixel linear interpolation, the nearest clear date.
 
     nice -n 10 python benchmarks/bench_gapfill.py --seeds 0 1 2 --steps 200 --out /tmp/gapfill.json
+    (or one process per seed, --seeds N --out sN.json, then --merge s0.json s1.json s2.json --out all.json)
 """
 
 from __future__ import annotations
@@ -84,7 +85,11 @@ def main() -> None:
     ap.add_argument("--pair-days", type=float, default=3.5)
     ap.add_argument("--max-dates", type=int, default=12)
     ap.add_argument("--out", type=Path, default=Path("gapfill_bench.json"))
+    ap.add_argument("--merge", type=Path, nargs="+", help="only summarise these result files into --out")
     args = ap.parse_args()
+    if args.merge:
+        merge(args.merge, args.out)
+        return
     torch.set_num_threads(1)
     series = load_belgium(args.pair_days)
     print(f"{len(series.dates)} dates, S1 paired on {int(series.s1_valid.any(axis=(1, 2)).sum())}", flush=True)
@@ -116,6 +121,11 @@ def main() -> None:
         for group in ("visible", "swir"):
             row = {m: round(v["rmse"]["mean"], 4) for m, v in res[group]["all"].items() if m != "pixels"}
             print(f"seed {seed} {group} RMSE (all masked, {res[group]['all']['pixels']} px): {row}", flush=True)
+    write_summary(runs, args.out, vars(args) | {"out": str(args.out)})
+
+
+def write_summary(runs: list[dict], out: Path, meta: dict) -> None:
+    """Mean over the runs (seeds) of each method's mean-over-bands metrics; print and write JSON."""
     summary: dict[str, dict[str, dict[str, float]]] = {}
     for group in ("visible", "swir"):
         summary[group] = {}
@@ -126,17 +136,22 @@ def main() -> None:
                 for m in methods
                 for metric in ("rmse", "ssim", "cc")
             }
-    args.out.write_text(
-        json.dumps(
-            {"args": vars(args) | {"out": str(args.out)}, "summary": summary, "runs": runs}, indent=1, default=float
-        )
-    )
+    rho = {
+        m: float(np.mean([r["spearman_uncertainty_abs_error"][m] for r in runs]))
+        for m in runs[0]["spearman_uncertainty_abs_error"]
+    }
+    summary["spearman_uncertainty_abs_error"] = rho  # type: ignore[assignment]
+    out.write_text(json.dumps({"args": meta, "summary": summary, "runs": runs}, indent=1, default=float))
     for group in ("visible", "swir"):
         for sub in ("all", "changed"):
-            print(
-                f"{group} {sub}: "
-                + ", ".join(f"{k}={v:.4f}" for k, v in summary[group][sub].items() if k.endswith("rmse"))
-            )
+            print(f"{group} {sub}: " + ", ".join(f"{k}={v:.4f}" for k, v in summary[group][sub].items()))
+    print(f"Spearman rho(uncertainty, |error|): {rho}")
+
+
+def merge(paths: list[Path], out: Path) -> None:
+    """Summarise the runs of several result files (one seed each, run in parallel)."""
+    runs = [r for p in paths for r in json.loads(p.read_text())["runs"]]
+    write_summary(runs, out, {"merged": [str(p) for p in paths], "seeds": [r["seed"] for r in runs]})
 
 
 if __name__ == "__main__":

@@ -2,56 +2,6 @@
 # COG + STAC item per date, the series' STAC collection and the masked-pixel evaluation.
 
 
-def gapfill_cfg(region):
-    return region_cfg(region).get("gapfill")
-
-
-def gapfill_fill_dates(region):
-    from pipeline_lib.gapfill.run import gapfill_dates
-
-    cfg = gapfill_cfg(region)
-    if not cfg:
-        return []
-    try:
-        return gapfill_dates(region_cfg(region)["dates"], cfg)
-    except ConfigError as exc:
-        _fail(exc)
-
-
-def gapfill_tasks(region):
-    from pipeline_lib.gapfill.product import swir_task
-
-    return ["sar_to_visible", swir_task(gapfill_cfg(region)["swir"])]
-
-
-def gapfill_series(wildcards):
-    dates = region_cfg(wildcards.region)["dates"]
-    return {
-        "s1": expand(
-            "results/{region}/s1/{date}.tif", region=wildcards.region, date=dates
-        ),
-        "s2": expand(
-            "results/{region}/s2/{date}.tif", region=wildcards.region, date=dates
-        ),
-    }
-
-
-def gapfill_models(wildcards):
-    """The region's gap-fill models, in the order of gapfill_tasks (visible, then SWIR)."""
-    return [
-        f"results/{wildcards.region}/gapfill/models/{t}.pt"
-        for t in gapfill_tasks(wildcards.region)
-    ]
-
-
-def gapfill_products(wildcards):
-    return expand(
-        "results/{region}/gapfill/{date}.tif",
-        region=wildcards.region,
-        date=gapfill_fill_dates(wildcards.region),
-    )
-
-
 rule gapfill_train:
     input:
         unpack(gapfill_series),
