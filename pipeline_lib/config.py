@@ -76,6 +76,11 @@ def _fix_hint(err: jsonschema.ValidationError) -> str:
         return "add it"
     if err.validator == "pattern":
         return f"match the pattern {s.get('pattern')}"
+    if err.validator == "uniqueItems":
+        return "remove the duplicates"
+    if err.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        bound = {"minimum": "≥", "exclusiveMinimum": ">", "maximum": "≤", "exclusiveMaximum": "<"}[str(err.validator)]
+        return f"give a value {bound} {s.get(str(err.validator))}"
     desc = s.get("description")
     return f"see its description: {desc}" if desc else "see workflow/schemas/config.schema.yaml"
 
@@ -132,9 +137,13 @@ def load_region(slug: str, regions_dir: str | Path, defaults: Mapping[str, Any] 
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())[:200]}); fix the syntax") from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: unreadable ({type(exc).__name__}); save it as UTF-8 text") from exc
+        raise ConfigError(
+            f"{path}: unreadable ({type(exc).__name__}); fix its encoding: save it as UTF-8 text"
+        ) from exc
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys, got {type(raw).__name__}; see config/regions/demo.yaml")
+        raise ConfigError(
+            f"{path}: expected a mapping of keys, got {type(raw).__name__}; give key: value settings as in config/regions/demo.yaml"
+        )
     raw = {k: (str(v) if isinstance(v, date) else v) for k, v in raw.items()}
     _stringify_dates(raw)
     region = _deep_merge(defaults or {}, raw)
@@ -185,11 +194,11 @@ def _check_semantics(region: dict[str, Any], path: Path, slug: str) -> None:
         if -180 <= e < w <= 180 and -90 <= s < n <= 90:
             raise ConfigError(
                 f"{path}: aoi: {aoi} has lon_min > lon_max, i.e. it crosses the antimeridian (180°), which is "
-                "not supported; move the AOI to one side of 180° or split it into two regions"
+                "not supported; choose an AOI on one side of 180° or split it into two regions"
             )
         if not (-180 <= w < e <= 180 and -90 <= s < n <= 90):
             raise ConfigError(
-                f"{path}: aoi: {aoi} must be [lon_min, lat_min, lon_max, lat_max] within ±180/±90 with min < max"
+                f"{path}: aoi: {aoi} is not [lon_min, lat_min, lon_max, lat_max] within ±180/±90 with min < max; give the corners in that order"
             )
     else:
         lon, lat = aoi["center"]
