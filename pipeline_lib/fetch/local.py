@@ -415,7 +415,10 @@ class LocalSource:
                     _remove(tmp)
                     tmp.symlink_to(src.resolve(), target_is_directory=True)
             size, md5 = product_checksum(tmp)
-            reader = open_product(tmp)
+            try:
+                reader = open_product(tmp)
+            except ProductError as exc:  # name the user's file, not our temporary copy under results/
+                raise ProductError(str(exc).replace(str(tmp), str(src))) from None
             if (scene.size_bytes and size != scene.size_bytes) or (scene.checksum and md5 != scene.checksum):
                 # The user replaced the file in their folder (e.g. after a failed run): the same product
                 # (same name, same acquisition) is used as it is now; anything else needs a new search.
@@ -428,7 +431,10 @@ class LocalSource:
                     scene.product_id,
                 )
             if reader.is_zip:
-                reader.verify()
+                try:
+                    reader.verify()
+                except ProductError as exc:
+                    raise ProductError(str(exc).replace(str(tmp), str(src))) from None
             _remove(dest)
             os.replace(tmp, dest)
         except BaseException:
