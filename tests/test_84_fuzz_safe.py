@@ -79,7 +79,11 @@ def read_s1(product: Path, grid: object, pols: tuple[str, ...], has_measurement:
         label = f"{product}/{f.annotation}"
         image = read_image_info(ann, label=label)
         find_window(
-            read_geolocation_grid(ann, label), grid, (image.number_of_lines, image.number_of_samples), 8, product=product.name
+            read_geolocation_grid(ann, label),
+            grid,
+            (image.number_of_lines, image.number_of_samples),
+            8,
+            product=product.name,
         )  # type: ignore[arg-type]
         is_void(parse_noise(parse_member(product, f.noise), f"{product}/{f.noise}"))
         open_sigma_lut(f).load()

@@ -41,7 +41,7 @@ from pipeline_lib.errors import ConfigError, FetchError
 from pipeline_lib.fetch import run_search
 from pipeline_lib.fetch.base import Scene, SearchRequest, footprint_intersects, select_scenes
 from pipeline_lib.fetch.credentials import credentials_source, missing_credentials_warning, resolve_credentials
-from pipeline_lib.fetch.local import LocalSource
+from pipeline_lib.fetch.local import LocalSource, product_state
 from pipeline_lib.grid import make_centered_grid
 from pipeline_lib.io import parse_xml
 from pipeline_lib.sar import run_calibrate
@@ -272,11 +272,23 @@ def test_replaced_local_product_is_used_on_rerun(tmp_path: Path, caplog: pytest.
     assert str(user_zip) in str(info.value) and "--forcerun search" in str(info.value)
 
 
-def test_download_rule_takes_the_users_file_as_input() -> None:
+def test_product_state_changes_when_the_user_replaces_the_product(tmp_path: Path) -> None:
+    folder = tmp_path / "mine"
+    user = clone(S1_SAFE, folder)
+    before = product_state(user)
+    assert product_state(user) == before  # stable
+    shutil.copytree(user, tmp_path / "copy", copy_function=shutil.copy2)  # same bytes and times
+    shutil.rmtree(user)
+    shutil.copytree(tmp_path / "copy", user, copy_function=shutil.copy2)
+    assert product_state(user) != before  # new files (inodes), even with preserved times
+    zipped = folder / S1_ZIP.name
+    shutil.copyfile(S1_ZIP, zipped)
+    z0 = product_state(zipped)
+    zipped.unlink()
+    rezip(S1_ZIP, folder)
+    assert product_state(zipped) != z0 and product_state(folder / "gone.zip") == "absent"
     smk = (REPO / "workflow/rules/fetch.smk").read_text()
-    assert smk.count("local=local_product_input") == 2
-    common = (REPO / "workflow/rules/common.smk").read_text()
-    assert 'scene.source == "local"' in common and "return [scene.uri]" in common
+    assert smk.count("local_state=local_product_state") == 2
 
 
 # ------------------------------------------------------------------------------------ 8. credentials

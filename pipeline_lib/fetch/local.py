@@ -168,6 +168,24 @@ def product_checksum(path: Path) -> tuple[int, str]:
     return size, "md5:" + md5.hexdigest()
 
 
+def product_state(path: Path) -> str:
+    """A fingerprint of a product on disk from ``stat`` only: (relative path, inode, size, mtime) of every file.
+
+    Changes when the user replaces the product (new inodes, even with preserved times, e.g. ``cp -a``)
+    or edits a file; "absent" when it is gone. The download rule takes it as a parameter, so a plain
+    rerun re-links a replaced product (issue 13, case 7) without hashing gigabytes at DAG time.
+    """
+    if not path.exists():
+        return "absent"
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    h = hashlib.md5(usedforsecurity=False)
+    for f in files:
+        st = f.stat()
+        rel = "." if f == path else f.relative_to(path).as_posix()
+        h.update(f"{rel}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
 def _near_dates(t: datetime, dates: list[date], tolerance_days: float) -> bool:
     noon = [datetime(d.year, d.month, d.day, 12, tzinfo=UTC) for d in dates]
     return any(abs(t - n) <= timedelta(days=tolerance_days + 1.0) for n in noon)

@@ -95,12 +95,16 @@ def scenes_for(wildcards):
     return read_scene_table(table)
 
 
-def local_product_input(wildcards):
-    """The user's own product behind a `local` scene (so replacing it reruns the download); none otherwise."""
+def local_product_state(wildcards):
+    """Fingerprint of the user's own product behind a `local` scene ("" for other sources): a params
+    value, so replacing or editing the product in fetch.local_dir reruns its download (issue 13).
+    """
+    from pipeline_lib.fetch.local import product_state
+
     for scene in scenes_for(wildcards):
         if scene.product_id == wildcards.product and scene.source == "local":
-            return [scene.uri]
-    return []
+            return product_state(Path(scene.uri))
+    return ""
 
 
 def product_path(region, scene):
