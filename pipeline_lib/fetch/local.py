@@ -339,6 +339,9 @@ class LocalSource:
             except ProductError as exc:
                 self._reject(path, f"unreadable ({exc})")
                 continue
+            except OSError as exc:  # permissions, a vanished file: the user's file, one line
+                self._reject(path, f"unreadable ({type(exc).__name__}: {exc.strerror or exc}); check its permissions")
+                continue
             if info is None:
                 self._reject(path, _not_usable_reason(reader))
                 continue
@@ -363,7 +366,11 @@ class LocalSource:
                 if problem:
                     self._reject(path, problem)
                     continue
-            size, md5 = product_checksum(path)
+            try:
+                size, md5 = product_checksum(path)
+            except OSError as exc:
+                self._reject(path, f"unreadable ({type(exc).__name__}: {exc.strerror or exc}); check its permissions")
+                continue
             scenes.append(
                 Scene(
                     product_id=info.product_id,
