@@ -756,6 +756,21 @@ def c_local_grd_missing_vh(tmp: Path, w: World) -> Callable[[], Any]:
     return _local_search(tmp, tmp / "mine", fx.S1_SAFE_AOI, fx.S1_SAFE_DATE)
 
 
+def c_local_grd_garbage_measurement(tmp: Path, w: World) -> Callable[[], Any]:
+    p = fx.clone(fx.S1_SAFE, tmp / "mine")
+    tiff = fx.one(p, r"^measurement/.*\.tiff$")
+    head = tiff.read_bytes()[:4096]
+    tiff.unlink()  # never write through the hard link to the fixture
+    tiff.write_bytes(head)  # a TIFF cut after its first 4 KiB
+
+    def call() -> None:
+        fetch = {"source": "local", "local_dir": str(tmp / "mine")}
+        d = fx.S1_SAFE_DATE
+        run_search(fetch, fx.S1_SAFE_AOI, [d, "2022-01-04", "2022-01-16"], 3, 100.0, tmp / "out/scenes.csv", ["VV"])
+
+    return call
+
+
 def c_local_s2_without_bands(tmp: Path, w: World) -> Callable[[], Any]:
     fx.clone(fx.S2_SAFE, tmp / "mine", skip=lambda rel: "IMG_DATA" in rel)
     return _local_search(tmp, tmp / "mine", fx.S2_AOI, fx.S2_DATE)
@@ -1080,6 +1095,7 @@ CASES += [
     _ok(Case(c_local_single_pol_1ssv, FetchError, ("_1SSV_", "sar.polarisations"))),
     _ok(Case(c_local_grd_empty_measurement, FetchError, (S1Z, "measurement"))),
     _ok(Case(c_local_grd_missing_vh, FetchError, (S1F, "VH"))),
+    _ok(Case(c_local_grd_garbage_measurement, FetchError, (S1F, "measurement/s1b-iw-grd-vv"))),
     _ok(Case(c_local_s2_without_bands, FetchError, (S2F, "incomplete"))),
     _ok(Case(c_local_s1_slc, FetchError, ("_SLC__", "IW GRDH"))),
     _ok(Case(c_local_only_other_files, FetchError, ("notes.txt", "Rome-30m-DEM.tif"))),

@@ -264,9 +264,34 @@ def s1_problem(reader: ProductReader, info: ProductInfo, polarisations: tuple[st
     for pol in polarisations:
         for kind, pattern in _KIND_PATTERNS.items():
             rx = re.compile(pattern.format(pol=pol.lower()))
-            if not any(rx.search(mb) for mb in members):
+            hits = [mb for mb in members if rx.search(mb)]
+            if not hits:
                 where = "measurement/ has" if kind == "measurement" else "annotation has"
                 return f"incomplete: {where} no {kind} file for {pol}; replace it with a complete copy of the product"
+            if kind == "measurement":
+                problem = _raster_header_problem(reader, hits[0])
+                if problem:
+                    return problem
+    return None
+
+
+def _raster_header_problem(reader: ProductReader, member: str) -> str | None:
+    """Open a raster member and, in a folder, read its last line (cheap: ESA GRD TIFFs are one strip per
+    line): an empty, garbage or truncated TIFF is caught at search time. In a zip only the header is read
+    (a deflated member would have to be inflated up to its end; the download verifies every CRC)."""
+    import rasterio
+    import rasterio.errors
+    from rasterio.windows import Window
+
+    try:
+        with rasterio.open(reader.gdal_path(member)) as ds:
+            if ds.width <= 0 or ds.height <= 0:
+                return f"incomplete: {member} has no pixels; replace it with a complete copy of the product"
+            if not reader.is_zip:
+                ds.read(1, window=Window(0, ds.height - 1, ds.width, 1))
+    except (rasterio.errors.RasterioError, ProductError) as exc:
+        first = " ".join(str(exc).split())[:120]
+        return f"unreadable {member} ({first}); replace it with a complete copy of the product"
     return None
 
 
