@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import shutil
 import zipfile
 from datetime import date, timedelta
@@ -97,6 +98,18 @@ def test_footprint_across_the_antimeridian_does_not_cover_the_globe() -> None:
     assert footprint_intersects(fp, (179.9, -16.95, 179.95, -16.9))
     assert footprint_intersects(fp, (-179.5, -16.95, -179.45, -16.9))
     assert not footprint_intersects(fp, (13.0, -12.0, 13.1, -11.9))  # Angola
+
+
+def test_local_product_across_the_antimeridian_matches_only_its_side(tmp_path: Path) -> None:
+    folder = tmp_path / "mine"
+    p = clone(S1_SAFE, folder)
+    across = "-17.5,179.2 -17.3,-179.4 -15.9,-179.1 -16.1,179.5"
+    edit(p / "manifest.safe", lambda t: re.sub(r"<gml:coordinates>[^<]*<", f"<gml:coordinates>{across}<", t))
+    src = LocalSource(folder)
+    assert len(src.search(_req((179.9, -16.95, 179.95, -16.9), S1_SAFE_DATE))) == 1
+    assert len(src.search(_req((-179.5, -16.95, -179.45, -16.9), S1_SAFE_DATE))) == 1
+    assert src.search(_req((13.0, -12.0, 13.1, -11.9), S1_SAFE_DATE)) == []  # Angola
+    assert "does not intersect the AOI" in src.rejected[0][1]
 
 
 # ------------------------------------------------------------------------------------ 2. all-zero noise

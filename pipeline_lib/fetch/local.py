@@ -30,10 +30,10 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from xml.etree.ElementTree import Element
 
-from shapely.geometry import Polygon, box
+from shapely.geometry import Polygon
 
 from pipeline_lib.errors import FetchError, ProductError
-from pipeline_lib.fetch.base import S1_PRODUCT_TYPE, S2_PRODUCT_TYPE, Scene, SearchRequest
+from pipeline_lib.fetch.base import S1_PRODUCT_TYPE, S2_PRODUCT_TYPE, Scene, SearchRequest, footprint_intersects
 from pipeline_lib.guard import corrupt_metadata
 from pipeline_lib.safe import ProductReader, open_product
 
@@ -355,7 +355,6 @@ class LocalSource:
         the reason (and logged); :meth:`summary` condenses it to one line.
         """
         self.rejected = []
-        aoi = box(*request.aoi_lonlat)
         scenes = []
         for path in self._candidates():
             try:
@@ -370,7 +369,9 @@ class LocalSource:
             if info is None:
                 self._reject(path, _not_usable_reason(reader))
                 continue
-            if len(info.footprint_lonlat) < 3 or not Polygon(info.footprint_lonlat).intersects(aoi):
+            if len(info.footprint_lonlat) < 3 or not footprint_intersects(
+                _polygon_wkt(info.footprint_lonlat), request.aoi_lonlat
+            ):
                 self._reject(
                     path, f"its footprint does not intersect the AOI {_fmt_box(request.aoi_lonlat)}", logging.INFO
                 )
