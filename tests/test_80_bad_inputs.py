@@ -616,6 +616,37 @@ def _snakemake_n_text(w: World, slug: str, text: str) -> Callable[[], Any]:
 AOI_CI_TINY = "aoi: {center: [12.50, 42.00], size_px: [128, 128]}"
 
 
+def _snakemake_target(w: World, target: str) -> Callable[[], Any]:
+    """``snakemake -n <target>``: a target the configuration does not define must be one error line."""
+
+    def call() -> None:
+        r = subprocess.run(
+            [sys.executable, "-m", "snakemake", "-n", "--cores", "1", target],
+            cwd=w.workdir,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert r.returncode != 0, r.stdout[-2000:]
+        assert "Traceback" not in r.stderr + r.stdout, r.stderr[-4000:]
+        lines = [ln for ln in r.stderr.splitlines() if re.match(r"^[A-Za-z]+Error: ", ln)]
+        assert len(lines) == 1, r.stderr[-4000:]
+        name, msg = lines[0].split(": ", 1)
+        cls = getattr(errors, name, None)
+        assert isinstance(cls, type) and issubclass(cls, PipelineError), lines[0]
+        raise cls(msg)
+
+    return call
+
+
+def c_target_unknown_experiment(tmp: Path, w: World) -> Callable[[], Any]:
+    return _snakemake_target(w, "results/ci-tiny/pred/nope/tirsit.tif")
+
+
+def c_target_unconfigured_date(tmp: Path, w: World) -> Callable[[], Any]:
+    return _snakemake_target(w, "results/ci-tiny/s1/2030-01-01.tif")
+
+
 def c_cfg_impossible_date_unquoted(tmp: Path, w: World) -> Callable[[], Any]:
     return _snakemake_n_text(w, "bad-feb30", _region_text("bad-feb30", "dates: [2021-12-23,", "dates: [2022-02-30,"))
 
@@ -1068,6 +1099,8 @@ S1F, S1Z, S2F = fx.S1_SAFE.name, fx.S1_ZIP.name, fx.S2_SAFE.name
 CASES += [
     _ok(Case(c_cfg_impossible_date_unquoted, ConfigError, ("bad-feb30.yaml", "2022-02-30"), output="results")),
     _ok(Case(c_cfg_antimeridian_center, ConfigError, ("bad-am-centre.yaml", "antimeridian"), output="results")),
+    _ok(Case(c_target_unknown_experiment, ConfigError, ("ci-tiny.yaml", "'nope'"), output="results")),
+    _ok(Case(c_target_unconfigured_date, ConfigError, ("ci-tiny.yaml", "2030-01-01"), output="results")),
     _ok(Case(c_cfg_antimeridian_bbox, ConfigError, ("am-bbox.yaml", "antimeridian"))),
     _ok(Case(c_cfg_dates_unsorted, ConfigError, ("unsorted.yaml", "dates"))),
     _ok(Case(c_cfg_dates_duplicate, ConfigError, ("dup-dates.yaml", "dates"))),

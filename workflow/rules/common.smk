@@ -79,7 +79,13 @@ def experiment_cfg(region, name):
     for exp in region_cfg(region)["experiments"]:
         if exp["name"] == name:
             return exp
-    raise ValueError(f"experiment {name!r} is not configured for region {region!r}")
+    names = ", ".join(e["name"] for e in region_cfg(region)["experiments"])
+    _fail(
+        ConfigError(
+            f"{config['regions_dir']}/{region}.yaml: experiments: {name!r} is not configured; "
+            f"add it or use one of: {names}"
+        )
+    )
 
 
 def experiment_dates(region, name):
@@ -120,6 +126,14 @@ def product_for(mission_prefix):
     """Input function: the product selected for {date} of the given mission family (S1 or S2)."""
 
     def get(wildcards):
+        dates = region_cfg(wildcards.region)["dates"]
+        if wildcards.date not in dates:
+            _fail(
+                ConfigError(
+                    f"{config['regions_dir']}/{wildcards.region}.yaml: dates: {wildcards.date} is not a "
+                    f"configured date; add it to dates or use one of {', '.join(dates)}"
+                )
+            )
         for scene in scenes_for(wildcards):
             if scene.date == wildcards.date and scene.mission.startswith(
                 mission_prefix
