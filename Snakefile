@@ -13,9 +13,11 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/fetch.smk"
 include: "workflow/rules/sar.smk"
 include: "workflow/rules/optical.smk"
+include: "workflow/rules/files.smk"
 include: "workflow/rules/grid.smk"
 include: "workflow/rules/stacks.smk"
 include: "workflow/rules/model.smk"
+include: "workflow/rules/select.smk"
 include: "workflow/rules/report.smk"
 
 

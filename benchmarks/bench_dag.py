@@ -1,4 +1,4 @@
-"""Dry-run DAG build time for many regions (issue 6, part 5): `snakemake -n results/report.html`.
+"""Dry-run DAG build time for many regions (DESIGN §8): `snakemake -n results/report.html`.
 
 For each N in --regions, a temporary copy of the workflow (Snakefile, workflow/, config/, profiles/, envs/)
 gets N region files modelled on config/regions/ci-tiny.yaml (distinct slugs bench-000..., --dates dates

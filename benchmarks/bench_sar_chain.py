@@ -45,10 +45,11 @@ STEPS = ("calibrate", "speckle", "terrain_correct")
 
 def scene_grid(safe: Path, crop: int = 0) -> Grid:
     """10 m UTM 33N grid over the scene's geolocation-grid bounding box; the central ``crop`` × ``crop`` if > 0."""
-    from pipeline_lib.sar.product import find_pol_files, parse_member, read_geolocation_grid
+    from pipeline_lib.safe import open_product
+    from pipeline_lib.sar.product import find_pol_files, read_geolocation_grid
 
-    files = find_pol_files(safe, "VV", need_measurement=False)
-    g = read_geolocation_grid(parse_member(safe, files.annotation))
+    files = find_pol_files(open_product(safe), "VV", need_measurement=False)
+    g = read_geolocation_grid(files.reader.parse_xml(files.annotation))
     grid = make_grid(
         (
             float(g["longitude"].min()),
@@ -131,11 +132,13 @@ def _run(step: str, safe: Path, grid: Grid, cal: Path, fil: Path, tif: Path, thr
     if step == "calibrate":
         from pipeline_lib.sar import run_calibrate
 
-        run_calibrate(safe, grid, cal, polarisations=("VV", "VH"), margin_px=64)
+        run_calibrate(safe, grid, cal, polarisations=("VV", "VH"), margin_px=64, threads=threads)
     elif step == "speckle":
+        from pipeline_lib.config import schema_defaults
         from pipeline_lib.sar import run_speckle
+        from pipeline_lib.sar.params import SpeckleParams
 
-        run_speckle(cal, fil, threads=threads)
+        run_speckle(cal, fil, SpeckleParams.from_config(schema_defaults("sar", "speckle")), threads=threads)
     else:
         from pipeline_lib.sar import run_terrain
 

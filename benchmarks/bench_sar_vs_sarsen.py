@@ -1,6 +1,6 @@
 """Native Sentinel-1 chain vs sarsen on one full-size GRD and one output grid: speed, peak memory, agreement.
 
-Issue 5 parts 3–4. Input: the full-size (16705 × 26102 px) GRD SAFE of ``benchmarks/fullscene_grd.py`` (the
+DESIGN §5 and §8. Input: the full-size (16705 × 26102 px) GRD SAFE of ``benchmarks/fullscene_grd.py`` (the
 real sarsen fixture metadata, synthetic speckled measurement), in ESA's layout (uncompressed, one strip per
 line) and/or tiled ZSTD. Output grid: a ``--size``² window at 10 m in UTM 33N (EPSG:32633) centred on the
 scene centre, heights on the WGS84 ellipsoid. sarsen geocodes onto its DEM's grid, so its DEM is a GeoTIFF of
@@ -19,10 +19,10 @@ kernels compiled (and cached on disk) by an untimed warm-up run on a 128² grid:
   dask pool and as the workflow passes its job's threads);
 - ``chain``: our whole chain on VV and VH: ``run_calibrate`` (noise removed) → ``run_speckle`` → ``run_terrain``.
 
-Correctness (issue 5 part 4): sarsen's β0 converted to σ0 with the product's calibration LUTs
+Correctness (DESIGN §5): sarsen's β0 converted to σ0 with the product's calibration LUTs
 (σ0 = β0 · A_β²/A_σ², interpolated onto the grid through our range-Doppler lookup:
-:func:`pipeline_lib.sar.compare.sarsen_sigma0_db`) against our σ0 of ``ours`` in dB — median Δ, median and
-p95 of |Δ|, and the geolocation offset by phase correlation (:mod:`pipeline_lib.sar.compare`). Goal: median
+:func:`tools.sar_compare.sarsen_sigma0_db`) against our σ0 of ``ours`` in dB — median Δ, median and
+p95 of |Δ|, and the geolocation offset by phase correlation (:mod:`tools.sar_compare`). Goal: median
 |Δ| < 0.2 dB, offset ≤ 1 px, checked against ``sarsen-linear`` (bilinear on both sides); the figures against
 ``sarsen`` (nearest) are printed too — nearest and bilinear sample the speckle differently, so its |Δ| is
 larger by construction while its bias and offset are not.
@@ -60,7 +60,7 @@ if str(REPO) not in sys.path:
 from benchmarks.fullscene_grd import build_fullscene_grd  # noqa: E402
 from pipeline_lib.grid import make_centered_grid, read_grid, write_grid  # noqa: E402
 from pipeline_lib.io import write_json_atomic  # noqa: E402
-from pipeline_lib.sar.compare import ellipsoid_dem  # noqa: E402
+from tools.sar_compare import ellipsoid_dem  # noqa: E402
 
 RUNS = ("sarsen", "sarsen-linear", "ours", "chain")
 GOAL_MEDIAN_ABS_DB = 0.2
@@ -75,10 +75,11 @@ def scene_centre_lonlat(safe: Path) -> tuple[float, float]:
     """(lon, lat) of the GRD's centre (mid line, mid pixel) from the annotation geolocation grid."""
     from scipy.interpolate import griddata
 
-    from pipeline_lib.sar.product import find_pol_files, parse_member, read_geolocation_grid, read_image_info
+    from pipeline_lib.safe import open_product
+    from pipeline_lib.sar.product import find_pol_files, read_geolocation_grid, read_image_info
 
-    files = find_pol_files(safe, "VV", need_measurement=False)
-    ann = parse_member(safe, files.annotation)
+    files = find_pol_files(open_product(safe), "VV", need_measurement=False)
+    ann = files.reader.parse_xml(files.annotation)
     info = read_image_info(ann)
     gcp = read_geolocation_grid(ann)
     pts = np.column_stack([gcp["line"], gcp["pixel"]])
@@ -142,7 +143,9 @@ def _worker(task: str, params: dict[str, Any]) -> dict[str, Any]:
         work = time.perf_counter() - t0
         cal.unlink(missing_ok=True)
     elif task == "chain":
+        from pipeline_lib.config import schema_defaults
         from pipeline_lib.sar import run_calibrate, run_speckle, run_terrain
+        from pipeline_lib.sar.params import SpeckleParams
 
         info = {
             "thermal_noise_removed": True,
@@ -153,7 +156,7 @@ def _worker(task: str, params: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter()
         cal, fil = tmp / "chain_cal.nc", tmp / "chain_fil.nc"
         run_calibrate(safe, grid, cal, ("VV", "VH"), 64)
-        run_speckle(cal, fil, **thr(run_speckle))
+        run_speckle(cal, fil, SpeckleParams.from_config(schema_defaults("sar", "speckle")), **thr(run_speckle))
         run_terrain(fil, safe, grid, out, **thr(run_terrain))
         work = time.perf_counter() - t0
         cal.unlink(missing_ok=True)
@@ -188,8 +191,8 @@ def run_timed(task: str, params: dict[str, Any], log: Path) -> dict[str, Any]:
 
 
 def agreement(ours_tif: Path, gtc_tif: Path, safe: Path) -> dict[str, Any]:
-    """Our VV σ0 dB vs sarsen's β0 GTC as σ0 dB: Δ statistics and offset; ``goal_met`` per issue 5 part 4."""
-    from pipeline_lib.sar.compare import compare_with_sarsen
+    """Our VV σ0 dB vs sarsen's β0 GTC as σ0 dB: Δ statistics and offset; ``goal_met`` per DESIGN §5."""
+    from tools.sar_compare import compare_with_sarsen
 
     stats: dict[str, Any] = compare_with_sarsen(ours_tif, gtc_tif, safe, polarisation="VV")["bands"]["VV"]
     stats["goal_met"] = bool(

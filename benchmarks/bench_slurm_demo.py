@@ -1,4 +1,4 @@
-"""Demo end to end locally vs through SLURM (issue 6: "wall time of the demo through SLURM vs local").
+"""Demo end to end locally vs through SLURM (DESIGN §8).
 
 Starts a one-node SLURM with tests/slurm/start_slurm.sh (as root), then in two fresh
 `git clone`s of the repository (as benchmarks/bench_demo.py) runs the region to its report

@@ -19,8 +19,9 @@ import yaml
 from pyproj.exceptions import CRSError
 
 from pipeline_lib.errors import ConfigError
+from pipeline_lib.lonlat import check_lonlat_bbox, check_lonlat_point
 
-__all__ = ["SCHEMA_PATH", "load_schema", "validate_top", "load_region", "load_regions", "region_experiment_dates"]
+__all__ = ["SCHEMA_PATH", "load_schema", "validate_top", "load_region", "load_regions", "schema_defaults"]
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 SECRET_KEY = re.compile(
@@ -168,6 +169,8 @@ _NoTimestampLoader.yaml_implicit_resolvers = {
 def _stringify_dates(obj: Any) -> None:
     """YAML turns 2022-01-04 into a date; the schema wants ISO strings."""
     if isinstance(obj, dict):
+        for k in [k for k in obj if isinstance(k, date)]:  # {2018-07-08: file} mappings (fetch.files paths)
+            obj[k.isoformat()] = obj.pop(k)
         for k, v in obj.items():
             if isinstance(v, date):
                 obj[k] = v.isoformat()
@@ -184,29 +187,16 @@ def _stringify_dates(obj: Any) -> None:
 def _check_semantics(region: dict[str, Any], path: Path, slug: str) -> None:
     if region["region"] != slug:
         raise ConfigError(f"{path}: region: '{region['region']}' differs from the file name; set region: {slug}")
-    aoi = region["aoi"]
-    if isinstance(aoi, list):
-        w, s, e, n = aoi
-        if any(abs(v) > 90 for v in (s, n)) and all(abs(v) <= 90 for v in (w, e)):
-            raise ConfigError(
-                f"{path}: aoi: {aoi} looks like lat/lon swapped; give [lon_min, lat_min, lon_max, lat_max]"
-            )
-        if -180 <= e < w <= 180 and -90 <= s < n <= 90:
-            raise ConfigError(
-                f"{path}: aoi: {aoi} has lon_min > lon_max, i.e. it crosses the antimeridian (180°), which is "
-                "not supported; choose an AOI on one side of 180° or split it into two regions"
-            )
-        if not (-180 <= w < e <= 180 and -90 <= s < n <= 90):
-            raise ConfigError(
-                f"{path}: aoi: {aoi} is not [lon_min, lat_min, lon_max, lat_max] within ±180/±90 with min < max; give the corners in that order"
-            )
+    aoi = region.get("aoi")
+    if aoi is None:
+        if region["fetch"]["source"] != "files":
+            raise ConfigError(f"{path}: aoi: required for fetch.source {region['fetch']['source']}; add it")
+    elif isinstance(aoi, list):
+        check_lonlat_bbox(aoi, f"{path}: aoi")
     else:
-        lon, lat = aoi["center"]
-        if abs(lat) > 90 and abs(lon) <= 90:
-            raise ConfigError(f"{path}: aoi.center: {aoi['center']} looks like [lat, lon]; give [lon, lat]")
-        if not (-180 <= lon <= 180 and -90 <= lat <= 90):
-            raise ConfigError(f"{path}: aoi.center: {aoi['center']} is outside ±180/±90; give [lon, lat]")
-    _check_aoi_grid(region, path)
+        check_lonlat_point(aoi["center"], f"{path}: aoi.center")
+    if aoi is not None:
+        _check_aoi_grid(region, path)
     dates = region["dates"]
     for d in dates:
         try:
@@ -273,7 +263,23 @@ def load_regions(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {slug: load_region(slug, config["regions_dir"], config.get("defaults")) for slug in config["regions"]}
 
 
-def region_experiment_dates(region: Mapping[str, Any]) -> list[str]:
-    """The dates any experiment of the region uses, ascending."""
-    used = {d for e in region["experiments"] for d in (e["target"], *e["guides"])}
-    return sorted(used)
+def schema_defaults(*keys: str) -> dict[str, Any]:
+    """The schema's defaults of one region setting, e.g. ``schema_defaults("sar", "speckle")``.
+
+    The same values :func:`load_region` fills in; for tests, benchmarks and tools that call the library
+    without a region file, so no default is written a second time.
+    """
+    schema = load_schema()
+    sub: Mapping[str, Any] = schema["$defs"]["region"]
+    path = []
+    for key in keys:
+        path.append(key)
+        props = sub.get("properties", {})
+        if key not in props:
+            raise ConfigError(f"{'.'.join(path)}: no such key in {SCHEMA_PATH.name}")
+        sub = props[key]
+        while "$ref" in sub:
+            sub = schema["$defs"][sub["$ref"].rsplit("/", 1)[-1]]
+    instance: dict[str, Any] = {}
+    _validate(instance, {**sub, "$defs": schema["$defs"]}, SCHEMA_PATH.name)
+    return instance

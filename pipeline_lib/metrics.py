@@ -14,12 +14,24 @@ Definitions (DESIGN §7; paper §IV-B):
   whose whole 11×11 window is valid (invalid pixels never enter a window that is counted).
 
 A pixel is valid where the mask is true and both images are finite.
+
+:func:`merge_metrics` is the metrics rule's code: it merges the per-experiment ``metrics/{experiment}.json``
+and ``.csv`` that :func:`pipeline_lib.model.evaluate.run_evaluate` writes into the region's files.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 from scipy import ndimage
+
+from pipeline_lib.io import write_json_atomic, write_text_atomic
 
 __all__ = [
     "SSIM_K1",
@@ -33,6 +45,7 @@ __all__ = [
     "ssim",
     "ssim_map",
     "band_metrics",
+    "merge_metrics",
 ]
 
 SSIM_K1 = 0.01
@@ -137,3 +150,23 @@ def band_metrics(
         arr = np.array([vals[n] for n in band_names], dtype=np.float64)
         vals["mean"] = float(np.nanmean(arr)) if np.isfinite(arr).any() else float("nan")
     return out
+
+
+def merge_metrics(per_experiment: Sequence[Path], out_json: Path, out_csv: Path) -> dict[str, Any]:
+    """Merge ``metrics/{experiment}.json`` (and .csv) into the region's metrics.json / metrics.csv."""
+    merged: dict[str, Any] = {}
+    rows: list[dict[str, str]] = []
+    fields: list[str] = []
+    for path in per_experiment:
+        merged.update(json.loads(Path(path).read_text(encoding="utf-8")))
+        with open(Path(path).with_suffix(".csv"), newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            fields = fields or list(reader.fieldnames or [])
+            rows.extend(reader)
+    write_json_atomic(out_json, merged)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    write_text_atomic(out_csv, buf.getvalue())
+    return merged

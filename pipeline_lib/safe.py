@@ -10,13 +10,19 @@ Rasters are handed to rasterio/GDAL by path: the folder path, or GDAL's virtual 
 ``/vsizip/{zip}/{member}`` (https://gdal.org/user/virtual_file_systems.html#vsizip-zip-archives),
 so only the windows a reader asks for are decompressed.
 
+This is the one way the pipeline reads a SAFE product: the Sentinel-1 chain (:mod:`pipeline_lib.sar.product`),
+the Sentinel-2 reader (:mod:`pipeline_lib.optical.l2a`), the local source and the download unpacker
+(:mod:`pipeline_lib.fetch.http`, :meth:`ProductReader.extract`). A zip is opened once, when the reader is
+made, and that handle serves every member read until :meth:`ProductReader.close` (or the end of a ``with``
+block); GDAL opens its own ``/vsizip/`` handle for rasters.
+
 Security (DESIGN §4, "zip-slip", "entity expansion off"): every member name is normalised and
 refused if it is absolute or escapes the product (``..``); symlinks inside a zip are refused and
 symlinks in a folder must resolve inside it; the total uncompressed size is capped
 (``max_total_bytes``, default 16 GiB) and so is each member's compression ratio (zip bombs);
 corrupt or truncated zips (``zipfile.BadZipFile``, CRC errors, broken deflate streams) raise
 :class:`~pipeline_lib.errors.ProductError` naming the zip. XML goes through
-:func:`pipeline_lib.io.parse_xml` (DTDs and entities refused).
+:func:`pipeline_lib.xmlsafe.parse_xml` (DTDs and entities refused).
 """
 
 from __future__ import annotations
@@ -24,14 +30,18 @@ from __future__ import annotations
 import fnmatch
 import os
 import posixpath
+import shutil
 import stat
+import threading
 import zipfile
 import zlib
 from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
 from xml.etree.ElementTree import Element
 
 from pipeline_lib.errors import ProductError
-from pipeline_lib.io import parse_xml
+from pipeline_lib.xmlsafe import parse_xml
 
 __all__ = ["ProductReader", "open_product", "DEFAULT_MAX_TOTAL_BYTES", "DEFAULT_MAX_RATIO"]
 
@@ -64,11 +74,28 @@ def _zip_is_symlink(info: zipfile.ZipInfo) -> bool:
 class ProductReader:
     """Read members of one SAFE product (folder or zip). Build it with :func:`open_product`."""
 
-    def __init__(self, path: Path, *, is_zip: bool, root: str, members: dict[str, int]) -> None:
+    def __init__(
+        self, path: Path, *, root: str, members: dict[str, int], archive: zipfile.ZipFile | None = None
+    ) -> None:
         self.path = path
-        self.is_zip = is_zip
+        self.is_zip = archive is not None
         self.root = root  # prefix inside the zip ("X.SAFE/") or "" ; "" for folders
         self._members = members  # normalised name relative to root -> uncompressed size
+        self._archive = archive  # the zip, opened once by open_product
+        self._lock = threading.Lock()  # one member stream at a time on the shared handle
+
+    def __enter__(self) -> ProductReader:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the zip handle (nothing to do for a folder); later member reads fail."""
+        if self._archive is not None:
+            self._archive.close()
 
     @property
     def name(self) -> str:
@@ -108,12 +135,12 @@ class ProductReader:
     def read_bytes(self, member: str) -> bytes:
         """The member's bytes (CRC-checked for zips)."""
         norm = self._check(member)
-        if not self.is_zip:
+        if self._archive is None:
             return (self.path / norm).read_bytes()
         try:
-            with zipfile.ZipFile(self.path) as zf, zf.open(self.root + norm) as fh:
+            with self._lock, self._archive.open(self.root + norm) as fh:
                 return fh.read()
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
             raise ProductError(
                 f"{self.path}: member {norm} is corrupt ({type(exc).__name__}: {exc}); re-download the product"
             ) from exc
@@ -131,19 +158,37 @@ class ProductReader:
 
     def verify(self) -> None:
         """Read every member once (zip: checks every CRC); ProductError on the first corrupt one."""
-        if not self.is_zip:
-            for m in self.members():
-                with open(self.path / m, "rb") as fh:
+        for m in self.members():
+            self._copy_member(m, None)
+
+    def extract(self, folder: Path) -> None:
+        """Write every member under ``folder`` (the ``.SAFE`` root's content), CRC-checked for zips.
+
+        Names were checked when the product was opened (no absolute paths, no ``..``, no links), so nothing
+        lands outside ``folder``; ``folder`` is created if needed.
+        """
+        for m in self.members():
+            target = folder / m
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(target, "wb") as out:
+                self._copy_member(m, out)
+
+    def _copy_member(self, member: str, out: BinaryIO | None) -> None:
+        """Stream one member to ``out`` (None: read and drop, checking it)."""
+        if self._archive is None:
+            with open(self.path / member, "rb") as fh:
+                if out is None:
                     while fh.read(_READ_CHUNK):
                         pass
+                else:
+                    shutil.copyfileobj(fh, out, _READ_CHUNK)
             return
         try:
-            with zipfile.ZipFile(self.path) as zf:
-                for m in self.members():
-                    with zf.open(self.root + m) as fh:
-                        while fh.read(_READ_CHUNK):
-                            pass
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+            with self._lock, self._archive.open(self.root + member) as fh:
+                while block := fh.read(_READ_CHUNK):
+                    if out is not None:
+                        out.write(block)
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
             raise ProductError(
                 f"{self.path}: corrupt zip ({type(exc).__name__}: {exc}); re-download the product"
             ) from exc
@@ -162,12 +207,21 @@ def _zip_root(names: list[str]) -> str:
 def _open_zip(path: Path, max_total_bytes: int, max_ratio: float) -> ProductReader:
     label = str(path)
     try:
-        with zipfile.ZipFile(path) as zf:
-            infos = zf.infolist()
+        zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
         raise ProductError(
             f"{label}: not a readable zip ({type(exc).__name__}: {exc}); the file is corrupt or truncated, re-download it"
         ) from exc
+    try:
+        return _check_zip(zf, path, max_total_bytes, max_ratio)
+    except BaseException:
+        zf.close()
+        raise
+
+
+def _check_zip(zf: zipfile.ZipFile, path: Path, max_total_bytes: int, max_ratio: float) -> ProductReader:
+    label = str(path)
+    infos = zf.infolist()
     total = 0
     files: list[tuple[str, int]] = []
     for info in infos:
@@ -191,7 +245,7 @@ def _open_zip(path: Path, max_total_bytes: int, max_ratio: float) -> ProductRead
         files.append((norm, info.file_size))
     root = _zip_root([n for n, _ in files])
     members = {n[len(root) :]: size for n, size in files if n[len(root) :]}
-    return ProductReader(path, is_zip=True, root=root, members=members)
+    return ProductReader(path, root=root, members=members, archive=zf)
 
 
 def _open_folder(path: Path, max_total_bytes: int) -> ProductReader:
@@ -227,7 +281,7 @@ def _open_folder(path: Path, max_total_bytes: int) -> ProductReader:
                     f"{label}: total size exceeds {max_total_bytes} bytes; refusing it, or raise max_total_bytes"
                 )
             members[rel] = size
-    return ProductReader(path, is_zip=False, root="", members=members)
+    return ProductReader(path, root="", members=members)
 
 
 def open_product(
@@ -236,7 +290,10 @@ def open_product(
     max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
     max_ratio: float = DEFAULT_MAX_RATIO,
 ) -> ProductReader:
-    """Open a ``.SAFE`` folder or a ``.zip`` holding one, after the security checks of the module docstring."""
+    """Open a ``.SAFE`` folder or a ``.zip`` holding one, after the security checks of the module docstring.
+
+    A zip stays open for the reader's member reads: use the reader in a ``with`` block or call ``close()``.
+    """
     p = Path(path)
     if p.is_dir():
         return _open_folder(p, max_total_bytes)

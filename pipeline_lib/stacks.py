@@ -8,9 +8,11 @@ cannot leak it.
 
 Values stay in physical units (σ0 dB for S1, surface reflectance for S2, NaN where invalid); the
 fixed physical normalisation ranges every consumer uses are :data:`PHYSICAL_RANGES` and are
-written into the stack's attrs. Residual offsets marked ``corrected`` in ``offsets.json``
-(:mod:`pipeline_lib.grid.coreg`) are removed with :func:`~pipeline_lib.grid.coreg.shift_image`
-before stacking. NetCDF4/HDF5 with zlib compression (xarray ``to_netcdf`` encoding, netCDF4
+written into the stack's attrs, with the count of valid pixel values each range clips (attr
+``clipped``: ``{band: {"below": n, "above": n, "of": n}}`` over S_i, S_g and T_g; evaluation copies it
+to ``info.clipped_inputs``). Residual offsets marked ``corrected`` in ``offsets.json``
+(:mod:`pipeline_lib.grid.coreg`) are removed with :func:`~pipeline_lib.grid.coreg.correct_offset`
+(bilinear, no overshoot) before stacking. NetCDF4/HDF5 with zlib compression (xarray ``to_netcdf`` encoding, netCDF4
 engine), written to a temporary file and renamed into place.
 """
 
@@ -27,14 +29,16 @@ import rasterio
 import xarray as xr
 from affine import Affine
 
+from pipeline_lib.cog import read_named_bands, write_cog
 from pipeline_lib.errors import ConfigError, CoverageError, ProductError
-from pipeline_lib.grid.coreg import read_corrections, shift_image
-from pipeline_lib.io import atomic_path, read_named_bands, write_cog
+from pipeline_lib.grid.coreg import correct_offset, read_corrections
+from pipeline_lib.io import atomic_path
 
 __all__ = [
     "PHYSICAL_RANGES",
     "TASK_BANDS",
     "band_ranges",
+    "clip_counts",
     "read_image",
     "build_stack",
     "run_stack",
@@ -43,9 +47,13 @@ __all__ = [
 ]
 
 PHYSICAL_RANGES: dict[str, tuple[float, float]] = {
-    # Sentinel-1 σ0 in dB (DESIGN §6): below −25 dB is the noise floor of IW GRD, above 0 dB rare bright targets.
-    "VV": (-25.0, 0.0),
-    "VH": (-25.0, 0.0),
+    # Sentinel-1 σ0 in dB. DESIGN §6 (the paper) clips to [−25, 0]; real chips (issue 12, data/real-ts)
+    # have VH down to −33 dB (smooth fields, water; IW's noise-equivalent σ0 is about −22 to −30 dB)
+    # and VV up to +8.6 dB (buildings, 2.9 % of a chip's pixels above 0 dB). The ranges below keep all of
+    # those but 0.1 %: VH [−35, 0], VV [−30, +5]. What they still clip is counted (stack attr
+    # ``clipped``, metrics ``info.clipped_inputs``).
+    "VV": (-30.0, 5.0),
+    "VH": (-35.0, 0.0),
     # Sentinel-2 L2A surface reflectance. Visible: land surfaces stay below 0.5 except snow and
     # clouds (masked by SCL), so [0, 0.5] uses the normalised range twice as well as [0, 1].
     "B04": (0.0, 0.5),
@@ -69,6 +77,19 @@ def band_ranges(bands: Sequence[str]) -> dict[str, list[float]]:
     return {b: [float(PHYSICAL_RANGES[b][0]), float(PHYSICAL_RANGES[b][1])] for b in bands}
 
 
+def clip_counts(images: Sequence[np.ndarray], bands: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Per band: how many finite values of the (band, y, x) ``images`` fall below / above its physical range."""
+    out: dict[str, dict[str, int]] = {}
+    for b, name in enumerate(bands):
+        lo, hi = PHYSICAL_RANGES[name]
+        vals = [np.asarray(img[b]) for img in images]
+        below = sum(int(np.sum(v < lo)) for v in vals)
+        above = sum(int(np.sum(v > hi)) for v in vals)
+        total = sum(int(np.isfinite(v).sum()) for v in vals)
+        out[name] = {"below": below, "above": above, "of": total}
+    return out
+
+
 def read_image(path: str | os.PathLike[str], bands: Sequence[str]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Read ``bands`` (by description) of an S1/S2 COG: (band, y, x) float32, validity (y, x) bool, profile.
 
@@ -90,7 +111,7 @@ def _corrected(
     if offset is None or offset == (0.0, 0.0):
         return data, valid
     dy, dx = offset
-    shifted = shift_image(np.where(valid, data, np.nan), -dy, -dx).astype(np.float32)
+    shifted = correct_offset(np.where(valid, data, np.nan), -dy, -dx).astype(np.float32)
     ok = np.all(np.isfinite(shifted), axis=0)
     shifted[:, ~ok] = np.nan
     return shifted, ok
@@ -121,6 +142,26 @@ def _check_experiment(experiment: Mapping[str, Any], s1: Mapping[str, Path], s2:
             )
 
 
+def _one_kind(paths: Mapping[str, Path], dates: Sequence[str], tag: str, what: str) -> str:
+    """The one value of ``tag`` (S1 quantity, S2 product level) over the dates' COGs; ProductError if mixed.
+
+    COGs of the SAFE chains carry no such tag: they are sigma0 and L2A by construction.
+    """
+    default = {"s1_quantity": "sigma0", "processing_level": "L2A"}[tag]
+    seen: dict[str, str] = {}
+    for d in dates:
+        if d in paths:
+            with rasterio.open(paths[d]) as ds:
+                seen[d] = ds.tags().get(tag, default)
+    if len(set(seen.values())) > 1:
+        listing = ", ".join(f"{d}: {v}" for d, v in sorted(seen.items()))
+        raise ProductError(
+            f"{what} differs between the dates of one experiment ({listing}); use one kind for every date "
+            "(e.g. never L1C with L2A)"
+        )
+    return next(iter(seen.values()), default)
+
+
 def build_stack(
     experiment: Mapping[str, Any],
     s1: Mapping[str, Path],
@@ -131,6 +172,10 @@ def build_stack(
     _check_experiment(experiment, s1, s2)
     name, task, target = str(experiment["name"]), str(experiment["task"]), str(experiment["target"])
     guides = [str(g) for g in experiment["guides"]]
+    kinds = {
+        "s1": _one_kind(s1, [target, *guides], "s1_quantity", "Sentinel-1 quantity"),
+        "s2": _one_kind(s2, [target, *guides], "processing_level", "Sentinel-2 product level"),
+    }
     (src_mod, src_units), src_bands, (tgt_mod, tgt_units), tgt_bands = TASK_BANDS[task]
     paths = {"s1": s1, "s2": s2}
     corr = read_corrections(offsets)
@@ -213,9 +258,12 @@ def build_stack(
             "source_range": json.dumps(band_ranges(src_bands)),
             "target_range": json.dumps(band_ranges(tgt_bands)),
             "offsets_applied": json.dumps(applied, sort_keys=True),
+            "clipped": json.dumps({**clip_counts([s_i, *s_g], src_bands), **clip_counts(t_g, tgt_bands)}),
             "Conventions": "CF-1.8",
             "source_modality": src_mod,
             "target_modality": tgt_mod,
+            "source_kind": kinds[src_mod],
+            "target_kind": kinds[tgt_mod],
         },
     )
     ds["y"].attrs.update(units="m", standard_name="projection_y_coordinate")

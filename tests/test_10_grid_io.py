@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import rasterio
 
+from pipeline_lib.cog import write_cog
 from pipeline_lib.errors import ProductError, SceneNotFoundError
 from pipeline_lib.fetch.base import Scene, SearchRequest, read_scene_table, select_scenes, write_scene_table
 from pipeline_lib.grid import make_centered_grid, make_grid, read_grid, utm_crs_for, write_grid
-from pipeline_lib.io import atomic_path, parse_xml, write_cog
+from pipeline_lib.io import atomic_path
+from pipeline_lib.xmlsafe import parse_xml
 
 
 def test_utm_zone() -> None:

@@ -142,3 +142,41 @@ def test_folder_symlink_outside_refused(tmp_path: Path) -> None:
 def test_missing_product(tmp_path: Path) -> None:
     with pytest.raises(ProductError, match="product not found"):
         open_product(tmp_path / "nope.zip")
+
+
+def test_s1_reader_opens_a_zip_once_and_extract_stays_inside(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every S1 member read goes through one open zip; extract writes the .SAFE content and nothing else."""
+    from pipeline_lib.sar.product import find_pol_files, open_orbit, open_sigma_lut, read_image_info
+
+    opened: list[str] = []
+    real = zipfile.ZipFile
+
+    class Counting(real):  # type: ignore[misc, valid-type]
+        def __init__(self, file: str | os.PathLike[str], *args: object, **kwargs: object) -> None:
+            opened.append(str(file))
+            super().__init__(file, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(zipfile, "ZipFile", Counting)
+    with open_product(S1_ZIP) as reader:
+        files = find_pol_files(reader, "VV", need_measurement=False)
+        read_image_info(reader.parse_xml(files.annotation))
+        open_orbit(files)
+        open_sigma_lut(files)
+        reader.extract(tmp_path / "out")
+    assert opened == [str(S1_ZIP)]
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*") if p.is_file()) == (
+        reader.members()
+    )
+    with pytest.raises(ProductError, match="corrupt"):  # closed with the block
+        reader.read_bytes("manifest.safe")
+
+
+def test_s1_reader_refuses_an_escaping_member(tmp_path: Path) -> None:
+    from pipeline_lib.sar.product import find_pol_files
+
+    z = tmp_path / "S1A_x.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("S1A_x.SAFE/manifest.safe", b"<a/>")
+        zf.writestr("S1A_x.SAFE/../../annotation/s1a-iw-grd-vv-x.xml", b"<a/>")
+    with pytest.raises(ProductError, match="zip-slip"):
+        find_pol_files(open_product(z), "VV")

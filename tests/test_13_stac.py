@@ -1,4 +1,4 @@
-"""STAC items beside every COG (DESIGN §5; pipeline_lib.stac, written by pipeline_lib.io.write_cog / cog_writer).
+"""STAC items beside every COG (DESIGN §5; pipeline_lib.stac, written by pipeline_lib.cog.write_cog / cog_writer).
 
 Validation: the core STAC 1.1.0 Item schema (and GeoJSON) ships with pystac and is checked offline with
 pystac's own jsonschema validator. The extension schemas (projection, raster, eo, file) are only published
@@ -27,8 +27,8 @@ from pystac.validation.stac_validator import JsonSchemaSTACValidator
 from rasterio.windows import Window
 from shapely.geometry import Point, shape
 
+from pipeline_lib.cog import cog_writer, write_cog
 from pipeline_lib.grid import make_centered_grid
-from pipeline_lib.io import cog_writer, write_cog
 from pipeline_lib.stac import (
     SIDECAR_SUFFIX,
     sidecar_is_current,

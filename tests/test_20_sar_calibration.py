@@ -19,14 +19,15 @@ from test_20_sar_synthetic import (
 )
 
 from pipeline_lib.errors import CoverageError, ProductError
+from pipeline_lib.safe import open_product
 from pipeline_lib.sar import run_calibrate
 from pipeline_lib.sar.calibration import SIGMA0_FLOOR, calibrate_sigma0, interp_lut
 from pipeline_lib.sar.noise import noise_power, parse_noise
-from pipeline_lib.sar.product import find_pol_files, open_sigma_lut, parse_member
+from pipeline_lib.sar.product import find_pol_files, open_sigma_lut
 
 
 def test_sigma0_matches_xarray_sentinel_where_noise_is_zero() -> None:
-    files = find_pol_files(SARSEN_SAFE, "VV")
+    files = find_pol_files(open_product(SARSEN_SAFE), "VV")
     lut = open_sigma_lut(files)
     lines, pixels = np.arange(5000, 5040), np.arange(12000, 12050)
     dn = np.random.default_rng(1).integers(1, 2000, (lines.size, pixels.size)).astype(np.uint16)
@@ -37,8 +38,8 @@ def test_sigma0_matches_xarray_sentinel_where_noise_is_zero() -> None:
 
 
 def test_noise_uses_every_azimuth_block() -> None:
-    files = find_pol_files(SARSEN_SAFE, "VV")
-    model = parse_noise(parse_member(SARSEN_SAFE, files.noise))
+    files = find_pol_files(open_product(SARSEN_SAFE), "VV")
+    model = parse_noise(files.reader.parse_xml(files.noise))
     assert not model.legacy and len(model.azimuth_blocks) == 3
     assert [b.swath for b in model.azimuth_blocks] == ["IW1", "IW2", "IW3"]
     # xarray-sentinel keeps only the first block
@@ -67,8 +68,8 @@ def test_noise_uses_every_azimuth_block() -> None:
 
 
 def test_legacy_range_only_noise_lut() -> None:
-    files = find_pol_files(LEGACY_ZIP, "VV", need_measurement=False)
-    root = parse_member(LEGACY_ZIP, files.noise)
+    files = find_pol_files(open_product(LEGACY_ZIP), "VV", need_measurement=False)
+    root = files.reader.parse_xml(files.noise)
     model = parse_noise(root)
     assert model.legacy and model.azimuth_blocks == ()
     assert len(model.range_vectors) == 27
@@ -103,14 +104,14 @@ def test_run_calibrate_window_values_and_zip(tmp_path: Path) -> None:
         assert np.all(np.diff(lines) == 1) and np.all(np.diff(pixels) == 1)
         assert lines.size < 400 and pixels.size < 400  # a window, not the product
         sigma0 = ds["sigma0"].values
-    files = find_pol_files(safe, "VV")
+    files = find_pol_files(open_product(safe), "VV")
     import rasterio
     from rasterio.windows import Window
 
     with rasterio.open(safe / str(files.measurement)) as src:
         dn = src.read(1, window=Window(int(pixels[0]), int(lines[0]), pixels.size, lines.size)).astype(float)
     lut = open_sigma_lut(files).interp(line=lines, pixel=pixels).values
-    eta = noise_power(parse_noise(parse_member(safe, files.noise)), lines, pixels)
+    eta = noise_power(parse_noise(files.reader.parse_xml(files.noise)), lines, pixels)
     expected = np.maximum((dn**2 - eta) / lut**2, SIGMA0_FLOOR)
     np.testing.assert_allclose(sigma0[0], expected, rtol=1e-5)
     assert np.nanmean(10 * np.log10(sigma0[0])) == pytest.approx(10 * np.log10(np.mean(expected)), abs=1.0)

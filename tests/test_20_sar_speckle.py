@@ -8,11 +8,20 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from pipeline_lib.config import schema_defaults
 from pipeline_lib.errors import ConfigError
 from pipeline_lib.sar import run_speckle
+from pipeline_lib.sar.params import SpeckleParams
 from pipeline_lib.sar.speckle import lee_sigma, point_target_mask, sigma_range
 
 # SNAP SpeckleFilterOp.setSigmaRange (intensity): looks, sigma -> I1, I2, sigmaVP
+DEFAULT = SpeckleParams.from_config(schema_defaults("sar", "speckle"))  # the schema's 7x7, 3x3, 0.9
+
+
+def _params(window: int, target: int, sigma: float) -> SpeckleParams:
+    return SpeckleParams(window_px=window, target_px=target, sigma=sigma, looks=None)
+
+
 SNAP_TABLE = [
     (1, 0.5, 0.436, 1.920, 0.4057),
     (1, 0.9, 0.084, 3.941, 0.8191),
@@ -72,9 +81,9 @@ def test_kernel_matches_reference_transcription() -> None:
     img[20, 10] = np.nan
     img[0:3, 0:5] = np.nan
     img[25:34, 2:12] = np.nan  # a no-data patch wider than the target window
-    ours = lee_sigma(img, looks=2.0, window=7, target=3, sigma=0.9)
+    ours = lee_sigma(img, _params(7, 3, 0.9), looks=2.0)
     np.testing.assert_allclose(ours, _reference(img, 2.0, 7, 3, 0.9), rtol=2e-5, equal_nan=True)
-    ours5 = lee_sigma(img, looks=2.0, window=9, target=5, sigma=0.7)
+    ours5 = lee_sigma(img, _params(9, 5, 0.7), looks=2.0)
     np.testing.assert_allclose(ours5, _reference(img, 2.0, 9, 5, 0.7), rtol=2e-5, equal_nan=True)
 
 
@@ -82,7 +91,7 @@ def test_flat_field_mean_variance_and_point_target() -> None:
     looks, level = 4.0, 0.08
     img = (level * np.random.default_rng(7).gamma(looks, 1 / looks, (300, 300))).astype(np.float32)
     img[150:153, 150:153] = 40 * level  # a 3x3 point target, far above Z98
-    out = lee_sigma(img, looks)
+    out = lee_sigma(img, DEFAULT, looks)
     np.testing.assert_array_equal(out[150:153, 150:153], img[150:153, 150:153])
     flat_in = img[20:140, 20:280]
     flat_out = out[20:140, 20:280]
@@ -96,12 +105,34 @@ def test_flat_field_mean_variance_and_point_target() -> None:
     assert factor == pytest.approx(15.9, rel=0.15)  # measured value of this seeded field, kept as a regression
 
 
-def test_bad_parameters() -> None:
-    img = np.ones((16, 16), dtype=np.float32)
-    with pytest.raises(ConfigError):
-        lee_sigma(img, 4.0, window=6)
-    with pytest.raises(ConfigError):
-        lee_sigma(img, 4.0, sigma=1.5)
+def test_schema_defaults_are_the_papers() -> None:
+    assert DEFAULT == SpeckleParams(window_px=7, target_px=3, sigma=0.9, looks=None)
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        ({"window": 6}, "must be odd"),
+        ({"window": 5, "target_window": 5}, "3 <= target_window < window"),
+        ({"target_window": 1}, "3 <= target_window < window"),
+        ({"sigma": 1.5}, r"sigma: 1.5 must be in \(0, 1\)"),
+        ({"looks": 0}, "looks: 0.0 must be positive"),
+        ({"window": 7.0}, "must be an odd integer"),
+        ({"size": 7}, "unknown keys"),
+    ],
+)
+def test_bad_parameters(settings: dict[str, object], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        SpeckleParams.from_config({**schema_defaults("sar", "speckle"), **settings})
+
+
+def test_missing_key_and_looks() -> None:
+    with pytest.raises(ConfigError, match="sar.speckle.sigma: missing"):
+        SpeckleParams.from_config({"window": 7, "target_window": 3, "looks": None})
+    with pytest.raises(ConfigError, match="set sar.speckle.looks"):
+        DEFAULT.looks_for(None, "x.nc")
+    assert DEFAULT.looks_for(4.4, "x.nc") == 4.4
+    assert SpeckleParams(7, 3, 0.9, 2.0).looks_for(4.4, "x.nc") == 2.0
 
 
 def test_run_speckle_netcdf(tmp_path: Path) -> None:
@@ -115,10 +146,10 @@ def test_run_speckle_netcdf(tmp_path: Path) -> None:
     )
     src, dst = tmp_path / "in.nc", tmp_path / "out.nc"
     ds.to_netcdf(src)
-    run_speckle(src, dst, window=7, target=3, sigma=0.9)
+    run_speckle(src, dst, DEFAULT)
     with xr.open_dataset(dst) as out:
         assert out["sigma0"].dims == ("polarisation", "line", "pixel")
         np.testing.assert_array_equal(out["line"].values, np.arange(100, 130))
         assert out.attrs["product"] == "P" and out.attrs["speckle_looks"] == 4.0
-        np.testing.assert_allclose(out["sigma0"].values[1], lee_sigma(data[1], 4.0), rtol=1e-6, equal_nan=True)
+        np.testing.assert_allclose(out["sigma0"].values[1], lee_sigma(data[1], DEFAULT, 4.0), rtol=1e-6, equal_nan=True)
         assert np.all(np.isnan(out["sigma0"].values[:, :, :3]))

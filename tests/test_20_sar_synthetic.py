@@ -15,8 +15,9 @@ import rasterio
 from rasterio.windows import Window
 
 from pipeline_lib.grid import Grid, make_centered_grid
+from pipeline_lib.safe import open_product
 from pipeline_lib.sar.calibration import find_window
-from pipeline_lib.sar.product import find_pol_files, parse_member, read_geolocation_grid
+from pipeline_lib.sar.product import find_pol_files, read_geolocation_grid
 
 FIXTURES = Path(__file__).resolve().parent / "data" / "fixtures"
 SARSEN_SAFE = FIXTURES / "s1-grd-sarsen" / "S1B_IW_GRDH_1SDV_20211223T051122_20211223T051147_030148_039993_5371.SAFE"
@@ -41,8 +42,8 @@ def make_product(
 ) -> Path:
     """Copy the sarsen SAFE XML (VH = a renamed copy of VV) and write sparse DN = dn_level·speckle."""
     safe = tmp / SARSEN_SAFE.name
-    src = find_pol_files(SARSEN_SAFE, "VV")
-    gcp = read_geolocation_grid(parse_member(SARSEN_SAFE, src.annotation))
+    src = find_pol_files(open_product(SARSEN_SAFE), "VV")
+    gcp = read_geolocation_grid(src.reader.parse_xml(src.annotation))
     rows, cols = find_window(gcp, grid, SHAPE, margin_px)
     rng = np.random.default_rng(seed)
     for pol in pols:

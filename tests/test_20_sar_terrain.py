@@ -10,15 +10,18 @@ import rasterio
 import xarray as xr
 from test_20_sar_synthetic import ROME_DEM, SARSEN_SAFE, make_centered_grid, make_product, tiny_grid
 
+from pipeline_lib.config import schema_defaults
 from pipeline_lib.errors import CoverageError
+from pipeline_lib.safe import open_product
 from pipeline_lib.sar import run_calibrate, run_speckle, run_terrain
-from pipeline_lib.sar.product import find_pol_files, parse_member, read_geolocation_grid
+from pipeline_lib.sar.params import SpeckleParams
+from pipeline_lib.sar.product import find_pol_files, read_geolocation_grid
 from pipeline_lib.sar.terrain import compute_lookup, dem_on_grid, grid_ecef, resample_by_lookup
 
 
 def test_annotation_gcps_geocode_to_their_line_pixel() -> None:
-    files = find_pol_files(SARSEN_SAFE, "VV")
-    gcp = read_geolocation_grid(parse_member(SARSEN_SAFE, files.annotation))
+    files = find_pol_files(open_product(SARSEN_SAFE), "VV")
+    gcp = read_geolocation_grid(files.reader.parse_xml(files.annotation))
     idx = np.arange(0, gcp["line"].size, 7)
     shape = (1, idx.size)
     ecef = grid_ecef(
@@ -31,8 +34,8 @@ def test_annotation_gcps_geocode_to_their_line_pixel() -> None:
 
 def test_known_gcp_lands_on_its_grid_pixel() -> None:
     """A grid pixel centred on an annotation GCP (height ~0, ellipsoid) looks up that GCP's line/pixel."""
-    files = find_pol_files(SARSEN_SAFE, "VV")
-    gcp = read_geolocation_grid(parse_member(SARSEN_SAFE, files.annotation))
+    files = find_pol_files(open_product(SARSEN_SAFE), "VV")
+    gcp = read_geolocation_grid(files.reader.parse_xml(files.annotation))
     k = int(np.argmin(np.abs(gcp["height"]) + 1e3 * (gcp["pixel"] == 0)))
     grid = make_centered_grid((float(gcp["longitude"][k]), float(gcp["latitude"][k])), (9, 9), 10.0)
     from pyproj import Transformer
@@ -66,7 +69,7 @@ def test_chain_writes_sigma0_db_cog(tmp_path: Path) -> None:
     safe = make_product(tmp_path, grid, dn_level=400.0)
     cal, fil, tif = tmp_path / "cal.nc", tmp_path / "fil.nc", tmp_path / "s1.tif"
     run_calibrate(safe, grid, cal, margin_px=40)
-    run_speckle(cal, fil)
+    run_speckle(cal, fil, SpeckleParams.from_config(schema_defaults("sar", "speckle")))
     run_terrain(fil, safe, grid, tif, dem=ROME_DEM)
     with rasterio.open(tif) as ds:
         assert ds.descriptions == ("VV", "VH")

@@ -12,12 +12,14 @@ import xarray_sentinel
 from rasterio.windows import Window
 from test_20_sar_synthetic import ROME_DEM, SARSEN_SAFE, make_centered_grid, make_product, tiny_grid
 
-from pipeline_lib.io import cog_writer
+from pipeline_lib.cog import cog_writer
+from pipeline_lib.safe import open_product
 from pipeline_lib.sar import run_calibrate, run_speckle, run_terrain
 from pipeline_lib.sar.calibration import calibrate_sigma0, interp_lut
 from pipeline_lib.sar.chunks import create_sigma0, open_sigma0
 from pipeline_lib.sar.noise import noise_power, parse_noise
-from pipeline_lib.sar.product import find_pol_files, open_sigma_lut, parse_member
+from pipeline_lib.sar.params import SpeckleParams
+from pipeline_lib.sar.product import find_pol_files, open_sigma_lut
 from pipeline_lib.sar.speckle import lee_sigma, z98_streaming, z98_value
 from pipeline_lib.sar.terrain import (
     LOOKUP_STEP,
@@ -43,11 +45,11 @@ def test_chunked_calibrate_equals_whole_window(tmp_path: Path) -> None:
         chunked, no_noise = ds["sigma0"].values, raw["sigma0"].values[0]
         assert ds.attrs["thermal_noise_removed"] == 1 and raw.attrs["thermal_noise_removed"] == 0
     for k, pol in enumerate(("VV", "VH")):
-        files = find_pol_files(safe, pol)
+        files = find_pol_files(open_product(safe), pol)
         with rasterio.open(safe / str(files.measurement)) as src:
             dn = src.read(1, window=Window(int(pixels[0]), int(lines[0]), pixels.size, lines.size))
         lut = interp_lut(open_sigma_lut(files), lines, pixels)
-        eta = noise_power(parse_noise(parse_member(safe, files.noise)), lines, pixels)
+        eta = noise_power(parse_noise(files.reader.parse_xml(files.noise)), lines, pixels)
         np.testing.assert_array_equal(chunked[k], calibrate_sigma0(dn, lut, eta))  # bit for bit
         if pol == "VV":
             dn_da = xr.DataArray(dn, dims=("line", "pixel"), coords={"line": lines, "pixel": pixels})
@@ -82,20 +84,20 @@ def test_chunked_lee_sigma_equals_whole_image(tmp_path: Path) -> None:
     src, dst = tmp_path / "cal.nc", tmp_path / "fil.nc"
     _write_nc(src, data)
     for band_rows, threads in ((16, 2), (5, 1)):  # bands smaller than the halo rows too
-        run_speckle(src, dst, window=7, target=3, sigma=0.9, band_rows=band_rows, threads=threads)
+        run_speckle(src, dst, SpeckleParams(7, 3, 0.9, None), band_rows=band_rows, threads=threads)
         with xr.open_dataset(dst) as ds:
             out = ds["sigma0"].values
             assert ds.attrs["speckle_window"] == 7 and list(ds["line"].values[:2]) == [1000, 1001]
         for k in range(2):
-            np.testing.assert_array_equal(out[k], lee_sigma(data[k], 4.0, 7, 3, 0.9))
-    run_speckle(src, dst, window=9, target=5, sigma=0.8, band_rows=8)
+            np.testing.assert_array_equal(out[k], lee_sigma(data[k], SpeckleParams(7, 3, 0.9, None), 4.0))
+    run_speckle(src, dst, SpeckleParams(9, 5, 0.8, None), band_rows=8)
     with xr.open_dataset(dst) as ds:
-        np.testing.assert_array_equal(ds["sigma0"].values[0], lee_sigma(data[0], 4.0, 9, 5, 0.8))
+        np.testing.assert_array_equal(ds["sigma0"].values[0], lee_sigma(data[0], SpeckleParams(9, 5, 0.8, None), 4.0))
 
 
 @pytest.fixture(scope="module")
 def geocoder() -> Geocoder:
-    return Geocoder.from_files(find_pol_files(SARSEN_SAFE, "VV", need_measurement=False))
+    return Geocoder.from_files(find_pol_files(open_product(SARSEN_SAFE), "VV", need_measurement=False))
 
 
 @pytest.mark.parametrize("with_dem", [False, True])

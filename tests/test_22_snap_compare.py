@@ -12,9 +12,9 @@ import pytest
 from scipy.ndimage import gaussian_filter
 from scipy.ndimage import shift as nd_shift
 
+from pipeline_lib.cog import write_cog
 from pipeline_lib.grid import make_centered_grid
-from pipeline_lib.io import write_cog
-from pipeline_lib.sar.compare import compare_arrays, compare_rasters, main
+from tools.sar_compare import compare_arrays, compare_rasters, main
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = make_centered_grid((12.5, 42.0), (128, 128))
@@ -91,7 +91,7 @@ def test_cli_prints_json_then_summary(tmp_path: Path, capsys: pytest.CaptureFixt
     assert parsed["bands"]["VV"]["dy_px"] == pytest.approx(1.0, abs=0.1)
     assert any(line.startswith("VV:") and "p95" in line for line in rest)
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline_lib.sar.compare", str(pa), str(tmp_path / "nope.tif")],
+        [sys.executable, "-m", "tools.sar_compare", str(pa), str(tmp_path / "nope.tif")],
         cwd=REPO,
         capture_output=True,
         text=True,

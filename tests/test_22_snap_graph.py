@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline_lib.config import schema_defaults
 from pipeline_lib.errors import ConfigError, FetchError, PipelineError, ProductError
 from pipeline_lib.grid import make_centered_grid
-from pipeline_lib.io import parse_xml
+from pipeline_lib.sar.params import SpeckleParams
 from pipeline_lib.sar.snap import (
     OPERATORS_CSV,
     DemSpec,
@@ -24,14 +25,20 @@ from pipeline_lib.sar.snap import (
     speckle_parameters,
     validate_graph,
 )
+from pipeline_lib.xmlsafe import parse_xml
 
 FIXTURES = Path(__file__).resolve().parent / "data" / "fixtures"
 CHAIN = ["Read", "ThermalNoiseRemoval", "Calibration", "Speckle-Filter", "Terrain-Correction", "Write"]
 
 
+def _spk(settings: dict | None = None) -> SpeckleParams:
+    """``sar.speckle`` as the schema fills it, with ``settings`` on top."""
+    return SpeckleParams.from_config({**schema_defaults("sar", "speckle"), **(settings or {})})
+
+
 def _graph(tmp_path: Path, *, apply_orbit: bool = False, speckle: dict | None = None):
     grid = make_centered_grid((12.5, 42.0), (128, 128))
-    spk = speckle_parameters(speckle or {}, product_looks=4.4)
+    spk = speckle_parameters(_spk(speckle), product_looks=4.4)
     dem = DemSpec(name="External DEM", file=tmp_path / "dem.tif", apply_egm=True, nodata=-32768.0)
     root = build_graph(
         tmp_path / "S1.SAFE" / "manifest.safe",
@@ -120,15 +127,15 @@ def test_graph_chain_and_parameters(tmp_path: Path, apply_orbit: bool) -> None:
     ],
 )
 def test_speckle_keys_map_to_snap(speckle: dict, expected: tuple) -> None:
-    p = speckle_parameters(speckle, product_looks=None)
+    p = speckle_parameters(_spk(speckle), product_looks=None)
     assert (p["windowSize"], p["targetWindowSizeStr"], p["sigmaStr"], p["numLooksStr"]) == expected
 
 
 def test_speckle_without_looks_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="sar.speckle.looks"):
-        speckle_parameters({}, product_looks=None)
+        speckle_parameters(_spk(), product_looks=None)
     with pytest.raises(ConfigError, match="unknown keys"):
-        speckle_parameters({"size": 7}, product_looks=4)
+        _spk({"size": 7})
 
 
 def test_validator_catches_wrong_names_values_and_types(tmp_path: Path) -> None:

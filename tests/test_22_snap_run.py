@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import rasterio
 
+from pipeline_lib.config import schema_defaults
 from pipeline_lib.errors import ConfigError, FetchError, PipelineError
 from pipeline_lib.grid import make_centered_grid
+from pipeline_lib.sar.params import SpeckleParams
 from pipeline_lib.sar.snap import run_snap
 
 FIXTURES = Path(__file__).resolve().parent / "data" / "fixtures"
@@ -20,6 +22,11 @@ SAFE = FIXTURES / "s1-grd-sarsen" / "S1B_IW_GRDH_1SDV_20211223T051122_20211223T0
 DEM = FIXTURES / "s1-grd-sarsen" / "Rome-30m-DEM.tif"
 STANDIN = Path(__file__).resolve().parent / "gpt_standin" / "gpt"
 GRID = make_centered_grid((12.5, 42.0), (96, 80))
+
+
+def _spk(settings: dict | None = None) -> SpeckleParams:
+    """``sar.speckle`` as the schema fills it, with ``settings`` on top."""
+    return SpeckleParams.from_config({**schema_defaults("sar", "speckle"), **(settings or {})})
 
 
 @pytest.fixture
@@ -43,7 +50,7 @@ def test_run_snap_writes_sigma0_db_cog_on_grid(tmp_path: Path, gpt_env: Path, de
         GRID,
         out,
         polarisations=("VV",),
-        speckle={"window": 7, "target_window": 3, "sigma": 0.9},
+        speckle=_spk({"window": 7, "target_window": 3, "sigma": 0.9}),
         dem=dem,
         gpt=None,
         threads=2,
@@ -76,7 +83,7 @@ def test_run_snap_with_orbit_node(tmp_path: Path, gpt_env: Path) -> None:
         GRID,
         out,
         polarisations=("VV",),
-        speckle={"looks": 3},
+        speckle=_spk({"looks": 3}),
         dem=DEM,
         gpt=str(STANDIN),
         threads=1,
@@ -97,7 +104,7 @@ def test_standin_rejects_a_polarisation_the_product_lacks(tmp_path: Path, gpt_en
             GRID,
             tmp_path / "x.tif",
             polarisations=("VV", "VH"),
-            speckle={"looks": 4},
+            speckle=_spk({"looks": 4}),
             dem=DEM,
             gpt=None,
             threads=1,
@@ -129,7 +136,7 @@ def test_gpt_failures_through_the_standin(
             GRID,
             tmp_path / "x.tif",
             polarisations=("VV",),
-            speckle={"looks": 4},
+            speckle=_spk({"looks": 4}),
             dem=DEM,
             gpt=None,
             threads=1,
@@ -143,7 +150,7 @@ def test_gpt_failures_through_the_standin(
 def test_missing_gpt_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(ConfigError, match="sar.gpt"):
-        run_snap(SAFE, GRID, tmp_path / "x.tif", speckle={}, dem=None, gpt=None, threads=1, cache_mb=256)
+        run_snap(SAFE, GRID, tmp_path / "x.tif", speckle=_spk(), dem=None, gpt=None, threads=1, cache_mb=256)
 
 
 @pytest.mark.parametrize(
@@ -165,7 +172,7 @@ def test_standin_checks_graph_like_gpt(tmp_path: Path, gpt_env: Path, old: str, 
         tmp_path / "tc.tif",
         GRID,
         polarisations=("VV",),
-        speckle=speckle_parameters({"looks": 4}, None),
+        speckle=speckle_parameters(_spk({"looks": 4}), None),
         dem=DemSpec("External DEM", DEM),
     )
     text = graph_xml(root)

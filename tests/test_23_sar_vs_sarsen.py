@@ -3,7 +3,7 @@
 Like with like: our chain without thermal-noise removal and without speckle filter (sarsen does neither), the
 ellipsoid (a DEM of zeros on exactly our grid, so sarsen's output grid is ours) and bilinear interpolation on
 both sides (sarsen's ``interp_method="linear"``; its default "nearest" samples speckle differently). Acceptance
-(issue 5 part 4): median |Δσ0| < 0.2 dB and |offset| ≤ 1 px; a deliberately shifted output must fail it.
+(DESIGN §5, the native backend's acceptance check): median |Δσ0| < 0.2 dB and |offset| ≤ 1 px; a deliberately shifted output must fail it.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ import xarray_sentinel
 from sarsen import apps, sentinel1
 from scipy.ndimage import shift as nd_shift
 
+from pipeline_lib.cog import write_cog
 from pipeline_lib.demo import demo_bounds, write_s1_product
 from pipeline_lib.grid import Grid, make_centered_grid
-from pipeline_lib.io import write_cog
+from pipeline_lib.safe import open_product
 from pipeline_lib.sar import run_calibrate, run_terrain
-from pipeline_lib.sar.compare import beta_to_sigma_ratio, compare_with_sarsen, ellipsoid_dem, main, read_on_grid
-from pipeline_lib.sar.product import find_pol_files, parse_member
+from pipeline_lib.sar.product import find_pol_files
+from tools.sar_compare import beta_to_sigma_ratio, compare_with_sarsen, ellipsoid_dem, main, read_on_grid
 
 FIXTURES = Path(__file__).resolve().parent / "data" / "fixtures"
 SARSEN_SAFE = FIXTURES / "s1-grd-sarsen" / "S1B_IW_GRDH_1SDV_20211223T051122_20211223T051147_030148_039993_5371.SAFE"
@@ -93,8 +94,8 @@ def test_beta_sigma_lut_ratio_at_known_gcps() -> None:
     (GCP → line, pixel → LUT); the ratio is sin of the ellipsoid incidence angle of ESA's LUT generation, which
     matches the GCP's annotated incidence angle (at terrain height) to a few tenths of a degree.
     """
-    files = find_pol_files(SARSEN_SAFE, "VV", need_measurement=False)
-    ann = parse_member(SARSEN_SAFE, files.annotation)
+    files = find_pol_files(open_product(SARSEN_SAFE), "VV", need_measurement=False)
+    ann = files.reader.parse_xml(files.annotation)
     pts = ann.findall("geolocationGrid/geolocationGridPointList/geolocationGridPoint")
     keys = ("line", "pixel", "latitude", "longitude", "height", "incidenceAngle")
     gcp = {k: np.array([float(p.findtext(k) or "nan") for p in pts]) for k in keys}
@@ -117,7 +118,7 @@ def test_beta_sigma_lut_ratio_at_known_gcps() -> None:
 
 
 def test_compare_command_converts_sarsen_beta0(pair: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    """``python -m pipeline_lib.sar.compare ours.tif gtc.tif --sarsen-safe SAFE`` gives the same figures."""
+    """``python -m tools.sar_compare ours.tif gtc.tif --sarsen-safe SAFE`` gives the same figures."""
     assert main([str(pair["ours"]), str(pair["gtc"]), "--sarsen-safe", str(pair["safe"])]) == 0
     result = json.loads(capsys.readouterr().out.splitlines()[0])
     assert accepted(result["bands"]["VV"])

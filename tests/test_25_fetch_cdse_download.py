@@ -229,7 +229,7 @@ def test_safe_destination_unpacked_and_zip_slip_refused(tmp_path: Path) -> None:
         dest = src.download(s_good, tmp_path / "raw" / f"{s_good.product_id}.SAFE")
         assert (dest / "manifest.safe").read_bytes().startswith(b"<?xml")
         assert not list((tmp_path / "raw").glob("*.zip"))
-        with pytest.raises(FetchError, match="outside the product folder"):
+        with pytest.raises(FetchError, match="escapes the product folder"):
             src.download(s_evil, tmp_path / "raw" / f"{s_evil.product_id}.SAFE")
     assert not (tmp_path / "evil.txt").exists() and not (tmp_path / "raw" / f"{s_evil.product_id}.SAFE").exists()
 

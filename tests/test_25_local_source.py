@@ -15,7 +15,7 @@ from shapely import wkt
 from pipeline_lib.errors import FetchError
 from pipeline_lib.fetch.base import SearchRequest, Source
 from pipeline_lib.fetch.local import LocalSource, parse_s1_manifest, product_checksum
-from pipeline_lib.io import parse_xml
+from pipeline_lib.xmlsafe import parse_xml
 
 FIXTURES = Path(__file__).resolve().parent / "data" / "fixtures"
 S1_SAFE = FIXTURES / "s1-grd-sarsen" / "S1B_IW_GRDH_1SDV_20211223T051122_20211223T051147_030148_039993_5371.SAFE"

@@ -12,6 +12,7 @@ from affine import Affine
 from rasterio.warp import Resampling, reproject
 from scipy import ndimage
 
+from pipeline_lib.cog import write_cog
 from pipeline_lib.grid import Grid, make_centered_grid
 from pipeline_lib.grid.coreg import (
     compute_offsets,
@@ -21,7 +22,6 @@ from pipeline_lib.grid.coreg import (
     run_offsets,
     shift_image,
 )
-from pipeline_lib.io import write_cog
 
 SHAPE = 96
 

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import rasterio
 
+from pipeline_lib.cog import write_cog
 from pipeline_lib.errors import ConfigError
 from pipeline_lib.grid import Grid, make_centered_grid
-from pipeline_lib.io import write_cog, write_json_atomic
+from pipeline_lib.io import write_json_atomic
 from pipeline_lib.stacks import PHYSICAL_RANGES, open_stack, read_truth, run_stack
 
 DATES = ["2021-12-23", "2022-01-04", "2022-01-16", "2022-01-28"]
@@ -76,7 +77,7 @@ def test_sar_to_visible_stack_layout(tmp_path: Path) -> None:
     assert ds.attrs["experiment"] == "sv_0116" and ds.attrs["task"] == "sar_to_visible"
     assert ds.attrs["target_date"] == "2022-01-16" and ds.attrs["crs"] == grid.crs
     np.testing.assert_allclose(ds.attrs["transform"], list(grid.transform)[:6])
-    assert json.loads(ds.attrs["source_range"]) == {"VV": [-25.0, 0.0], "VH": [-25.0, 0.0]}
+    assert json.loads(ds.attrs["source_range"]) == {"VV": [-30.0, 5.0], "VH": [-35.0, 0.0]}
     assert json.loads(ds.attrs["target_range"]) == {b: list(PHYSICAL_RANGES[b]) for b in ("B04", "B03", "B02")}
     assert json.loads(ds.attrs["offsets_applied"]) == {}
     # values: S_i is S1 on the target date, T_g is S2 on the guides; dS_ig = S_i - S_g exactly

@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pipeline_lib.cog import write_cog
 from pipeline_lib.fetch.base import Scene, write_scene_table
 from pipeline_lib.grid import make_centered_grid, write_grid
 from pipeline_lib.grid.coreg import run_offsets
-from pipeline_lib.io import write_cog, write_json_atomic
 from pipeline_lib.report import run_index, run_region_report
-from pipeline_lib.report.figures import MASK_COLOUR, png_bytes, s2_true_colour
+from pipeline_lib.report.figures import MASK_COLOUR, data_uri, png_bytes, s2_true_colour
 from pipeline_lib.report.html import parse_benchmark, redact_config
+from pipeline_lib.report.model_part import model_sections
 
 DATES = ["2021-12-23", "2022-01-04"]
 S1_ID = "S1B_IW_GRDH_1SDV_20211223T051122_20211223T051147_030148_039993_5371"
@@ -198,36 +199,29 @@ def test_benchmark_parsing_and_redaction(tmp_path: Path) -> None:
 
 def test_model_section_and_index(tmp_path: Path) -> None:
     args = _inputs(tmp_path)
+
+    def scores(rmse: float, ssim: float, cc: float) -> dict[str, dict[str, float]]:
+        return {"rmse": {"B04": rmse, "mean": rmse}, "ssim": {"B04": ssim, "mean": ssim}, "cc": {"B04": cc, "mean": cc}}
+
+    # metrics.json as pipeline_lib.model.evaluate writes it
     metrics = {
         "sv": {
-            "tirsit": {
-                "rmse": {"B04": 0.01, "mean": 0.012},
-                "ssim": {"B04": 0.9, "mean": 0.91},
-                "changed": {"rmse": {"B04": 0.03, "mean": 0.031}},
-            },
-            "blend": {
-                "rmse": {"B04": 0.02, "mean": 0.022},
-                "ssim": {"B04": 0.8, "mean": 0.81},
-                "changed": {"rmse": {"B04": 0.05, "mean": 0.051}},
-            },
+            "tirsit": scores(0.01, 0.9, 0.8),
+            "blend": scores(0.02, 0.8, 0.7),
+            "changed": {"tirsit": scores(0.03, 0.7, 0.6), "blend": scores(0.05, 0.6, 0.5)},
+            "info": {"task": "sar_to_visible", "valid_pixels": 100},
         }
     }
-    write_json_atomic(tmp_path / "metrics.json", metrics)
-    png = tmp_path / "curve.png"
-    png.write_bytes(png_bytes(np.zeros((8, 8, 3), np.uint8)))
+    curve = data_uri(png_bytes(np.zeros((8, 8, 3), np.uint8)))
     out = tmp_path / "results" / "demo" / "report.html"
     run_region_report(
-        "demo",
-        out_html=out,
-        model={
-            "metrics_json": tmp_path / "metrics.json",  # type: ignore[arg-type]
-            "figures": {"loss curve": png},
-        },
-        **args,
+        "demo", out_html=out, model_sections=model_sections(metrics, {"sv": [("loss curve", curve)]}), **args
     )
     p = _Collector()
     p.feed(out.read_text(encoding="utf-8"))
-    assert p.rows_in["metrics"] == 4  # 2 variants × (all, changed)
+    text = " ".join(p.text)
+    assert "sv: comparison (all valid pixels)" in text and "sv: comparison (changed pixels)" in text
+    assert "Blend of T_j, T_k (no network)" in text and "TIRSIT" in text
     assert sum(1 for t, a in p.tags if t == "img" and (a.get("alt") == "loss curve")) == 1
     index = tmp_path / "results" / "report.html"
     other = tmp_path / "results" / "b&w" / "report.html"

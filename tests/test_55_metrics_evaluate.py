@@ -12,7 +12,7 @@ import rasterio
 from affine import Affine
 from conftest import stack_generator
 
-from pipeline_lib.io import write_cog
+from pipeline_lib.cog import write_cog
 from pipeline_lib.model import run_evaluate, run_predict
 from pipeline_lib.model.evaluate import changed_mask
 

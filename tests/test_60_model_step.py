@@ -1,4 +1,4 @@
-"""The optimised training step computes the same update as the plain textbook step (issue 3, step cost).
+"""The optimised training step computes the same update as the plain textbook step (DESIGN §6, training cost).
 
 Reference: one separate generator pass per use, D's real and fake passes separately, D's weight
 gradients computed (and discarded) in the generator step, contiguous NCHW tensors — the algorithm of

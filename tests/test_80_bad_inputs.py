@@ -1,4 +1,4 @@
-"""The bad-input matrix (issue 7, part 4): every case is one clean line, the right error, nothing half-written.
+"""The bad-input matrix (DESIGN §9): every case is one clean line, the right error, nothing half-written.
 
 Each case damages a real input in ``tmp_path`` (demo-generator products in real SAFE formats, the
 real Rome DEM, COGs and stacks written by the pipeline's own writers, region files) and calls the
@@ -42,6 +42,7 @@ from rasterio.warp import Resampling, calculate_default_transform, reproject
 from workflow_utils import make_workdir
 
 from pipeline_lib import errors
+from pipeline_lib.cog import write_cog
 from pipeline_lib.config import load_region
 from pipeline_lib.demo import CLOUDY_DATE, generate_demo_products
 from pipeline_lib.errors import (
@@ -58,7 +59,6 @@ from pipeline_lib.fetch.base import Scene, SearchRequest, select_scenes
 from pipeline_lib.fetch.credentials import resolve_credentials
 from pipeline_lib.fetch.local import LocalSource
 from pipeline_lib.grid import Grid, make_centered_grid
-from pipeline_lib.io import write_cog
 from pipeline_lib.model import run_train
 from pipeline_lib.model.train import select_device
 from pipeline_lib.optical import run_l2a

@@ -1,4 +1,4 @@
-"""Determinism (issue 7, part 6): ci-tiny end to end twice, same seed, CPU -> identical results.
+"""Determinism (DESIGN §9): ci-tiny end to end twice, same seed, CPU -> identical results.
 
 Two independent copies of the workflow each build ``results/ci-tiny/report.html`` from scratch
 (demo source, seed 0, the resumable training settings of ``workflow_utils.make_ci_tiny_workdir``;

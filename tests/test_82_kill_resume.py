@@ -1,4 +1,4 @@
-"""Kill-and-resume (issue 7, parts 1–2): SIGKILL mid-write at four stages, rerun, byte-identical results.
+"""Kill-and-resume (DESIGN §9): SIGKILL mid-write at four stages, rerun, byte-identical results.
 
 One ci-tiny workflow copy is driven through four crashes in a row, each at a deterministic point —
 not a timing race: ``PIPELINE_FAULT_KILL`` (the test hook of :mod:`pipeline_lib.io`) names the

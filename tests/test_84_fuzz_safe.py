@@ -50,7 +50,6 @@ from pipeline_lib.sar.product import (
     open_coordinate_conversion,
     open_orbit,
     open_sigma_lut,
-    parse_member,
     read_geolocation_grid,
     read_image_info,
 )
@@ -66,41 +65,43 @@ ALTERED = ["", " ", "abc", "-1", "0", "nan", "inf", "1e309", "9" * 40, "2022-13-
 
 # ------------------------------------------------------------------------------------ readers (what the pipeline runs)
 def read_s1(product: Path, grid: object, pols: tuple[str, ...], has_measurement: bool = True) -> None:
-    info = describe_product(open_product(product))
-    if info is None:
-        return
-    problem = s1_problem(open_product(product), info, pols)
-    assert problem is None or "\n" not in problem
-    if problem and has_measurement:
-        return  # the local source rejects it with this reason
-    for pol in pols:
-        f = find_pol_files(product, pol, need_measurement=has_measurement)
-        ann = parse_member(product, f.annotation)
-        label = f"{product}/{f.annotation}"
-        image = read_image_info(ann, label=label)
-        find_window(
-            read_geolocation_grid(ann, label),
-            grid,
-            (image.number_of_lines, image.number_of_samples),
-            8,
-            product=product.name,
-        )  # type: ignore[arg-type]
-        is_void(parse_noise(parse_member(product, f.noise), f"{product}/{f.noise}"))
-        open_sigma_lut(f).load()
-        open_orbit(f).load()
-        open_coordinate_conversion(f).load()
+    with open_product(product) as reader:
+        info = describe_product(reader)
+        if info is None:
+            return
+        problem = s1_problem(reader, info, pols)
+        assert problem is None or "\n" not in problem
+        if problem and has_measurement:
+            return  # the local source rejects it with this reason
+        for pol in pols:
+            f = find_pol_files(reader, pol, need_measurement=has_measurement)
+            ann = reader.parse_xml(f.annotation)
+            label = f"{product}/{f.annotation}"
+            image = read_image_info(ann, label=label)
+            find_window(
+                read_geolocation_grid(ann, label),
+                grid,
+                (image.number_of_lines, image.number_of_samples),
+                8,
+                product=product.name,
+            )  # type: ignore[arg-type]
+            is_void(parse_noise(reader.parse_xml(f.noise), f"{product}/{f.noise}"))
+            open_sigma_lut(f).load()
+            open_orbit(f).load()
+            open_coordinate_conversion(f).load()
 
 
 def read_s2(product: Path, out: Path) -> None:
-    reader = open_product(product)
-    info = describe_product(reader)
-    if info is None or s2_problem(reader):
-        return
+    with open_product(product) as reader:
+        info = describe_product(reader)
+        if info is None or s2_problem(reader):
+            return
     run_l2a(product, S2_GRID, out)
 
 
 def read_identity(product: Path) -> None:
-    describe_product(open_product(product))
+    with open_product(product) as reader:
+        describe_product(reader)
 
 
 # ------------------------------------------------------------------------------------ targets

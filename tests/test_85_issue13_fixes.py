@@ -44,9 +44,9 @@ from pipeline_lib.fetch.base import Scene, SearchRequest, footprint_intersects, 
 from pipeline_lib.fetch.credentials import credentials_source, missing_credentials_warning, resolve_credentials
 from pipeline_lib.fetch.local import LocalSource, product_state
 from pipeline_lib.grid import make_centered_grid
-from pipeline_lib.io import parse_xml
 from pipeline_lib.sar import run_calibrate
 from pipeline_lib.sar.noise import is_void, parse_noise
+from pipeline_lib.xmlsafe import parse_xml
 
 DEFAULTS = yaml.safe_load((REPO / "config/config.yaml").read_text())["defaults"]
 

@@ -1,4 +1,4 @@
-"""The workflow on a real one-node SLURM (issue 6, parts 3 and 4), in one ci-tiny run with a failure in it.
+"""The workflow on a real one-node SLURM (DESIGN §8), in one ci-tiny run with a failure in it.
 
 tests/slurm/start_slurm.sh installs Debian's slurm-wlm and munge when missing, writes /etc/slurm/slurm.conf
 with one node and one fake GPU (gres gpu:1 on /dev/null) and starts munged, slurmctld and slurmd, recording

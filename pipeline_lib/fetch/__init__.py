@@ -1,4 +1,4 @@
-"""Product sources (demo, local, cdse, dhus) behind one interface, and the scene table.
+"""Product sources (demo, local, cdse, dhus, files) behind one interface, and the scene table.
 
 :func:`make_source` builds the configured source; :func:`run_search` and :func:`run_download`
 are the entry points of the ``search`` checkpoint and the ``download`` rule.
@@ -44,7 +44,11 @@ def make_source(name: str, settings: dict[str, Any]) -> Source:
         from pipeline_lib.fetch.dhus import source_from_settings as dhus_source
 
         return dhus_source(settings.get("dhus", {}))
-    raise ConfigError(f"fetch.source: unknown source {name!r}; use demo, cdse, dhus or local")
+    if name == "files":
+        from pipeline_lib.fetch.files import FilesSource, modality_specs
+
+        return FilesSource(modality_specs(settings.get("files")))
+    raise ConfigError(f"fetch.source: unknown source {name!r}; use demo, cdse, dhus, local or files")
 
 
 def run_search(
@@ -83,12 +87,18 @@ def run_search(
         raise FetchError(
             f"fetch.source {fetch['source']}: no Sentinel-1/2 products intersect the AOI {box} near {dates[0]}..{dates[-1]}; check aoi and dates"
         )
-    try:
-        chosen = select_scenes(candidates, request)
-    except SceneNotFoundError as exc:
-        if rejected:
-            raise SceneNotFoundError(f"{exc}; also, {rejected}") from None
-        raise
+    if fetch["source"] == "files":
+        from pipeline_lib.fetch.files import FilesSource, select_files
+
+        assert isinstance(source, FilesSource)
+        chosen = select_files(candidates, request, list(source.specs))
+    else:
+        try:
+            chosen = select_scenes(candidates, request)
+        except SceneNotFoundError as exc:
+            if rejected:
+                raise SceneNotFoundError(f"{exc}; also, {rejected}") from None
+            raise
     if rejected:
         log.warning("%s (each with its reason above)", rejected)
     chosen = [dataclasses.replace(s, source=s.source or fetch["source"]) for s in chosen]

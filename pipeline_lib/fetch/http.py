@@ -32,7 +32,6 @@ import sys
 import tempfile
 import threading
 import time
-import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,7 +43,8 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import urllib3
 
-from pipeline_lib.errors import FetchError
+from pipeline_lib.errors import FetchError, ProductError
+from pipeline_lib.safe import open_product
 
 __all__ = [
     "MAX_CONNECTIONS",
@@ -490,38 +490,26 @@ def download_file(
     return dest
 
 
-def _safe_members(zf: zipfile.ZipFile, root: Path) -> list[zipfile.ZipInfo]:
-    """Members of a zip, refusing absolute paths and ``..`` escapes (zip-slip) and links."""
-    base = root.resolve()
-    members = zf.infolist()
-    for m in members:
-        target = (base / m.filename).resolve()
-        if not target.is_relative_to(base) or m.filename.startswith(("/", "\\")):
-            raise FetchError(
-                f"{zf.filename}: member {m.filename!r} would land outside the product folder; the archive is unsafe"
-            )
-        if (m.external_attr >> 16) & 0o170000 == 0o120000:
-            raise FetchError(f"{zf.filename}: member {m.filename!r} is a symbolic link; the archive is unsafe")
-    return members
-
-
 def unpack_safe(zip_path: Path, dest: Path) -> Path:
-    """Unpack the ``*.SAFE`` folder of a product zip to ``dest`` atomically (temp folder, then rename)."""
+    """Unpack the ``*.SAFE`` folder of a product zip to ``dest`` atomically (temp folder, then rename).
+
+    The zip is read through :func:`pipeline_lib.safe.open_product`, which refuses path escapes (zip-slip),
+    links and zip bombs before anything is written; its ProductErrors become FetchErrors (a bad download).
+    """
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent))
     try:
-        with zipfile.ZipFile(zip_path) as zf:
-            zf.extractall(tmp, members=_safe_members(zf, tmp))
-        inner = [p for p in tmp.iterdir() if p.is_dir() and p.suffix == ".SAFE"]
-        src = inner[0] if len(inner) == 1 else tmp
-        if not (src / "manifest.safe").is_file():
-            raise FetchError(f"{zip_path}: no manifest.safe inside; the download is not a SAFE product")
+        with open_product(zip_path) as reader:
+            if not reader.exists("manifest.safe"):
+                raise FetchError(f"{zip_path}: no manifest.safe inside; the download is not a SAFE product")
+            reader.extract(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the product folder gets the usual permissions
         if dest.exists():
             shutil.rmtree(dest)
-        os.replace(src, dest)
-    except zipfile.BadZipFile:
-        raise FetchError(
-            f"{zip_path}: not a valid zip although its checksum matched; report the product to the provider"
-        ) from None
+        os.replace(tmp, dest)
+    except ProductError as exc:
+        raise FetchError(str(exc)) from exc  # the same one line: a bad download is a fetch failure
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest

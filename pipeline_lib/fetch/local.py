@@ -359,60 +359,62 @@ class LocalSource:
         for path in self._candidates():
             try:
                 reader = open_product(path)
-                info = describe_product(reader)
+                with reader:
+                    scene = self._examine(path, reader, request)
             except ProductError as exc:
                 self._reject(path, f"unreadable ({exc})")
                 continue
             except OSError as exc:  # permissions, a vanished file: the user's file, one line
                 self._reject(path, f"unreadable ({type(exc).__name__}: {exc.strerror or exc}); check its permissions")
                 continue
-            if info is None:
-                self._reject(path, _not_usable_reason(reader))
-                continue
-            if len(info.footprint_lonlat) < 3 or not footprint_intersects(
-                _polygon_wkt(info.footprint_lonlat), request.aoi_lonlat
-            ):
-                self._reject(
-                    path, f"its footprint does not intersect the AOI {_fmt_box(request.aoi_lonlat)}", logging.INFO
-                )
-                continue
-            if not _near_dates(info.sensing_time, list(request.dates), request.pair_tolerance_days):
-                self._reject(
-                    path,
-                    f"acquired {info.sensing_time:%Y-%m-%d}, not within pair_tolerance_days of a configured date",
-                    logging.INFO,
-                )
-                continue
-            if request.check_complete:
-                problem = (
-                    s1_problem(reader, info, request.polarisations)
-                    if info.mission.startswith("S1")
-                    else s2_problem(reader)
-                )
-                if problem:
-                    self._reject(path, problem)
-                    continue
-            try:
-                size, md5 = product_checksum(path)
-            except OSError as exc:
-                self._reject(path, f"unreadable ({type(exc).__name__}: {exc.strerror or exc}); check its permissions")
-                continue
-            scenes.append(
-                Scene(
-                    product_id=info.product_id,
-                    mission=info.mission,
-                    product_type=info.product_type,
-                    sensing_time=info.sensing_time,
-                    footprint_wkt=_polygon_wkt(info.footprint_lonlat),
-                    size_bytes=size,
-                    checksum=md5,
-                    relative_orbit=info.relative_orbit if info.mission.startswith("S1") else None,
-                    cloud_cover=info.cloud_cover,
-                    source=self.name,
-                    uri=str(path.resolve()),
-                )
-            )
+            if scene is not None:
+                scenes.append(scene)
         return scenes
+
+    def _examine(self, path: Path, reader: ProductReader, request: SearchRequest) -> Scene | None:
+        """The scene of one candidate product, or None after recording why it was rejected."""
+        try:
+            info = describe_product(reader)
+        except ProductError as exc:
+            self._reject(path, f"unreadable ({exc})")
+            return None
+        if info is None:
+            self._reject(path, _not_usable_reason(reader))
+            return None
+        # footprint_intersects: a footprint written across 180° matches AOIs on its side only
+        if len(info.footprint_lonlat) < 3 or not footprint_intersects(
+            _polygon_wkt(info.footprint_lonlat), request.aoi_lonlat
+        ):
+            self._reject(path, f"its footprint does not intersect the AOI {_fmt_box(request.aoi_lonlat)}", logging.INFO)
+            return None
+        if not _near_dates(info.sensing_time, list(request.dates), request.pair_tolerance_days):
+            self._reject(
+                path,
+                f"acquired {info.sensing_time:%Y-%m-%d}, not within pair_tolerance_days of a configured date",
+                logging.INFO,
+            )
+            return None
+        if request.check_complete:
+            problem = (
+                s1_problem(reader, info, request.polarisations) if info.mission.startswith("S1") else s2_problem(reader)
+            )
+            if problem:
+                self._reject(path, problem)
+                return None
+        size, md5 = product_checksum(path)
+        return Scene(
+            product_id=info.product_id,
+            mission=info.mission,
+            product_type=info.product_type,
+            sensing_time=info.sensing_time,
+            footprint_wkt=_polygon_wkt(info.footprint_lonlat),
+            size_bytes=size,
+            checksum=md5,
+            relative_orbit=info.relative_orbit if info.mission.startswith("S1") else None,
+            cloud_cover=info.cloud_cover,
+            source=self.name,
+            uri=str(path.resolve()),
+        )
 
     @staticmethod
     def _check_same_product(src: Path, reader: ProductReader, scene: Scene) -> None:
@@ -467,25 +469,26 @@ class LocalSource:
                     tmp.symlink_to(src.resolve(), target_is_directory=True)
             size, md5 = product_checksum(tmp)
             try:
-                reader = open_product(tmp)
+                opened = open_product(tmp)
             except ProductError as exc:  # name the user's file, not our temporary copy under results/
                 raise ProductError(str(exc).replace(str(tmp), str(src))) from None
-            if (scene.size_bytes and size != scene.size_bytes) or (scene.checksum and md5 != scene.checksum):
-                # The user replaced the file in their folder (e.g. after a failed run): the same product
-                # (same name, same acquisition) is used as it is now; anything else needs a new search.
-                self._check_same_product(src, reader, scene)
-                log.warning(
-                    "%s changed since the search (size %d vs %d); it is still %s, using the new copy",
-                    src,
-                    size,
-                    scene.size_bytes,
-                    scene.product_id,
-                )
-            if reader.is_zip:
-                try:
-                    reader.verify()
-                except ProductError as exc:
-                    raise ProductError(str(exc).replace(str(tmp), str(src))) from None
+            with opened as reader:
+                if (scene.size_bytes and size != scene.size_bytes) or (scene.checksum and md5 != scene.checksum):
+                    # The user replaced the file in their folder (e.g. after a failed run): the same product
+                    # (same name, same acquisition) is used as it is now; anything else needs a new search.
+                    self._check_same_product(src, reader, scene)
+                    log.warning(
+                        "%s changed since the search (size %d vs %d); it is still %s, using the new copy",
+                        src,
+                        size,
+                        scene.size_bytes,
+                        scene.product_id,
+                    )
+                if reader.is_zip:
+                    try:
+                        reader.verify()
+                    except ProductError as exc:
+                        raise ProductError(str(exc).replace(str(tmp), str(src))) from None
             _remove(dest)
             os.replace(tmp, dest)
         except BaseException:

@@ -20,6 +20,7 @@ from pyproj import CRS, Transformer
 
 from pipeline_lib.errors import ConfigError
 from pipeline_lib.io import write_json_atomic
+from pipeline_lib.lonlat import check_lonlat_bbox, check_lonlat_point
 
 __all__ = ["Grid", "utm_crs_for", "make_grid", "make_centered_grid", "read_grid", "write_grid", "warp_to_grid"]
 
@@ -117,11 +118,7 @@ def make_grid(aoi: tuple[float, float, float, float], resolution_m: float = 10.0
     ``crs`` defaults to the UTM zone of the AOI centre. For a geographic CRS (EPSG:4326) the
     resolution is converted to degrees at the AOI centre latitude (10 m-equivalent, as the paper).
     """
-    west, south, east, north = aoi
-    if not (-180 <= west < east <= 180 and -90 <= south < north <= 90):
-        raise ConfigError(
-            f"aoi: {aoi} is not (west, south, east, north) within ±180/±90; give [lon_min, lat_min, lon_max, lat_max]"
-        )
+    west, south, east, north = check_lonlat_bbox(aoi, "aoi")
     lon0, lat0 = (west + east) / 2, (south + north) / 2
     crs = crs or utm_crs_for(lon0, lat0)
     crs_obj = CRS.from_user_input(crs)
@@ -169,9 +166,7 @@ def make_centered_grid(
     center_lonlat: tuple[float, float], size_px: tuple[int, int], resolution_m: float = 10.0, crs: str | None = None
 ) -> Grid:
     """Grid of exactly ``size_px`` = (width, height) pixels centred on (lon, lat), snapped to the resolution."""
-    lon, lat = center_lonlat
-    if not (-180 <= lon <= 180 and -90 <= lat <= 90):
-        raise ConfigError(f"aoi.center: {center_lonlat} is outside ±180/±90; give [lon, lat] (longitude first)")
+    lon, lat = check_lonlat_point(center_lonlat, "aoi.center")
     crs_obj = CRS.from_user_input(crs or utm_crs_for(lon, lat))
     width, height = int(size_px[0]), int(size_px[1])
     if crs_obj.is_geographic:

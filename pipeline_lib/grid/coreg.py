@@ -18,7 +18,23 @@ columns further right. :func:`shift_image` moves content by ``(+dy, +dx)``, so
 
 ``offsets.json`` (docs/CONTRACTS.md) holds one entry per measurement and a ``corrections`` table:
 the total offset of every S1 and S2 image relative to the common reference (S2 on the reference
-date), composed from the entries marked ``corrected``; :mod:`pipeline_lib.stacks` applies it.
+date), composed from the entries marked ``corrected``; :mod:`pipeline_lib.stacks` applies it with
+:func:`correct_offset`.
+
+Which offsets are corrected (issue 12 part 5, from the real chips):
+
+- only *significant* ones: magnitude above ``threshold_px`` (schema default 1 px: on composites and
+  on S2's own multi-temporal registration, sub-pixel estimates are within the noise and resampling
+  them only blurs), peak quality ≥ ``min_quality``, and magnitude ≤ ``max_offset_px`` (an estimate
+  of tens of pixels from a residual-offset measurement is a false peak, not a geolocation error:
+  the real monthly chips gave S1–S2 "offsets" of −41/+31 px with quality 0.33);
+- an entry is marked ``corrected`` only if the corrections table uses it. The table composes S2
+  dates from their S2 entries and S1 dates from their S1 entries plus the S1–S2 tie of the reference
+  date; the S1–S2 entries of the other dates are consistency checks (``role: "check"``) and are
+  never applied, so they are never marked corrected (they were, which is the bug issue 12 found);
+- the correction is a bilinear shift (:func:`correct_offset`), which cannot overshoot: every
+  output pixel is a convex combination of input pixels, so reflectance stays in its range (the cubic
+  spline of :func:`shift_image` rang a bright pixel to −0.10 reflectance).
 """
 
 from __future__ import annotations
@@ -34,11 +50,13 @@ import rasterio
 from scipy import ndimage
 from scipy.signal.windows import tukey
 
-from pipeline_lib.io import read_named_bands, write_json_atomic
+from pipeline_lib.cog import read_named_bands
+from pipeline_lib.io import write_json_atomic
 
 __all__ = [
     "phase_correlation",
     "shift_image",
+    "correct_offset",
     "gradient_magnitude",
     "read_bands",
     "measure_offset",
@@ -47,10 +65,14 @@ __all__ = [
     "read_corrections",
     "MIN_QUALITY",
     "MIN_VALID_FRACTION",
+    "MAX_OFFSET_PX",
 ]
 
 MIN_QUALITY = 0.3
 """Peak distinctness (1 − second peak / main peak) below which an estimate is low-confidence."""
+
+MAX_OFFSET_PX = 10.0
+"""Largest offset (px) accepted as a residual geolocation error; larger estimates are false peaks."""
 
 MIN_VALID_FRACTION = 0.2
 """Fewer jointly valid pixels than this fraction of the window: no estimate (NaN, quality 0)."""
@@ -166,19 +188,21 @@ def phase_correlation(
     return float(dy), float(dx), float(quality)
 
 
-def _shift_2d(img: np.ndarray, dy: float, dx: float) -> np.ndarray:
+def _shift_2d(img: np.ndarray, dy: float, dx: float, order: int = 3) -> np.ndarray:
     bad = ~np.isfinite(img)
     filled = np.where(bad, np.nanmean(img) if (~bad).any() else 0.0, img)
-    out = ndimage.shift(filled, (dy, dx), order=3, mode="nearest", prefilter=True)
+    out = ndimage.shift(filled, (dy, dx), order=order, mode="nearest", prefilter=order > 1)
     # a pixel is invalid when its bilinear footprint touches an invalid or outside pixel
     bad_shifted = ndimage.shift(bad.astype(np.float64), (dy, dx), order=1, mode="constant", cval=1.0)
     out[bad_shifted > 1e-3] = np.nan
     return out
 
 
-def shift_image(arr: np.ndarray, dy: float, dx: float) -> np.ndarray:
+def shift_image(arr: np.ndarray, dy: float, dx: float, order: int = 3) -> np.ndarray:
     """Move the content of ``arr`` by ``(dy, dx)`` pixels (cubic spline): ``out(y, x) = arr(y − dy, x − dx)``.
 
+    ``order`` is the spline order (3: cubic, the accurate but overshooting one used for measurement;
+    1: bilinear, see :func:`correct_offset`).
     Works on (y, x) or (..., y, x) arrays. NaN stays NaN: pixels whose interpolation footprint
     touches a NaN or falls outside the image become NaN. The dtype is kept for floats.
     """
@@ -187,8 +211,17 @@ def shift_image(arr: np.ndarray, dy: float, dx: float) -> np.ndarray:
     if dy == 0 and dx == 0:
         return a.astype(dtype, copy=True)
     flat = a.reshape((-1,) + a.shape[-2:]).astype(np.float64)
-    out = np.stack([_shift_2d(band, float(dy), float(dx)) for band in flat])
+    out = np.stack([_shift_2d(band, float(dy), float(dx), order) for band in flat])
     return out.reshape(a.shape).astype(dtype)
+
+
+def correct_offset(arr: np.ndarray, dy: float, dx: float) -> np.ndarray:
+    """Move content by ``(dy, dx)`` with bilinear interpolation: no overshoot, values stay within their neighbours'.
+
+    What :mod:`pipeline_lib.stacks` applies to remove a residual offset (``correct_offset(img, -dy, -dx)``).
+    NaN handling as :func:`shift_image`; an integer shift is exact.
+    """
+    return shift_image(arr, dy, dx, order=1)
 
 
 def gradient_magnitude(img: np.ndarray, sigma: float = 1.5) -> np.ndarray:
@@ -225,19 +258,28 @@ def measure_offset(
     threshold_px: float,
     min_quality: float = MIN_QUALITY,
     upsample: int = 100,
+    max_offset_px: float = MAX_OFFSET_PX,
 ) -> dict[str, Any]:
-    """One offsets.json entry: dy, dx, quality, low_confidence, corrected (|offset| > threshold and quality good)."""
+    """One offsets.json entry: dy, dx, quality, low_confidence, implausible, significant.
+
+    ``significant`` = finite, quality ≥ ``min_quality``, threshold < |offset| ≤ ``max_offset_px``;
+    ``corrected`` starts equal to it and :func:`compute_offsets` clears it for entries it does not apply.
+    """
     dy, dx, quality = phase_correlation(ref, mov, valid, upsample)
     finite = bool(np.isfinite(dy) and np.isfinite(dx))
     low = (not finite) or quality < min_quality
     magnitude = math.hypot(dy, dx) if finite else float("nan")
+    implausible = bool(finite and magnitude > max_offset_px)
+    significant = bool(finite and not low and not implausible and magnitude > threshold_px)
     return {
         "dy": round(dy, 3) if finite else None,
         "dx": round(dx, 3) if finite else None,
         "magnitude": round(magnitude, 3) if finite else None,
         "quality": round(quality, 4),
         "low_confidence": bool(low),
-        "corrected": bool(finite and not low and magnitude > threshold_px),
+        "implausible": implausible,
+        "significant": significant,
+        "corrected": significant,
     }
 
 
@@ -248,6 +290,7 @@ def compute_offsets(
     threshold_px: float,
     reference_date: str | None = None,
     min_quality: float = MIN_QUALITY,
+    max_offset_px: float = MAX_OFFSET_PX,
 ) -> dict[str, Any]:
     """All offsets from in-memory bands: ``s1[date] = {"VV": dB}``, ``s2[date] = {"B04", "B11", "valid"}``.
 
@@ -256,6 +299,8 @@ def compute_offsets(
     common reference is S2 on the reference date (default: the earliest date both modalities
     have). ``corrections`` gives each image's total offset from it, composed from corrected entries:
     S2 date d = its S2 entry; S1 date d = its S1 entry + the S1-vs-S2 entry of the reference date.
+    The other dates' S1-vs-S2 entries are checks (``role: "check"``, never ``corrected``); every
+    entry marked ``corrected`` is in the table.
     """
     common = sorted(set(s1) & set(s2))
     all_dates = sorted(set(s1) | set(s2))
@@ -284,8 +329,17 @@ def compute_offsets(
             if kind == "s2":
                 vr, vm = _s2_valid(ref), _s2_valid(mov)
                 valid = None if vr is None or vm is None else (vr & vm)
-            e = measure_offset(ref[band], mov[band], valid=valid, threshold_px=threshold_px, min_quality=min_quality)
-            e.update(kind=kind, date=d, reference=f"{kind}:{reference_date}", moving=f"{kind}:{d}", band=band)
+            e = measure_offset(
+                ref[band],
+                mov[band],
+                valid=valid,
+                threshold_px=threshold_px,
+                min_quality=min_quality,
+                max_offset_px=max_offset_px,
+            )
+            e.update(
+                role="applied", kind=kind, date=d, reference=f"{kind}:{reference_date}", moving=f"{kind}:{d}", band=band
+            )
             entries.append(e)
             intra[(kind, d)] = e
     cross: dict[str, dict[str, Any]] = {}
@@ -301,8 +355,13 @@ def compute_offsets(
             valid=None,
             threshold_px=threshold_px,
             min_quality=min_quality,
+            max_offset_px=max_offset_px,
         )
+        role = "applied" if d == reference_date else "check"
+        if role == "check":
+            e["corrected"] = False  # S1 dates are tied to S2 through the reference date only
         e.update(
+            role=role,
             kind="s1_s2",
             date=d,
             reference=f"s2:{d}",
@@ -323,6 +382,7 @@ def compute_offsets(
         "reference": f"s2:{reference_date}",
         "threshold_px": threshold_px,
         "min_quality": min_quality,
+        "max_offset_px": max_offset_px,
         "method": "phase correlation, Tukey window, upsampled DFT (Guizar-Sicairos 2008), 1/100 px",
         "convention": "mov(y, x) = ref(y - dy, x - dx); correct with shift_image(mov, -dy, -dx)",
         "entries": entries,
@@ -337,6 +397,7 @@ def run_offsets(
     threshold_px: float,
     reference_date: str | None = None,
     min_quality: float = MIN_QUALITY,
+    max_offset_px: float = MAX_OFFSET_PX,
 ) -> None:
     """Measure all residual offsets of ``s1/{date}.tif`` and ``s2/{date}.tif`` and write ``offsets.json``."""
     s1_bands = {d: read_bands(p, [S1_BAND]) for d, p in s1.items()}
@@ -347,7 +408,12 @@ def run_offsets(
         names = [S2_BAND] + [n for n in (S2_CROSS_BAND, "valid") if n in have]
         s2_bands[d] = read_bands(p, names)
     result = compute_offsets(
-        s1_bands, s2_bands, threshold_px=threshold_px, reference_date=reference_date, min_quality=min_quality
+        s1_bands,
+        s2_bands,
+        threshold_px=threshold_px,
+        reference_date=reference_date,
+        min_quality=min_quality,
+        max_offset_px=max_offset_px,
     )
     write_json_atomic(out_json, result)
 

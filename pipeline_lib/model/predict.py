@@ -10,6 +10,12 @@
   multiplied by a separable raised-cosine window that tapers over the overlap (floor 1e-3 so border
   pixels keep a weight) and normalised by the summed window. The feature mask standardises per tile
   (eq. 1), so tiled ≠ untiled bit for bit; tests check that errors along seams are no larger.
+- Grids smaller than ``tile_px`` (from 32 px) run as one tile of the smallest multiple of 2^levels that
+  holds them, padded by reflection (:func:`fit_tile_px`); the padding is cropped from the output.
+- Network predictions are clipped to the physical range of reflectance, [0, 1] (issue 12: up to
+  1.4 % of predicted reflectances were negative on the real chips); the file's tags
+  ``clipped_below`` / ``clipped_above`` count the clipped values (evaluation reports them in
+  ``info.clipped_predictions``). Baselines are observed values and are never changed.
 - Output: COG on the stack's grid with the target bands, NaN where S_i is invalid or no guide is.
 """
 
@@ -24,16 +30,20 @@ import numpy as np
 import torch
 from affine import Affine
 
+from pipeline_lib.cog import write_cog
 from pipeline_lib.errors import ModelError
-from pipeline_lib.io import write_cog
 from pipeline_lib.model.baselines import BASELINES, guide_weights, weighted_spread, weighted_sum
 from pipeline_lib.model.data import VARIANTS, StackData, denormalise_diff, load_stack, resolve_params
 from pipeline_lib.model.networks import Generator
 from pipeline_lib.model.train import build_generator, load_checkpoint, select_device, variant_flags
+from pipeline_lib.model.variants import uncertainty_variants
 
 __all__ = [
     "UNCERTAINTY_VARIANTS",
+    "REFLECTANCE_RANGE",
+    "clip_reflectance",
     "tile_starts",
+    "fit_tile_px",
     "blend_window",
     "predict_tiled",
     "predict_arrays",
@@ -42,7 +52,18 @@ __all__ = [
 
 _LOG = logging.getLogger(__name__)
 #: Variants with an uncertainty raster (several reconstructions to compare).
-UNCERTAINTY_VARIANTS = ("tirsit", "tirsit_noadv", "no_uc", "no_sg", "no_uc_sg", "blend")
+UNCERTAINTY_VARIANTS = uncertainty_variants()
+
+
+REFLECTANCE_RANGE = (0.0, 1.0)
+"""Physical range of (surface or top-of-atmosphere) reflectance that predictions are clipped to."""
+
+
+def clip_reflectance(pred: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
+    """``pred`` clipped to :data:`REFLECTANCE_RANGE` (NaN stays NaN) and the counts below / above it."""
+    lo, hi = REFLECTANCE_RANGE
+    counts = {"below": int(np.sum(pred < lo)), "above": int(np.sum(pred > hi))}
+    return np.clip(pred, lo, hi).astype(np.float32), counts
 
 
 def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
@@ -53,6 +74,17 @@ def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
     starts = list(range(0, n - tile, step))
     starts.append(n - tile)
     return sorted(set(starts))
+
+
+def fit_tile_px(shape: tuple[int, ...], tile: int, overlap: int, multiple: int) -> tuple[int, int]:
+    """(tile, overlap) for a grid of ``shape``: a grid smaller than ``tile`` runs as one tile of the smallest
+    multiple of ``multiple`` (2^levels) holding it, reflection-padded, so the per-tile feature-mask
+    statistics (eq. 1) see as little padding as possible (a 64 × 64 grid: one 64 px tile; 100 × 101: 128 px).
+    """
+    need = -(-max(int(n) for n in shape[-2:]) // multiple) * multiple
+    if need >= tile:
+        return tile, overlap
+    return need, min(overlap, need // 2)
 
 
 def blend_window(tile: int, overlap: int, floor: float = 1e-3) -> np.ndarray:
@@ -114,8 +146,12 @@ def predict_arrays(
     p: dict[str, Any],
     generator: Generator | None = None,
     device: torch.device | None = None,
+    clip: bool = True,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """(prediction, uncertainty or None), (band_t, y, x) physical units, NaN where invalid."""
+    """(prediction, uncertainty or None), (band_t, y, x) physical units, NaN where invalid.
+
+    Network predictions are clipped to :data:`REFLECTANCE_RANGE` unless ``clip`` is false.
+    """
     device = device or torch.device("cpu")
     size, k = int(p["mean_filter"]), float(p["k"])
     n_t = len(data.band_t)
@@ -132,14 +168,14 @@ def predict_arrays(
     if generator is None:
         raise ModelError(f"variant {variant!r} needs a trained generator (checkpoint)")
     generator.eval()
-    tile, overlap = int(p["tile_px"]), int(p["overlap_px"])
+    tile, overlap = fit_tile_px(data.valid_i.shape, int(p["tile_px"]), int(p["overlap_px"]), 2 ** int(p["levels"]))
     if variant == "pix2pix":
         fn = _net_fn(generator, device, len(data.band_s), guided=False)
         out_n = predict_tiled(fn, data.s_i, n_t, tile, overlap)
         lo = data.target_range[:, 0].reshape(-1, 1, 1)
         pred = (lo + denormalise_diff(out_n, data.target_range)).astype(np.float32)
         pred[:, invalid] = np.nan
-        return pred, None
+        return (clip_reflectance(pred)[0] if clip else pred), None
     guided = variant_flags(variant)["guided"]
     fn = _net_fn(generator, device, len(data.band_s), guided)
     recon = np.empty((data.n_guides, n_t, *data.valid_i.shape), dtype=np.float32)
@@ -148,7 +184,8 @@ def predict_arrays(
         inp = np.concatenate([x, data.t_g[g]]) if guided else x
         d = predict_tiled(fn, inp.astype(np.float32), n_t, tile, overlap)
         recon[g] = data.t_g_phys[g] + denormalise_diff(d, data.target_range)
-    return weighted_sum(recon, w), weighted_spread(recon, w)
+    pred = weighted_sum(recon, w)
+    return (clip_reflectance(pred)[0] if clip else pred), weighted_spread(recon, w)
 
 
 def run_predict(
@@ -189,9 +226,19 @@ def run_predict(
         generator = build_generator(variant, len(data.band_s), len(data.band_t), p)
         generator.load_state_dict(ck["generator"])
         generator.to(dev)
-    pred, unc = predict_arrays(data, variant, p, generator, dev)
+    pred, unc = predict_arrays(data, variant, p, generator, dev, clip=False)
+    counts = {"below": 0, "above": 0}
+    if variant in VARIANTS:
+        pred, counts = clip_reflectance(pred)
     transform = Affine(*data.transform[:6])
-    tags = {"variant": variant, "experiment": data.experiment, "target_date": data.target_date, "task": data.task}
+    tags = {
+        "variant": variant,
+        "experiment": data.experiment,
+        "target_date": data.target_date,
+        "task": data.task,
+        "clipped_below": str(counts["below"]),
+        "clipped_above": str(counts["above"]),
+    }
     write_cog(pred, out_tif, crs=data.crs, transform=transform, descriptions=data.band_t, tags=tags)
     if out_uncertainty_tif is not None:
         assert unc is not None

@@ -41,10 +41,10 @@ from rasterio.enums import Resampling
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
 
+from pipeline_lib.cog import write_cog
 from pipeline_lib.errors import ConfigError, CoverageError, ProductError
 from pipeline_lib.grid import Grid, warp_to_grid
 from pipeline_lib.guard import corrupt_metadata
-from pipeline_lib.io import write_cog
 from pipeline_lib.safe import ProductReader, open_product
 
 __all__ = [
@@ -120,7 +120,7 @@ def read_l2a_metadata(mtd: Element | bytes, product: str = "MTD_MSIL2A.xml") -> 
 
 
 def _read_l2a_metadata(mtd: Element | bytes, product: str) -> L2AMetadata:
-    from pipeline_lib.io import parse_xml
+    from pipeline_lib.xmlsafe import parse_xml
 
     root = parse_xml(mtd, name=product) if isinstance(mtd, bytes) else mtd
     baseline_text = _find_text(root, "PROCESSING_BASELINE")

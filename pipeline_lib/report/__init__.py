@@ -107,27 +107,6 @@ def quicklooks(s1: Mapping[str, Path], s2: Mapping[str, Path]) -> list[tuple[str
     return items
 
 
-def _model_sections(model: Mapping[str, Any] | None) -> list[str]:
-    if not model:
-        return []
-    out = list(model.get("sections", []))  # pre-rendered sections (pipeline_lib.report.model_part)
-    mj = model.get("metrics_json")
-    if mj:
-        try:
-            metrics = json.loads(Path(mj).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ProductError(f"{mj}: unreadable metrics ({exc}); rerun the evaluation rule") from exc
-        out.append(h.section("Metrics", h.render_metrics(metrics), "metrics"))
-    figs = model.get("figures") or {}
-    if figs:
-        out.append(
-            h.section(
-                "Model figures", h.render_figures({t: fig.png_file_uri(p) for t, p in figs.items()}), "model-figures"
-            )
-        )
-    return out
-
-
 def region_report_html(
     region: str,
     grid_json: Path,
@@ -137,9 +116,12 @@ def region_report_html(
     offsets_json: Path,
     benchmark_tsvs: Sequence[Path],
     config: Mapping[str, Any],
-    model: Mapping[str, Any] | None = None,
+    model_sections: Sequence[str] = (),
 ) -> str:
-    """The region report as an HTML string (see :func:`run_region_report`)."""
+    """The region report as an HTML string (see :func:`run_region_report`).
+
+    ``model_sections`` are the model part's HTML sections (:func:`pipeline_lib.report.model_part.model_sections`).
+    """
     grid = read_grid(grid_json)
     try:
         offsets = json.loads(Path(offsets_json).read_text(encoding="utf-8"))
@@ -154,7 +136,7 @@ def region_report_html(
         h.section("Scenes", h.render_scenes(read_scene_table(scenes_csv)), "scenes"),
         h.section("Grid", h.render_grid(grid.to_dict(), lonlat), "grid"),
         h.section("Residual offsets", h.render_offsets(offsets), "offsets"),
-        *_model_sections(model),
+        *model_sections,
         h.section("Runtimes", h.render_runtimes([h.parse_benchmark(p) for p in benchmark_tsvs]), "runtimes"),
         h.section("Software versions", h.render_versions(software_versions()), "versions"),
         h.section("Configuration", h.render_config(config), "config"),
@@ -173,11 +155,12 @@ def run_region_report(
     benchmark_tsvs: list[Path],
     config: dict[str, Any],
     out_html: Path,
-    model: dict[str, Any] | None = None,
+    model_sections: Sequence[str] = (),
 ) -> None:
     """Write ``results/{region}/report.html`` (self-contained) atomically."""
     write_text_atomic(
-        out_html, region_report_html(region, grid_json, scenes_csv, s1, s2, offsets_json, benchmark_tsvs, config, model)
+        out_html,
+        region_report_html(region, grid_json, scenes_csv, s1, s2, offsets_json, benchmark_tsvs, config, model_sections),
     )
 
 

@@ -5,7 +5,7 @@ Stretches are fixed (not per-image percentiles) so dates can be compared by eye:
 dual-pol composite; S2 true colour B04/B03/B02 over 0..0.3 reflectance; S2 SWIR composite
 R = B12, G = B11, B = B04 over 0..0.5.
 
-Encoding (Pillow) keeps the report small (issue 3: the demo report ≤ 3 MB): composites are
+Encoding (Pillow) keeps the report small (DESIGN §7: the demo report ≤ 3 MB): composites are
 area-averaged (box filter) to thumbnails of at most :data:`THUMB_SIDE_PX` on the long side and
 stored as baseline JPEG (ITU-T T.81; quality 85, single-channel when grey), which every browser
 decodes; scalar maps (errors, uncertainty) are area-averaged *before* colour mapping and stored as
@@ -18,14 +18,10 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
-
-from pipeline_lib.errors import ProductError
 
 __all__ = [
     "MASK_COLOUR",
@@ -46,7 +42,6 @@ __all__ = [
     "heat_png_bytes",
     "quantised_png_bytes",
     "data_uri",
-    "png_file_uri",
 ]
 
 MASK_COLOUR = (255, 0, 255)
@@ -184,14 +179,3 @@ def data_uri(image: bytes) -> str:
     else:
         raise ValueError("data_uri: neither PNG nor JPEG data")
     return f"data:{mime};base64," + base64.b64encode(image).decode("ascii")
-
-
-def png_file_uri(path: str | os.PathLike[str]) -> str:
-    """Data URI of a PNG file (for figures other stages wrote)."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise ProductError(f"{path}: figure not readable ({exc}); rerun the rule that draws it") from exc
-    if not data.startswith(PNG_SIGNATURE):
-        raise ProductError(f"{path}: not a PNG file; figures in the report must be PNG")
-    return data_uri(data)

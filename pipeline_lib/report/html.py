@@ -32,7 +32,6 @@ __all__ = [
     "render_quicklooks",
     "render_versions",
     "render_config",
-    "render_metrics",
     "render_figures",
 ]
 
@@ -295,34 +294,6 @@ def render_config(config: Mapping[str, Any]) -> str:
     """The configuration as indented JSON, secrets removed, escaped."""
     text = json.dumps(redact_config(config), indent=2, sort_keys=True, default=str)
     return f"<pre>{esc(text)}</pre>"
-
-
-def render_metrics(metrics: Mapping[str, Any]) -> str:
-    """metrics.json (``{experiment: {variant: {metric: {band: v, "mean": v}, "changed": {…}}}}``) as tables."""
-    out = []
-    for exp, variants in sorted(metrics.items()):
-        if not isinstance(variants, Mapping):
-            continue
-        for subset in ("all", "changed"):
-            metric_names: list[str] = []
-            bands: list[str] = []
-            for vals in variants.values():
-                scope = vals.get("changed", {}) if subset == "changed" else vals
-                for m, per_band in scope.items():
-                    if m == "changed" or not isinstance(per_band, Mapping):
-                        continue
-                    metric_names += [m] if m not in metric_names else []
-                    bands += [b for b in per_band if b not in bands]
-            if not metric_names:
-                continue
-            headers = ["variant"] + [f"{m} {b}" for m in metric_names for b in bands]
-            rows = []
-            for var, vals in variants.items():
-                scope = vals.get("changed", {}) if subset == "changed" else vals
-                rows.append([var] + [scope.get(m, {}).get(b) for m in metric_names for b in bands])
-            cap = f"{exp}: {'changed pixels' if subset == 'changed' else 'all valid pixels'}"
-            out.append(table(headers, rows, caption=cap, css_class="metrics"))
-    return "\n".join(out) or '<p class="muted">No metrics.</p>'
 
 
 def render_figures(figures: Mapping[str, str], large: Collection[str] = ()) -> str:

@@ -9,7 +9,6 @@ only consumer, with :mod:`pipeline_lib.model.evaluate`, that reads the truth fil
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from collections.abc import Mapping, Sequence
@@ -22,15 +21,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-import xarray as xr
 
-from pipeline_lib.io import read_named_bands, write_json_atomic, write_text_atomic
+from pipeline_lib.cog import read_named_bands
+from pipeline_lib.model.variants import label as variant_label
 from pipeline_lib.report import figures as fig
 from pipeline_lib.report import html as h
+from pipeline_lib.stacks import open_stack, read_truth
 
 __all__ = [
-    "merge_metrics",
     "model_sections",
+    "selection_table",
     "experiment_figures",
     "side_by_side",
     "MAIN_ROWS",
@@ -38,45 +38,16 @@ __all__ = [
     "LARGE_VIEW",
 ]
 
+#: (variant, label) rows; the labels come from the variant registry (pipeline_lib.model.variants).
 MAIN_ROWS = [
-    ("neighbour_j", "Neighbouring image T_j"),
-    ("neighbour_k", "Neighbouring image T_k"),
-    ("blend", "Blend of T_j, T_k (no network)"),
-    ("pix2pix", "pix2pix"),
-    ("tirsit_noadv", "TIRSIT w/o adversarial loss"),
-    ("tirsit", "TIRSIT"),
+    (v, variant_label(v)) for v in ("neighbour_j", "neighbour_k", "blend", "pix2pix", "tirsit_noadv", "tirsit")
 ]
-ABLATION_ROWS = [
-    ("no_uc_sg", "w/o UC, w/o SG"),
-    ("no_sg", "w/o SG"),
-    ("no_uc", "w/o UC"),
-    ("tirsit_noadv", "TIRSIT w/o adversarial loss"),
-]
+ABLATION_ROWS = [(v, variant_label(v)) for v in ("no_uc_sg", "no_sg", "no_uc", "tirsit_noadv")]
 METRICS = [("rmse", "RMSE", min), ("ssim", "SSIM", max), ("cc", "CC", max)]
 LARGE_VIEW = "(larger view)"
 """Figure titles ending with this are shown wide (up to :data:`figures.MAX_SIDE_PX` per panel)."""
 #: Variants whose prediction gets the larger view next to the truth (first one present).
 LARGE_VIEW_VARIANTS = ("tirsit", "tirsit_noadv", "no_uc", "no_sg", "no_uc_sg", "pix2pix", "blend")
-
-
-def merge_metrics(per_experiment: Sequence[Path], out_json: Path, out_csv: Path) -> dict[str, Any]:
-    """Merge ``metrics/{experiment}.json`` (and .csv) into the region's metrics.json / metrics.csv."""
-    merged: dict[str, Any] = {}
-    rows: list[dict[str, str]] = []
-    fields: list[str] = []
-    for path in per_experiment:
-        merged.update(json.loads(Path(path).read_text(encoding="utf-8")))
-        with open(Path(path).with_suffix(".csv"), newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            fields = fields or list(reader.fieldnames or [])
-            rows.extend(reader)
-    write_json_atomic(out_json, merged)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    write_text_atomic(out_csv, buf.getvalue())
-    return merged
 
 
 def _paper_table(block: Mapping[str, Any], rows: Sequence[tuple[str, str]], scope: str, caption: str) -> str:
@@ -175,12 +146,12 @@ def experiment_figures(
 ) -> list[tuple[str, str]]:
     """(title, data URI) figures of one experiment: inputs, truth, predictions, error, uncertainty, losses."""
     out: list[tuple[str, str]] = []
-    with xr.open_dataset(stack_nc) as ds:
-        band_s, band_t = [str(b) for b in ds["band_s"].values], [str(b) for b in ds["band_t"].values]
-        guides = [str(d) for d in ds["guide_date"].values]
-        s_i = ds["S_i"].values
-        t_g = ds["T_g"].values
-        target_date = ds.attrs.get("target_date", "i")
+    ds = open_stack(stack_nc)
+    band_s, band_t = [str(b) for b in ds["band_s"].values], [str(b) for b in ds["band_t"].values]
+    guides = [str(d) for d in ds["guide_date"].values]
+    s_i = ds["S_i"].values
+    t_g = ds["T_g"].values
+    target_date = ds.attrs.get("target_date", "i")
 
     def thumb(rgb: np.ndarray) -> str:
         return fig.data_uri(fig.jpeg_bytes(rgb))
@@ -188,9 +159,9 @@ def experiment_figures(
     out.append((f"{experiment}: source S_i ({target_date})", thumb(_composite(s_i, band_s))))
     for g, d in enumerate(guides):
         out.append((f"{experiment}: guide T ({d})", thumb(_composite(t_g[g], band_t))))
-    truth, tdesc = _read(truth_tif)
-    valid = truth[tdesc.index("valid")] > 0.5 if "valid" in tdesc else None
-    truth_bands = np.stack([truth[tdesc.index(b)] for b in band_t])
+    t_i, t_valid = read_truth(truth_tif)
+    valid = t_valid.values
+    truth_bands = t_i.sel(band_t=band_t).values
     truth_rgb = _composite(truth_bands, band_t, valid)
     out.append((f"{experiment}: truth T_i ({target_date})", thumb(truth_rgb)))
     pred_rgb: dict[str, np.ndarray] = {}
@@ -234,6 +205,51 @@ def experiment_figures(
     return out
 
 
+def selection_table(exp: str, sel: Mapping[str, Any]) -> str:
+    """The recommended prediction: which method and why, validation and test rankings side by side."""
+    val = sel.get("validation", {})
+    test = sel.get("test_rmse", {})
+    val_rank = {m: i + 1 for i, m in enumerate(sorted(val, key=lambda m: val[m]["rmse"]))}
+    test_rank = {m: i + 1 for i, m in enumerate(sel.get("test_ranking", []))}
+    rows = []
+    for m in sorted(set(val) | set(test), key=lambda m: (val_rank.get(m, 99), test_rank.get(m, 99))):
+        v = val.get(m)
+        vtxt = f"{v['rmse']:.4f} ± {v['rmse_sd']:.4f} (n={v['n']})" if v else "–"
+        name = f"<b>{h.esc(m)} (selected)</b>" if m == sel.get("method") else h.esc(m)
+        t = test.get(m)
+        rows.append(
+            f"<tr><td>{name}</td><td>{vtxt}</td><td>{val_rank.get(m, '–')}</td>"
+            f"<td>{'–' if t is None else f'{t:.4f}'}</td><td>{test_rank.get(m, '–')}</td></tr>"
+        )
+    rho = sel.get("spearman_validation_test")
+    vs_blend = sel.get("vs_blend")
+    runs = sel.get("validation_runs", [])
+    plan = sorted(
+        {(r.get("validation"), r.get("target_date"), ", ".join(r.get("guide_dates") or [])) for r in runs},
+        key=lambda r: str(r[0]),
+    )
+    plan_txt = "; ".join(f"{v}: {t} from {g}" for v, t, g in plan) or "none possible (too few dates)"
+    head = (
+        "<tr><th>method</th><th>validation RMSE (mean ± sd over experiments × seeds)</th><th>validation rank</th>"
+        "<th>test RMSE</th><th>test rank</th></tr>"
+    )
+    intro = (
+        f"<p><b>Recommended prediction</b> (<code>pred/{h.esc(exp)}/selected.tif</code>): "
+        f"<b>{h.esc(str(sel.get('method')))}</b> — {h.esc(str(sel.get('reason', '')))}. "
+        f"Gap-matched validation experiments (never the target date): {h.esc(plan_txt)}. "
+        f"On the test: rank {sel.get('test_rank')}, "
+        f"{'' if vs_blend is None else f'{vs_blend:+.1%} RMSE against the blend, '}"
+        f"winner {h.esc(str(sel.get('test_winner')))}; Spearman ρ(validation, test RMSE) = "
+        f"{'n/a' if rho is None else f'{rho:+.2f}'}; ρ(uncertainty, |error|) of the selection = "
+        f"{sel.get('spearman_uncertainty_abs_error', float('nan')):.2f}.</p>"
+    )
+    table = (
+        f'<table class="metrics"><caption>{h.esc(exp)}: validation and test rankings side by side '
+        f"(RMSE, mean over bands)</caption>{head}{''.join(rows)}</table>"
+    )
+    return intro + table
+
+
 def model_sections(metrics: Mapping[str, Any], figures: Mapping[str, list[tuple[str, str]]]) -> list[str]:
     """HTML sections: per experiment the main and ablation tables (all and changed pixels) and figures."""
     sections = []
@@ -252,6 +268,17 @@ def model_sections(metrics: Mapping[str, Any], figures: Mapping[str, list[tuple[
             )
             parts.append(
                 _paper_table(block, ABLATION_ROWS, scope, f"{exp}: ablation ({label}) — paper Table II/IV layout")
+            )
+        if "selected" in block:
+            parts.append(selection_table(exp, block["selected"]))
+        clip_in = info.get("clipped_inputs", {})
+        clip_out = {k: v for k, v in info.get("clipped_predictions", {}).items() if v.get("below") or v.get("above")}
+        if clip_in or clip_out:
+            ins = ", ".join(f"{b} {v['below']} below / {v['above']} above of {v['of']}" for b, v in clip_in.items())
+            outs = ", ".join(f"{k} {v['below']} below 0 / {v['above']} above 1" for k, v in clip_out.items())
+            parts.append(
+                f"<p>Values clipped by the fixed normalisation ranges (stack inputs): {h.esc(ins or 'none')}. "
+                f"Predicted reflectances clipped to [0, 1]: {h.esc(outs or 'none')}.</p>"
             )
         rho = info.get("spearman_uncertainty_abs_error", {})
         if rho:

@@ -4,15 +4,15 @@ Governing specs: "Sentinel-1 Product Specification" S1-RS-MDA-52-7441 (SAFE layo
 ``imageInformation``, ``geolocationGrid``, ``processingInformation``), and the xarray-sentinel readers
 (``open_orbit_dataset``, ``open_coordinate_conversion_dataset``, ``open_calibration_dataset``) used for
 the orbit state vectors, the slant-to-ground-range polynomials and the calibration LUTs.
-XML is first parsed with :func:`pipeline_lib.io.parse_xml` (DTD/entities refused) before any other
-parser sees it.
+Every file is read through the one SAFE access layer, :class:`pipeline_lib.safe.ProductReader` (path
+escapes, links and zip bombs refused; a zip opened once for all members); XML is first parsed with
+:func:`pipeline_lib.xmlsafe.parse_xml` (DTD/entities refused) before xarray-sentinel sees the same bytes.
 """
 
 from __future__ import annotations
 
 import io
 import re
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,21 +24,20 @@ import xarray_sentinel
 
 from pipeline_lib.errors import ProductError
 from pipeline_lib.guard import corrupt_metadata
-from pipeline_lib.io import parse_xml
+from pipeline_lib.safe import ProductReader
+from pipeline_lib.xmlsafe import parse_xml
 
 __all__ = [
     "ImageInfo",
     "PolFiles",
     "find_pol_files",
-    "read_member",
-    "parse_member",
-    "product_name",
     "DEFAULT_LOOKS",
     "measurement_uri",
     "read_image_info",
     "read_geolocation_grid",
     "open_orbit",
     "open_coordinate_conversion",
+    "open_calibration",
     "open_sigma_lut",
 ]
 
@@ -52,9 +51,9 @@ _KIND_PATTERNS = {
 
 @dataclass(frozen=True)
 class PolFiles:
-    """Where one polarisation's files live: members relative to the product root (folder or zip)."""
+    """Where one polarisation's files live: members relative to the product root, and the reader to read them."""
 
-    product: Path
+    reader: ProductReader
     polarisation: str
     annotation: str
     calibration: str
@@ -62,8 +61,9 @@ class PolFiles:
     measurement: str | None
 
     @property
-    def is_zip(self) -> bool:
-        return self.product.suffix.lower() == ".zip"
+    def product(self) -> Path:
+        """The product's path (for messages)."""
+        return self.reader.path
 
 
 @dataclass(frozen=True)
@@ -79,30 +79,10 @@ class ImageInfo:
     projection: str
 
 
-def product_name(product: Path) -> str:
-    """The product identifier (``S1B_IW_GRDH_…``) from a ``.SAFE`` folder or ``.zip`` path."""
-    name = product.name
-    for suffix in (".zip", ".SAFE"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-    return name
-
-
-def _list_members(product: Path) -> list[str]:
-    if not product.exists():
-        raise ProductError(f"{product}: product not found; download it again")
-    if product.is_dir():
-        return [p.relative_to(product).as_posix() for p in product.rglob("*") if p.is_file()]
-    try:
-        with zipfile.ZipFile(product) as zf:
-            return [n for n in zf.namelist() if not n.endswith("/")]
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ProductError(f"{product}: not a readable SAFE folder or zip ({exc}); download it again") from exc
-
-
-def find_pol_files(product: Path, polarisation: str, *, need_measurement: bool = True) -> PolFiles:
+def find_pol_files(reader: ProductReader, polarisation: str, *, need_measurement: bool = True) -> PolFiles:
     """Find the annotation, calibration, noise and measurement files of ``polarisation`` (e.g. "VV")."""
-    members = _list_members(product)
+    members = reader.members()
+    product = reader.path
     pol = polarisation.lower()
     found: dict[str, str | None] = {}
     for kind, pattern in _KIND_PATTERNS.items():
@@ -114,7 +94,7 @@ def find_pol_files(product: Path, polarisation: str, *, need_measurement: bool =
             )
         found[kind] = hits[0] if hits else None
     return PolFiles(
-        product=product,
+        reader=reader,
         polarisation=polarisation.upper(),
         annotation=str(found["annotation"]),
         calibration=str(found["calibration"]),
@@ -123,29 +103,11 @@ def find_pol_files(product: Path, polarisation: str, *, need_measurement: bool =
     )
 
 
-def read_member(product: Path, member: str) -> bytes:
-    """The bytes of one file of the product."""
-    try:
-        if product.is_dir():
-            return (product / member).read_bytes()
-        with zipfile.ZipFile(product) as zf:
-            return zf.read(member)
-    except (OSError, KeyError, zipfile.BadZipFile) as exc:
-        raise ProductError(f"{product}/{member}: unreadable ({exc}); download the product again") from exc
-
-
 def measurement_uri(files: PolFiles) -> str:
     """A GDAL path to the measurement TIFF (``/vsizip/`` inside a zip)."""
     if files.measurement is None:
         raise ProductError(f"{files.product}: no measurement file for {files.polarisation}; download the product again")
-    if files.is_zip:
-        return f"/vsizip/{files.product.resolve()}/{files.measurement}"
-    return str(files.product / files.measurement)
-
-
-def parse_member(product: Path, member: str) -> Element:
-    """Parse one XML file of the product safely."""
-    return parse_xml(read_member(product, member), name=f"{product}/{member}")
+    return files.reader.gdal_path(files.measurement)
 
 
 def _text(root: Element, path: str, label: str) -> str:
@@ -211,32 +173,39 @@ def read_geolocation_grid(annotation: Element, label: str = "annotation") -> dic
     return out
 
 
-def _xs_input(product: Path, member: str) -> io.StringIO:
-    # parse_member has already refused DTDs/entities for these bytes; xarray-sentinel re-parses them.
-    return io.StringIO(read_member(product, member).decode("utf-8"))
+def _xs_input(reader: ProductReader, member: str) -> io.StringIO:
+    """The member's text for xarray-sentinel, once :func:`parse_xml` has refused DTDs/entities in the same bytes."""
+    data = reader.read_bytes(member)
+    parse_xml(data, name=f"{reader.path}/{member}")
+    return io.StringIO(data.decode("utf-8"))
 
 
 def open_orbit(files: PolFiles) -> xr.Dataset:
     """Orbit state vectors (``position``, ``velocity`` over ``azimuth_time``) via xarray-sentinel."""
-    parse_member(files.product, files.annotation)
+    files.reader.parse_xml(files.annotation)
     with corrupt_metadata(f"{files.product}/{files.annotation}", catch=(Exception,)):
-        return xarray_sentinel.sentinel1.open_orbit_dataset(_xs_input(files.product, files.annotation)).load()
+        return xarray_sentinel.sentinel1.open_orbit_dataset(_xs_input(files.reader, files.annotation)).load()
 
 
 def open_coordinate_conversion(files: PolFiles) -> xr.Dataset:
     """Slant-range ↔ ground-range polynomials (``sr0``, ``srgrCoefficients``) via xarray-sentinel."""
-    parse_member(files.product, files.annotation)
+    files.reader.parse_xml(files.annotation)
     with corrupt_metadata(f"{files.product}/{files.annotation}", catch=(Exception,)):
         return xarray_sentinel.sentinel1.open_coordinate_conversion_dataset(
-            _xs_input(files.product, files.annotation)  # type: ignore[arg-type]
+            _xs_input(files.reader, files.annotation)  # type: ignore[arg-type]
         ).load()
+
+
+def open_calibration(files: PolFiles) -> xr.Dataset:
+    """The calibration LUTs (``sigmaNought``, ``betaNought``, ``gamma``, ``dn``) on their (line, pixel) grid."""
+    files.reader.parse_xml(files.calibration)
+    with corrupt_metadata(f"{files.product}/{files.calibration}", catch=(Exception,)):
+        ds: Any = xarray_sentinel.sentinel1.open_calibration_dataset(
+            _xs_input(files.reader, files.calibration)  # type: ignore[arg-type]
+        )
+        return ds.load()  # type: ignore[no-any-return]
 
 
 def open_sigma_lut(files: PolFiles) -> xr.DataArray:
     """The sigma-nought calibration LUT A_σ on its (line, pixel) grid via xarray-sentinel."""
-    parse_member(files.product, files.calibration)
-    with corrupt_metadata(f"{files.product}/{files.calibration}", catch=(Exception,)):
-        ds: Any = xarray_sentinel.sentinel1.open_calibration_dataset(
-            _xs_input(files.product, files.calibration)  # type: ignore[arg-type]
-        )
-        return ds["sigmaNought"].load()
+    return open_calibration(files)["sigmaNought"]

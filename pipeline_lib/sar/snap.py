@@ -36,10 +36,12 @@ import rasterio
 from rasterio.transform import from_origin
 from rasterio.warp import Resampling
 
+from pipeline_lib.cog import write_cog
 from pipeline_lib.errors import ConfigError, FetchError, PipelineError, ProductError
 from pipeline_lib.grid import Grid
 from pipeline_lib.grid import warp_to_grid as warp_array_to_grid
-from pipeline_lib.io import atomic_path, write_cog, write_text_atomic
+from pipeline_lib.io import atomic_path, write_text_atomic
+from pipeline_lib.sar.params import SpeckleParams
 
 __all__ = [
     "OPERATORS_CSV",
@@ -184,18 +186,10 @@ def validate_graph(root: Element, table: Mapping[str, Mapping[str, ParamSpec]] |
     return problems
 
 
-def speckle_parameters(speckle: Mapping[str, object], product_looks: float | None) -> dict[str, str]:
-    """Speckle-Filter (Lee Sigma) parameters from the ``sar.speckle`` config keys (same keys as native)."""
-    unknown = set(speckle) - {"window", "target_window", "sigma", "looks"}
-    if unknown:
-        raise ConfigError(f"sar.speckle: unknown keys {sorted(unknown)}; allowed: window, target_window, sigma, looks")
-    window = int(speckle.get("window", 7))  # type: ignore[call-overload]
-    target = int(speckle.get("target_window", 3))  # type: ignore[call-overload]
-    sigma = float(speckle.get("sigma", 0.9))  # type: ignore[arg-type]
-    looks_cfg = speckle.get("looks")
-    looks = float(looks_cfg) if looks_cfg is not None else product_looks  # type: ignore[arg-type]
-    if looks is None or not math.isfinite(looks) or looks <= 0:
-        raise ConfigError("sar.speckle.looks: not set and not found in the product annotation; set it (e.g. 4)")
+def speckle_parameters(speckle: SpeckleParams, product_looks: float | None) -> dict[str, str]:
+    """Speckle-Filter (Lee Sigma) parameters from the same :class:`SpeckleParams` the native filter takes."""
+    looks = speckle.looks_for(product_looks, "sar.speckle.looks")
+    window, target, sigma = speckle.window_px, speckle.target_px, speckle.sigma
     snap_looks = min(SNAP_LOOKS, key=lambda n: (abs(n - looks), n))
     return {
         "filter": "Lee Sigma",
@@ -465,10 +459,12 @@ def warp_to_grid(src_path: Path, grid: Grid, polarisations: Sequence[str]) -> np
 
 def _product_looks(safe_path: Path, polarisation: str) -> float | None:
     """Nominal looks from the annotation (range × azimuth), as the native backend uses."""
-    from pipeline_lib.sar.product import find_pol_files, parse_member, read_image_info
+    from pipeline_lib.safe import open_product
+    from pipeline_lib.sar.product import find_pol_files, read_image_info
 
-    files = find_pol_files(safe_path, polarisation, need_measurement=False)
-    return float(read_image_info(parse_member(safe_path, files.annotation), files.annotation).number_of_looks)
+    with open_product(safe_path) as reader:
+        files = find_pol_files(reader, polarisation, need_measurement=False)
+        return float(read_image_info(reader.parse_xml(files.annotation), files.annotation).number_of_looks)
 
 
 def run_snap(
@@ -477,7 +473,7 @@ def run_snap(
     out_tif: Path,
     *,
     polarisations: Sequence[str] = ("VV", "VH"),
-    speckle: Mapping[str, object],
+    speckle: SpeckleParams,
     dem: Path | None,
     gpt: str | None,
     threads: int,
@@ -491,7 +487,7 @@ def run_snap(
     if exe is None:
         raise ConfigError("sar.gpt: SNAP's gpt is not on PATH; set sar.gpt or use sar.backend: native")
     product_file = _product_file(safe_path)
-    looks = None if speckle.get("looks") is not None else _product_looks(safe_path, polarisations[0])
+    looks = None if speckle.looks is not None else _product_looks(safe_path, polarisations[0])
     spk = speckle_parameters(speckle, looks)
     out_tif.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out_tif.stem}.snap-", dir=out_tif.parent) as tmp:

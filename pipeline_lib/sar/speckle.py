@@ -34,10 +34,9 @@ from pathlib import Path
 
 import numba
 import numpy as np
-from scipy import optimize, stats
 
-from pipeline_lib.errors import ConfigError
 from pipeline_lib.sar.chunks import create_sigma0, open_sigma0, row_bands
+from pipeline_lib.sar.params import SpeckleParams
 
 __all__ = [
     "sigma_range",
@@ -57,21 +56,35 @@ POINT_TARGET_CLUSTER = 5
 @lru_cache(maxsize=64)
 def sigma_range(looks: float, sigma: float) -> tuple[float, float, float]:
     """(I1, I2, σv') of the bias-free sigma range for ``looks``-look intensity speckle and probability ``sigma``."""
-    if not (0.0 < sigma < 1.0):
-        raise ConfigError(f"sar.speckle.sigma: {sigma} must be in (0, 1), e.g. 0.9")
-    if not (looks > 0):
-        raise ConfigError(f"sar.speckle.looks: {looks} must be positive, e.g. 4.4 for IW GRDH")
-    g0, g1, g2 = (stats.gamma(looks + k, scale=1.0 / looks) for k in range(3))
+    if not (0.0 < sigma < 1.0 and looks > 0):  # SpeckleParams checks user settings; this guards the maths
+        raise ValueError(f"sigma_range: needs 0 < sigma < 1 and looks > 0, got {sigma=}, {looks=}")
+    # Gamma(L + k, scale 1/L): cdf(x) = P(L + k, L·x), ppf(q) = P⁻¹(L + k, q) / L (regularised incomplete
+    # gamma; scipy.special alone, not scipy.stats/optimize: start-up time of the speckle job)
+    from scipy.special import gammainc, gammaincinv
+
+    def cdf(k: int, x: float) -> float:
+        return float(gammainc(looks + k, looks * x))
 
     def upper(a: float) -> float:
-        return float(g0.ppf(min(sigma + g0.cdf(a), 1.0 - 1e-15)))
+        return float(gammaincinv(looks, min(sigma + cdf(0, a), 1.0 - 1e-15))) / looks
 
     def mean_error(a: float) -> float:
-        return float(g1.cdf(upper(a)) - g1.cdf(a) - sigma)
+        return cdf(1, upper(a)) - cdf(1, a) - sigma
 
-    a = float(optimize.brentq(mean_error, 1e-12, float(g0.ppf(1.0 - sigma)) * (1 - 1e-9), xtol=1e-12))
+    lo, hi = 1e-12, float(gammaincinv(looks, 1.0 - sigma)) / looks * (1 - 1e-9)
+    f_lo = mean_error(lo)
+    for _ in range(200):  # bisection: the bracket holds a sign change (as brentq's did)
+        mid = 0.5 * (lo + hi)
+        f_mid = mean_error(mid)
+        if (f_mid > 0) == (f_lo > 0):
+            lo, f_lo = mid, f_mid
+        else:
+            hi = mid
+        if hi - lo < 1e-14:
+            break
+    a = 0.5 * (lo + hi)
     b = upper(a)
-    second_moment = (looks + 1.0) / looks * (g2.cdf(b) - g2.cdf(a)) / sigma
+    second_moment = (looks + 1.0) / looks * (cdf(2, b) - cdf(2, a)) / sigma
     return a, b, float(np.sqrt(max(second_moment - 1.0, 0.0)))
 
 
@@ -251,7 +264,7 @@ def z98_streaming(bands: Callable[[], Iterable[np.ndarray]]) -> float:
     return float(np.partition(vals, r)[r])
 
 
-def point_target_mask(intensity: np.ndarray, target: int = 3, z98: float | None = None) -> np.ndarray:
+def point_target_mask(intensity: np.ndarray, target: int, z98: float | None = None) -> np.ndarray:
     """Pixels kept as point targets (Z98 rule of Lee et al. 2009, SNAP cluster size > 5).
 
     ``z98`` None computes it over ``intensity``; a chunked caller passes the whole image's value.
@@ -265,40 +278,36 @@ def point_target_mask(intensity: np.ndarray, target: int = 3, z98: float | None 
 
 def lee_sigma(
     intensity: np.ndarray,
+    params: SpeckleParams,
     looks: float,
-    window: int = 7,
-    target: int = 3,
-    sigma: float = 0.9,
     z98: float | None = None,
 ) -> np.ndarray:
     """Lee sigma filter of a 2-D intensity image (linear power, NaN = no data); float32 out.
 
-    ``z98`` None computes the point-target threshold over ``intensity`` (the whole image); a chunked
-    caller passes the whole image's value so every chunk filters as the whole image would.
+    ``looks`` is the resolved number of looks (:meth:`SpeckleParams.looks_for`). ``z98`` None computes the
+    point-target threshold over ``intensity`` (the whole image); a chunked caller passes the whole image's
+    value so every chunk filters as the whole image would.
     """
-    if window % 2 == 0 or target % 2 == 0 or not (3 <= target < window):
-        raise ConfigError(f"sar.speckle: window {window} and target {target} must be odd with 3 <= target < window")
     img = np.ascontiguousarray(intensity, dtype=np.float32)
     if img.ndim != 2:
         raise ValueError(f"lee_sigma: expected a 2-D image, got {img.shape=}")
-    i1, i2, sigma_vp = sigma_range(float(looks), float(sigma))
+    window, target = params.window_px, params.target_px
+    i1, i2, sigma_vp = sigma_range(float(looks), params.sigma)
     pt = point_target_mask(img, target, z98)
     return np.asarray(_lee_sigma_kernel(img, pt, window // 2, target // 2, i1, i2, 1.0 / looks, sigma_vp**2))
 
 
-def halo_rows(window: int, target: int) -> int:
+def halo_rows(params: SpeckleParams) -> int:
     """Rows of context a band needs on each side: the filter window, and the point-target rule (2 × target/2)."""
-    return max(window // 2, 2 * (target // 2))
+    return max(params.window_px // 2, 2 * (params.target_px // 2))
 
 
 def lee_sigma_bands(
     read: Callable[[int, int], np.ndarray],
     write: Callable[[int, int, np.ndarray], None],
     n_rows: int,
+    params: SpeckleParams,
     looks: float,
-    window: int = 7,
-    target: int = 3,
-    sigma: float = 0.9,
     band_rows: int = 256,
     threads: int = 1,
 ) -> float:
@@ -312,10 +321,10 @@ def lee_sigma_bands(
     """
     bands = row_bands(n_rows, band_rows)
     z98 = z98_streaming(lambda: (read(a, b) for a, b in bands))
-    halo = halo_rows(window, target)
+    halo = halo_rows(params)
 
     def filt(ext: np.ndarray, a: int, b: int, e0: int) -> tuple[int, int, np.ndarray]:
-        out = lee_sigma(ext, looks, window, target, sigma, z98=z98)
+        out = lee_sigma(ext, params, looks, z98=z98)
         return a, b, out[a - e0 : b - e0]
 
     pending: deque[Future[tuple[int, int, np.ndarray]]] = deque()
@@ -333,10 +342,7 @@ def lee_sigma_bands(
 def run_speckle(
     in_nc: Path,
     out_nc: Path,
-    window: int = 7,
-    target: int = 3,
-    sigma: float = 0.9,
-    looks: float | None = None,
+    params: SpeckleParams,
     band_rows: int = 256,
     threads: int = 1,
 ) -> None:
@@ -346,18 +352,14 @@ def run_speckle(
     whole-image filter (:func:`lee_sigma_bands`).
     """
     with open_sigma0(Path(in_nc)) as src:
-        n_looks = float(looks) if looks is not None else float(src.attrs.get("number_of_looks", 0) or 0)
-        if n_looks <= 0:
-            raise ConfigError(f"{in_nc}: no number_of_looks attribute; set sar.speckle.looks")
-        sigma_range(n_looks, float(sigma))  # config errors before any work
-        if window % 2 == 0 or target % 2 == 0 or not (3 <= target < window):
-            raise ConfigError(f"sar.speckle: window {window} and target {target} must be odd with 3 <= target < window")
+        product_looks = float(src.attrs.get("number_of_looks", 0) or 0) or None
+        n_looks = params.looks_for(product_looks, str(in_nc))
         attrs = {
             **src.attrs,
             "speckle_filter": "Lee sigma (Lee et al. 2009, SNAP)",
-            "speckle_window": window,
-            "speckle_target_window": target,
-            "speckle_sigma": sigma,
+            "speckle_window": params.window_px,
+            "speckle_target_window": params.target_px,
+            "speckle_sigma": params.sigma,
             "speckle_looks": n_looks,
         }
         var_attrs = {**src.var_attrs, "long_name": "sigma nought, Lee sigma filtered"}
@@ -370,4 +372,4 @@ def run_speckle(
                 def write(a: int, b: int, out: np.ndarray, k: int = k) -> None:
                     var[k, a:b, :] = out
 
-                lee_sigma_bands(read, write, src.shape[0], n_looks, window, target, sigma, band_rows, threads)
+                lee_sigma_bands(read, write, src.shape[0], params, n_looks, band_rows, threads)

@@ -7,7 +7,8 @@ from argparse import Namespace
 from pathlib import Path
 
 from pipeline_lib.config import load_region, validate_top
-from pipeline_lib.errors import ConfigError
+from pipeline_lib.errors import ConfigError, PipelineError
+from pipeline_lib.model import variants as model_variants
 
 
 def _fail(exc):
@@ -41,6 +42,32 @@ def _warn_credentials(slug, region):
 
 for _slug, _region in REGIONS.items():
     _warn_credentials(_slug, _region)
+
+
+def _files_regions():
+    """Slugs of the region files whose fetch.source is `files` (read at parse time, without validation:
+    the rules making s1/{date}.tif and s2/{date}.tif differ by source, so their region constraints do).
+    """
+    import yaml
+
+    fallback = ((config.get("defaults") or {}).get("fetch") or {}).get("source", "demo")
+    slugs = []
+    for path in sorted(Path(config["regions_dir"]).glob("*.yaml")):
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            continue  # load_region reports it when the region is used
+        fetch = raw.get("fetch") if isinstance(raw, dict) else None
+        source = fetch.get("source", fallback) if isinstance(fetch, dict) else fallback
+        if source == "files":
+            slugs.append(path.stem)
+    return slugs
+
+
+_FILES_ALT = "|".join(_files_regions()) or "(?!)"
+# region wildcards of the files source's ingest rules, and of the SAFE chains (download, SAR, optical)
+FILES_REGION = rf"(?:{_FILES_ALT})"
+SAFE_REGION = rf"(?!(?:{_FILES_ALT})(?![a-z0-9-]))[a-z0-9][a-z0-9-]*"
 
 
 wildcard_constraints:
@@ -146,6 +173,45 @@ def product_for(mission_prefix):
     return get
 
 
+def has_s1(region):
+    """False for a files-source region without Sentinel-1 (fetch.files.s1 null): no s1/{date}.tif."""
+    fetch = region_cfg(region)["fetch"]
+    return fetch["source"] != "files" or bool(fetch["files"].get("s1"))
+
+
+def s1_dates(region, dates):
+    """The dates that have an s1/{date}.tif (all of them, or none for an S2-only region)."""
+    return list(dates) if has_s1(region) else []
+
+
+def grid_inputs(wildcards):
+    """A files-source region without an aoi takes the grid of its first Sentinel-2 file."""
+    cfg = region_cfg(wildcards.region)
+    if cfg.get("aoi") is not None or cfg["fetch"]["source"] != "files":
+        return {}
+    from pipeline_lib.fetch.files import list_files, modality_specs
+
+    try:
+        spec = modality_specs(cfg["fetch"]["files"])["s2"]
+        return {"reference": str(list_files(spec)[0].path)}
+    except PipelineError as exc:
+        _fail(exc)
+
+
+def ard_file(modality):
+    """Input function: the file scenes.csv selected for {date} of a files-source region."""
+
+    def get(wildcards):
+        for scene in scenes_for(wildcards):
+            if scene.date == wildcards.date and scene.mission == modality.upper():
+                return scene.uri
+        raise ValueError(
+            f"results/{wildcards.region}/scenes.csv has no {modality.upper()} file for {wildcards.date}"
+        )
+
+    return get
+
+
 def region_report_inputs(wildcards):
     region = wildcards.region
     cfg = region_cfg(region)
@@ -155,7 +221,11 @@ def region_report_inputs(wildcards):
         "grid": f"results/{region}/grid.json",
         "scenes": f"results/{region}/scenes.csv",
         "offsets": f"results/{region}/offsets.json",
-        "s1": expand("results/{region}/s1/{date}.tif", region=region, date=dates),
+        "s1": expand(
+            "results/{region}/s1/{date}.tif",
+            region=region,
+            date=s1_dates(region, dates),
+        ),
         "s2": expand("results/{region}/s2/{date}.tif", region=region, date=dates),
         "metrics": f"results/{region}/metrics.json",
     }
@@ -172,8 +242,22 @@ def dem_input(wildcards):
     return [] if dem == "ellipsoid" else [dem]
 
 
-BASELINES = ["neighbour_j", "neighbour_k", "blend"]
-UNCERTAINTY_BASELINES = ["blend"]
+# Variant names come from the one registry (pipeline_lib/model/variants.py).
+BASELINES = list(model_variants.baselines())
+UNCERTAINTY_BASELINES = [
+    v for v in model_variants.uncertainty_variants() if v in BASELINES
+]
+TRAIN_VARIANTS = model_variants.wildcard_pattern(model_variants.listed_networks())
+UNCERTAINTY_VARIANTS = model_variants.wildcard_pattern(
+    model_variants.uncertainty_variants(listed_only=True)
+)
+PLAIN_VARIANTS = model_variants.wildcard_pattern(
+    [
+        v
+        for v in [*model_variants.listed_networks(), *BASELINES]
+        if not model_variants.get_variant(v).uncertainty
+    ]
+)
 
 
 def train_params(region, experiment):
@@ -201,23 +285,107 @@ def predict_inputs(wildcards):
     return inputs
 
 
+def test_outputs(region, exp):
+    """The test experiment's predictions and uncertainty rasters (every method)."""
+    variants = network_variants(region, exp) + BASELINES
+    unc = [v for v in variants if model_variants.get_variant(v).uncertainty]
+    return (
+        [f"results/{region}/pred/{exp}/{v}.tif" for v in variants],
+        [f"results/{region}/pred/{exp}/{v}_uncertainty.tif" for v in unc],
+    )
+
+
 def evaluate_inputs(wildcards):
     region, exp = wildcards.region, wildcards.experiment
-    variants = network_variants(region, exp) + BASELINES
-    unc = [
-        v for v in variants if v != "pix2pix" and v not in BASELINES
-    ] + UNCERTAINTY_BASELINES
+    preds, unc = test_outputs(region, exp)
     return {
         "truth": f"results/{region}/truth/{exp}.tif",
         "stack": f"results/{region}/stacks/{exp}.nc",
-        "preds": [f"results/{region}/pred/{exp}/{v}.tif" for v in variants],
-        "uncertainty": [
-            f"results/{region}/pred/{exp}/{v}_uncertainty.tif" for v in unc
-        ],
+        "preds": preds,
+        "uncertainty": unc,
         "models": [
             f"results/{region}/models/{exp}/{v}.pt"
             for v in network_variants(region, exp)
         ],
+        "selected": f"results/{region}/pred/{exp}/selected.tif",
+        "selected_uncertainty": f"results/{region}/pred/{exp}/selected_uncertainty.tif",
+        "selected_json": f"results/{region}/pred/{exp}/selected.json",
+    }
+
+
+# Method choice without the truth (issue 12 part 4; pipeline_lib.model.select).
+def select_params(region):
+    from pipeline_lib.model.select import SelectParams
+
+    try:
+        return SelectParams.from_config(region_cfg(region)["select"])
+    except ConfigError as exc:
+        _fail(exc)
+
+
+def validation_plan(region, experiment):
+    """{name: ValidationExperiment}: gap-matched validation experiments (never the target date)."""
+    from pipeline_lib.model.select import plan_validation
+
+    exp = experiment_cfg(region, experiment)
+    sp = select_params(region)
+    plan = plan_validation(
+        exp["target"],
+        exp["guides"],
+        region_cfg(region)["dates"],
+        sp.validations,
+        sp.max_gap_mismatch_days,
+    )
+    return {v.name: v for v in plan}
+
+
+def validation_cfg(region, experiment, val):
+    plan = validation_plan(region, experiment)
+    if val not in plan:
+        raise ValueError(
+            f"{val!r} is not a validation experiment of {experiment!r} in region {region!r}"
+        )
+    return plan[val].as_experiment(experiment_cfg(region, experiment))
+
+
+def validation_dates(region, experiment, val):
+    v = validation_cfg(region, experiment, val)
+    return sorted({v["target"], *v["guides"]})
+
+
+def validation_train_params(region, experiment, seed):
+    train = train_params(region, experiment)
+    train["seed"] = int(seed)
+    steps = select_params(region).max_steps
+    if steps is not None:
+        train["max_steps"] = steps
+    return train
+
+
+def validation_meta(region, experiment, val, seed):
+    v = validation_plan(region, experiment)[val]
+    return {
+        "validation": val,
+        "seed": int(seed),
+        "gap_mismatch_days": v.gap_mismatch_days,
+    }
+
+
+def select_inputs(wildcards):
+    """Validation scores of every validation experiment and seed, and the test rasters (no truth)."""
+    region, exp = wildcards.region, wildcards.experiment
+    preds, unc = test_outputs(region, exp)
+    vals = list(validation_plan(region, exp))
+    return {
+        "validation": expand(
+            "results/{region}/validation/{exp}/{val}/seed{seed}/scores.json",
+            region=region,
+            exp=exp,
+            val=vals,
+            seed=select_params(region).seeds,
+        ),
+        "preds": preds,
+        "uncertainty": unc,
     }
 
 
@@ -245,7 +413,7 @@ def terrain_inputs(wildcards):
     return inputs
 
 
-# Resources scale with the job's inputs (issue 6): grid size for raster stages, file size for
+# Resources scale with the job's inputs (DESIGN §8): grid size for raster stages, file size for
 # stacks and models. Figures are generous upper bounds measured on the demo (512² px) and ci-tiny.
 def _grid_mpix(input):
     """Grid size in Mpix from the job's grid.json input (1 Mpix while a checkpoint is pending)."""

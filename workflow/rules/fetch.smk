@@ -33,6 +33,8 @@ rule download_safe:
         "logs/{region}/download/{product}.log",
     benchmark:
         "benchmarks/runs/{region}/download/{product}.tsv"
+    wildcard_constraints:
+        region=SAFE_REGION,
     conda:
         "../../envs/geo.yaml"
     resources:
@@ -53,6 +55,8 @@ rule download_zip:
         "logs/{region}/download/{product}.log",
     benchmark:
         "benchmarks/runs/{region}/download/{product}.tsv"
+    wildcard_constraints:
+        region=SAFE_REGION,
     conda:
         "../../envs/geo.yaml"
     resources:

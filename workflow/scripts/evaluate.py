@@ -15,4 +15,9 @@ with job(snakemake) as log:
         Path(snakemake.output.json),
         Path(snakemake.output.csv),
         uncertainty=unc,
+        selected=(
+            Path(snakemake.input.selected),
+            Path(snakemake.input.selected_uncertainty),
+            Path(snakemake.input.selected_json),
+        ),
     )

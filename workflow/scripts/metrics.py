@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from pipeline_lib.jobs import job
-from pipeline_lib.report.model_part import merge_metrics
+from pipeline_lib.metrics import merge_metrics
 
 with job(snakemake) as log:
     merge_metrics([Path(p) for p in snakemake.input], Path(snakemake.output.json), Path(snakemake.output.csv))

@@ -24,11 +24,11 @@ with job(snakemake) as log:
         region,
         Path(inp.grid),
         Path(inp.scenes),
-        dict(zip(dates, map(Path, inp.s1), strict=True)),
+        dict(zip(snakemake.params.s1_dates, map(Path, inp.s1), strict=True)),
         dict(zip(dates, map(Path, inp.s2), strict=True)),
         Path(inp.offsets),
         sorted(Path("benchmarks/runs", region).rglob("*.tsv")),
         dict(snakemake.params.config),
         Path(snakemake.output[0]),
-        model={"sections": model_sections(metrics, figures), "metrics_json": None},
+        model_sections=model_sections(metrics, figures),
     )

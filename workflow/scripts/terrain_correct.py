@@ -11,6 +11,7 @@ with job(snakemake) as log:
     grid = read_grid(snakemake.input.grid)
     out = Path(snakemake.output[0])
     if p.backend == "snap":
+        from pipeline_lib.sar.params import SpeckleParams
         from pipeline_lib.sar.snap import run_snap
 
         run_snap(
@@ -18,7 +19,7 @@ with job(snakemake) as log:
             grid,
             out,
             polarisations=tuple(p.polarisations),
-            speckle=dict(p.speckle),
+            speckle=SpeckleParams.from_config(p.speckle),
             dem=dem,
             gpt=p.gpt,
             threads=snakemake.threads,

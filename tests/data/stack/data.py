@@ -21,7 +21,7 @@ import xarray as xr
 from affine import Affine
 from scipy import ndimage
 
-from pipeline_lib.io import write_cog
+from pipeline_lib.cog import write_cog
 
 # class signatures: water, soil, vegetation, urban
 S_DB = np.array([[-21.0, -25.0], [-12.0, -19.0], [-8.0, -14.0], [-4.0, -11.0]])  # VV, VH

@@ -1,6 +1,9 @@
-"""Cross-check two σ0 rasters of the same scene: per-pixel dB differences and geolocation offset.
+"""Cross-check two σ0 rasters of the same scene: per-pixel dB differences and geolocation offset (a QA command).
 
-``python -m pipeline_lib.sar.compare A.tif B.tif`` (e.g. native vs SNAP output, or native vs sarsen's GTC)
+Not part of the production package: it is run by hand, by ``benchmarks/bench_sar_vs_sarsen.py`` and by the
+tests (docs/DESIGN.md §5, the native backend's acceptance check).
+
+``python -m tools.sar_compare A.tif B.tif`` (e.g. native vs SNAP output, or native vs sarsen's GTC)
 prints one JSON line, then a human summary. For each band (matched by description, e.g. ``VV``/``VH``, else by
 position): Δ = B − A in dB over the pixels valid (finite) in both — median Δ (bias), median and 95th percentile
 of |Δ| — and the offset of B relative to A by phase correlation (scikit-image
@@ -21,7 +24,6 @@ bilinearly (as xarray-sentinel) at the GRD (line, pixel) that our range-Doppler 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 from collections.abc import Sequence
@@ -35,9 +37,9 @@ from rasterio.warp import Resampling
 from skimage.filters import window
 from skimage.registration import phase_cross_correlation
 
+from pipeline_lib.cog import write_cog
 from pipeline_lib.errors import PipelineError, ProductError
 from pipeline_lib.grid import Grid, warp_to_grid
-from pipeline_lib.io import write_cog
 
 __all__ = [
     "beta_to_sigma_ratio",
@@ -215,17 +217,15 @@ def _bilinear_upsample(coarse: np.ndarray, rows: np.ndarray, cols: np.ndarray, s
 def beta_to_sigma_ratio(safe: Path, polarisation: str, grid: Grid, stride: int = 16) -> np.ndarray:
     """A_β²/A_σ² of the product's calibration LUTs on every pixel of ``grid`` (σ0 = β0 · ratio); NaN off-image."""
     import xarray as xr
-    import xarray_sentinel
     from pyproj import Transformer
 
-    from pipeline_lib.sar.product import find_pol_files, parse_member, read_member
+    from pipeline_lib.safe import open_product
+    from pipeline_lib.sar.product import find_pol_files, open_calibration
     from pipeline_lib.sar.terrain import compute_lookup, grid_ecef
 
-    files = find_pol_files(Path(safe), polarisation, need_measurement=False)
-    parse_member(files.product, files.calibration)  # safe parse first (no DTDs/entities), then xarray-sentinel
-    cal = xarray_sentinel.sentinel1.open_calibration_dataset(
-        io.StringIO(read_member(files.product, files.calibration).decode("utf-8"))  # type: ignore[arg-type]
-    )
+    with open_product(Path(safe)) as reader:
+        files = find_pol_files(reader, polarisation, need_measurement=False)
+        cal = open_calibration(files)
     rows = np.unique(np.r_[np.arange(0, grid.height, stride), grid.height - 1])
     cols = np.unique(np.r_[np.arange(0, grid.width, stride), grid.width - 1])
     xx, yy = np.meshgrid(grid.x_coords()[cols], grid.y_coords()[rows])
@@ -286,7 +286,7 @@ def summary(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline_lib.sar.compare", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.sar_compare", description=__doc__.splitlines()[0])
     parser.add_argument("a", type=Path, help="reference raster (σ0 dB), e.g. the native backend's s1/{date}.tif")
     parser.add_argument("b", type=Path, help="raster to compare (σ0 dB, or linear with --b-linear)")
     parser.add_argument("--upsample", type=int, default=20, help="phase-correlation upsampling factor (default 20)")

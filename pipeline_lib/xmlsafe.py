@@ -1,0 +1,35 @@
+"""XML parsing with DTDs, entity expansion and external references refused (defusedxml).
+
+Every XML the pipeline reads (SAFE annotations, calibration and noise files, MTD_MSIL2A.xml, SNAP graphs,
+DHuS/OData responses) goes through :func:`parse_xml` first (docs/DESIGN.md §4: "XML is parsed with
+entity expansion off"), so XXE and billion-laughs documents fail with one ProductError line.
+"""
+
+from __future__ import annotations
+
+import os
+from xml.etree.ElementTree import Element
+
+from defusedxml import ElementTree as SafeET
+
+from pipeline_lib.errors import ProductError
+
+__all__ = ["parse_xml"]
+
+
+def parse_xml(source: str | os.PathLike[str] | bytes, *, name: str | None = None) -> Element:
+    """Parse XML with entity expansion, DTDs and external references refused (XXE, billion laughs).
+
+    ``source`` is a path or the document bytes; ``name`` names it in error messages.
+    """
+    label = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
+    try:
+        if isinstance(source, bytes):
+            return SafeET.fromstring(source, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+        return SafeET.parse(os.fspath(source), forbid_dtd=True, forbid_entities=True, forbid_external=True).getroot()
+    except FileNotFoundError as exc:
+        raise ProductError(f"{label}: file not found; check the product is complete") from exc
+    except Exception as exc:  # defusedxml raises several unrelated types
+        raise ProductError(
+            f"{label}: unreadable or unsafe XML ({type(exc).__name__}: {exc}); re-download the product"
+        ) from exc
