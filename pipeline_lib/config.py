@@ -77,6 +77,11 @@ def _fix_hint(err: jsonschema.ValidationError) -> str:
         return "add it"
     if err.validator == "pattern":
         return f"match the pattern {s.get('pattern')}"
+    if err.validator == "uniqueItems":
+        return "remove the duplicates"
+    if err.validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        bound = {"minimum": "≥", "exclusiveMinimum": ">", "maximum": "≤", "exclusiveMaximum": "<"}[str(err.validator)]
+        return f"give a value {bound} {s.get(str(err.validator))}"
     desc = s.get("description")
     return f"see its description: {desc}" if desc else "see workflow/schemas/config.schema.yaml"
 
@@ -133,9 +138,13 @@ def load_region(slug: str, regions_dir: str | Path, defaults: Mapping[str, Any] 
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())[:200]}); fix the syntax") from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: unreadable ({type(exc).__name__}); save it as UTF-8 text") from exc
+        raise ConfigError(
+            f"{path}: unreadable ({type(exc).__name__}); fix its encoding: save it as UTF-8 text"
+        ) from exc
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys, got {type(raw).__name__}; see config/regions/demo.yaml")
+        raise ConfigError(
+            f"{path}: expected a mapping of keys, got {type(raw).__name__}; give key: value settings as in config/regions/demo.yaml"
+        )
     raw = {k: (str(v) if isinstance(v, date) else v) for k, v in raw.items()}
     _stringify_dates(raw)
     region = _deep_merge(defaults or {}, raw)

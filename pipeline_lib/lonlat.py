@@ -26,11 +26,12 @@ def check_lonlat_bbox(bbox: Sequence[float], where: str) -> tuple[float, float, 
     if -180 <= e < w <= 180 and -90 <= s < n <= 90:
         raise ConfigError(
             f"{where}: {list(bbox)} has lon_min > lon_max, i.e. it crosses the antimeridian (180°), which is "
-            "not supported; move the AOI to one side of 180° or split it into two regions"
+            "not supported; choose an AOI on one side of 180° or split it into two regions"
         )
     if not (-180 <= w < e <= 180 and -90 <= s < n <= 90):
         raise ConfigError(
-            f"{where}: {list(bbox)} must be [lon_min, lat_min, lon_max, lat_max] within ±180/±90 with min < max"
+            f"{where}: {list(bbox)} is not [lon_min, lat_min, lon_max, lat_max] within ±180/±90 with min < max; "
+            "give the corners in that order"
         )
     return w, s, e, n
 

@@ -18,6 +18,7 @@ case (case, error type, message) — the source of the table in RELIABILITY.md.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import re
 import shutil
@@ -26,13 +27,15 @@ import sys
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import fixture_variants as fx
 import numpy as np
 import pytest
 import rasterio
+import xarray as xr
 import yaml
 from conftest import IN_CI, REPO
 from rasterio.warp import Resampling, calculate_default_transform, reproject
@@ -40,6 +43,7 @@ from workflow_utils import make_workdir
 
 from pipeline_lib import errors
 from pipeline_lib.cog import write_cog
+from pipeline_lib.config import load_region
 from pipeline_lib.demo import CLOUDY_DATE, generate_demo_products
 from pipeline_lib.errors import (
     ConfigError,
@@ -51,6 +55,9 @@ from pipeline_lib.errors import (
     StorageError,
 )
 from pipeline_lib.fetch import run_search
+from pipeline_lib.fetch.base import Scene, SearchRequest, select_scenes
+from pipeline_lib.fetch.credentials import resolve_credentials
+from pipeline_lib.fetch.local import LocalSource
 from pipeline_lib.grid import Grid, make_centered_grid
 from pipeline_lib.model import run_train
 from pipeline_lib.model.train import select_device
@@ -576,6 +583,445 @@ def c_cfg_bad_device(tmp: Path, w: World) -> Callable[[], Any]:
     return _snakemake_n(w, "bad-device", r)
 
 
+# --------------------------------------------------------------------------------------------- issue 13 cases
+# Real fixtures from tests/data/fixtures, cloned by fixture_variants (never edited in place).
+def _region_text(slug: str, old: str = "", new: str = "", extra: str = "") -> str:
+    text = (REPO / "config/regions/ci-tiny.yaml").read_text().replace("region: ci-tiny", f"region: {slug}")
+    if old:
+        assert old in text, old
+        text = text.replace(old, new)
+    return text + extra
+
+
+def _load(tmp: Path, slug: str, text: str | bytes) -> Callable[[], Any]:
+    """Write ``<tmp>/regions/<slug>.yaml`` and load it the way the Snakefile does (load_region)."""
+    regions = tmp / "regions"
+    regions.mkdir(exist_ok=True)
+    path = regions / f"{slug}.yaml"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    defaults = yaml.safe_load((REPO / "config/config.yaml").read_text())["defaults"]
+    return lambda: load_region(slug, regions, defaults)
+
+
+def _snakemake_n_text(w: World, slug: str, text: str) -> Callable[[], Any]:
+    """Like _snakemake_n, with the region file written as text (unquoted dates stay unquoted)."""
+    path = w.workdir / "config/regions" / f"{slug}.yaml"
+    path.write_text(text, encoding="utf-8")
+    return _snakemake_n(w, slug, None)
+
+
+AOI_CI_TINY = "aoi: {center: [12.50, 42.00], size_px: [128, 128]}"
+
+
+def _snakemake_target(w: World, target: str) -> Callable[[], Any]:
+    """``snakemake -n <target>``: a target the configuration does not define must be one error line."""
+
+    def call() -> None:
+        r = subprocess.run(
+            [sys.executable, "-m", "snakemake", "-n", "--cores", "1", target],
+            cwd=w.workdir,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert r.returncode != 0, r.stdout[-2000:]
+        assert "Traceback" not in r.stderr + r.stdout, r.stderr[-4000:]
+        lines = [ln for ln in r.stderr.splitlines() if re.match(r"^[A-Za-z]+Error: ", ln)]
+        assert len(lines) == 1, r.stderr[-4000:]
+        name, msg = lines[0].split(": ", 1)
+        cls = getattr(errors, name, None)
+        assert isinstance(cls, type) and issubclass(cls, PipelineError), lines[0]
+        raise cls(msg)
+
+    return call
+
+
+def c_target_unknown_experiment(tmp: Path, w: World) -> Callable[[], Any]:
+    return _snakemake_target(w, "results/ci-tiny/pred/nope/tirsit.tif")
+
+
+def c_target_unconfigured_date(tmp: Path, w: World) -> Callable[[], Any]:
+    return _snakemake_target(w, "results/ci-tiny/s1/2030-01-01.tif")
+
+
+def c_cfg_impossible_date_unquoted(tmp: Path, w: World) -> Callable[[], Any]:
+    return _snakemake_n_text(w, "bad-feb30", _region_text("bad-feb30", "dates: [2021-12-23,", "dates: [2022-02-30,"))
+
+
+def c_cfg_antimeridian_center(tmp: Path, w: World) -> Callable[[], Any]:
+    text = _region_text("bad-am-centre", AOI_CI_TINY, "aoi: {center: [180.0, -16.9], size_px: [128, 128]}")
+    return _snakemake_n_text(w, "bad-am-centre", text)
+
+
+def c_cfg_antimeridian_bbox(tmp: Path, w: World) -> Callable[[], Any]:
+    return _load(tmp, "am-bbox", _region_text("am-bbox", AOI_CI_TINY, "aoi: [179.9, -17.0, -179.9, -16.8]"))
+
+
+def c_cfg_dates_unsorted(tmp: Path, w: World) -> Callable[[], Any]:
+    dates = "dates: [2021-12-23, 2022-01-04, 2022-01-28]"
+    return _load(tmp, "unsorted", _region_text("unsorted", dates, "dates: [2022-01-04, 2021-12-23, 2022-01-28]"))
+
+
+def c_cfg_dates_duplicate(tmp: Path, w: World) -> Callable[[], Any]:
+    dates = "dates: [2021-12-23, 2022-01-04, 2022-01-28]"
+    new = "dates: [2021-12-23, 2022-01-04, 2022-01-04, 2022-01-28]"
+    return _load(tmp, "dup-dates", _region_text("dup-dates", dates, new))
+
+
+def c_cfg_date_not_a_date(tmp: Path, w: World) -> Callable[[], Any]:
+    return _load(tmp, "yesterday", _region_text("yesterday", "dates: [2021-12-23,", "dates: [yesterday,"))
+
+
+def c_cfg_target_not_in_dates(tmp: Path, w: World) -> Callable[[], Any]:
+    return _load(tmp, "target-out", _region_text("target-out", "target: 2022-01-04", "target: 2022-01-05"))
+
+
+def c_cfg_guide_not_in_dates(tmp: Path, w: World) -> Callable[[], Any]:
+    return _load(tmp, "guide-out", _region_text("guide-out", "guides: [2021-12-23,", "guides: [2021-12-24,"))
+
+
+def c_cfg_duplicate_experiment(tmp: Path, w: World) -> Callable[[], Any]:
+    exp = "  - {name: sar2vis, task: sar_to_visible, target: 2022-01-04, guides: [2021-12-23, 2022-01-28], variants: [tirsit]}"
+    text = _region_text("dup-exp", exp, exp + "\n" + exp)
+    return _load(tmp, "dup-exp", text)
+
+
+def c_cfg_region_name_mismatch(tmp: Path, w: World) -> Callable[[], Any]:
+    return _load(tmp, "named-wrong", _region_text("other-name"))
+
+
+def c_cfg_bbox_lat_lon_swapped(tmp: Path, w: World) -> Callable[[], Any]:
+    return _load(tmp, "swapped", _region_text("swapped", AOI_CI_TINY, "aoi: [41.99, 12.49, 42.01, 120.51]"))
+
+
+def c_cfg_center_lat_lon_swapped(tmp: Path, w: World) -> Callable[[], Any]:
+    new = "aoi: {center: [42.00, 112.50], size_px: [128, 128]}"
+    return _load(tmp, "swapped-centre", _region_text("swapped-centre", AOI_CI_TINY, new))
+
+
+def c_cfg_bbox_min_above_max(tmp: Path, w: World) -> Callable[[], Any]:
+    return _load(tmp, "minmax", _region_text("minmax", AOI_CI_TINY, "aoi: [12.49, 42.01, 12.51, 41.99]"))
+
+
+def c_cfg_size_px_too_small(tmp: Path, w: World) -> Callable[[], Any]:
+    return _load(tmp, "tiny-px", _region_text("tiny-px", "size_px: [128, 128]", "size_px: [8, 8]"))
+
+
+def c_cfg_unknown_crs(tmp: Path, w: World) -> Callable[[], Any]:
+    return _load(tmp, "bad-crs", _region_text("bad-crs", extra="crs: EPSG:99999\n"))
+
+
+def c_cfg_negative_tolerance(tmp: Path, w: World) -> Callable[[], Any]:
+    return _load(tmp, "neg-tol", _region_text("neg-tol", "pair_tolerance_days: 3", "pair_tolerance_days: -1"))
+
+
+def c_cfg_cloud_cover_over_100(tmp: Path, w: World) -> Callable[[], Any]:
+    return _load(tmp, "cc", _region_text("cc", extra="max_cloud_cover: 150\n"))
+
+
+def c_cfg_unknown_source(tmp: Path, w: World) -> Callable[[], Any]:
+    return _load(tmp, "s3-src", _region_text("s3-src", "fetch: {source: demo, seed: 0}", "fetch: {source: s3}"))
+
+
+def c_cfg_bad_polarisation(tmp: Path, w: World) -> Callable[[], Any]:
+    return _load(tmp, "hh", _region_text("hh", "sar: {backend: native,", "sar: {polarisations: [HH], backend: native,"))
+
+
+def c_cfg_empty_file(tmp: Path, w: World) -> Callable[[], Any]:
+    return _load(tmp, "empty", "")
+
+
+def c_cfg_yaml_list(tmp: Path, w: World) -> Callable[[], Any]:
+    return _load(tmp, "a-list", "- region: a-list\n- dates: []\n")
+
+
+def c_cfg_yaml_syntax(tmp: Path, w: World) -> Callable[[], Any]:
+    return _load(tmp, "syntax", _region_text("syntax", "dates: [", "dates: [[["))
+
+
+def c_cfg_not_utf8(tmp: Path, w: World) -> Callable[[], Any]:
+    return _load(tmp, "latin1", _region_text("latin1").replace("Demo world", "D\u00e9mo world").encode("latin-1"))
+
+
+# local folders of real products (fixture clones)
+def _local_search(tmp: Path, folder: Path, aoi: tuple[float, float, float, float], day: str) -> Callable[[], Any]:
+    d = date.fromisoformat(day)
+    dates = [day, (d + timedelta(days=12)).isoformat(), (d + timedelta(days=24)).isoformat()]
+    fetch = {"source": "local", "local_dir": str(folder)}
+    return lambda: run_search(fetch, aoi, dates, 3, 100.0, tmp / "out/scenes.csv")
+
+
+def c_local_s2_l1c_only(tmp: Path, w: World) -> Callable[[], Any]:
+    (tmp / "mine").mkdir()
+    shutil.copyfile(fx.L1C_ZIP, tmp / "mine" / fx.L1C_ZIP.name)
+    return _local_search(tmp, tmp / "mine", fx.L1C_AOI, fx.L1C_DATE)
+
+
+def c_local_aws_pds_tile(tmp: Path, w: World) -> Callable[[], Any]:
+    tile = fx.clone(fx.S2_SAFE, tmp / "mine", name="0", skip=lambda rel: not rel.endswith("B04_60m.jp2"))
+    (tile / "tileInfo.json").write_text('{"path": "tiles/29/U/NU/2022/10/5/0"}')
+    return _local_search(tmp, tmp / "mine", fx.S2_AOI, fx.S2_DATE)
+
+
+def c_local_unnamed_folder_without_safe(tmp: Path, w: World) -> Callable[[], Any]:
+    fx.clone(fx.S1_SAFE, tmp / "mine", name="my-download")
+    return _local_search(tmp, tmp / "mine", fx.S1_SAFE_AOI, fx.S1_SAFE_DATE)
+
+
+def c_local_single_pol_1ssv(tmp: Path, w: World) -> Callable[[], Any]:
+    fx.clone(fx.S1_SAFE, tmp / "mine", name=fx.S1_SAFE.name.replace("_1SDV_", "_1SSV_"))
+    return _local_search(tmp, tmp / "mine", fx.S1_SAFE_AOI, fx.S1_SAFE_DATE)
+
+
+def c_local_grd_empty_measurement(tmp: Path, w: World) -> Callable[[], Any]:
+    (tmp / "mine").mkdir()
+    shutil.copyfile(fx.S1_ZIP, tmp / "mine" / fx.S1_ZIP.name)
+    return _local_search(tmp, tmp / "mine", fx.S1_ZIP_AOI, fx.S1_ZIP_DATE)
+
+
+def c_local_grd_missing_vh(tmp: Path, w: World) -> Callable[[], Any]:
+    fx.clone(fx.S1_SAFE, tmp / "mine")  # the sarsen product ships VV only
+    return _local_search(tmp, tmp / "mine", fx.S1_SAFE_AOI, fx.S1_SAFE_DATE)
+
+
+def c_local_grd_garbage_measurement(tmp: Path, w: World) -> Callable[[], Any]:
+    p = fx.clone(fx.S1_SAFE, tmp / "mine")
+    tiff = fx.one(p, r"^measurement/.*\.tiff$")
+    head = tiff.read_bytes()[:4096]
+    tiff.unlink()  # never write through the hard link to the fixture
+    tiff.write_bytes(head)  # a TIFF cut after its first 4 KiB
+
+    def call() -> None:
+        fetch = {"source": "local", "local_dir": str(tmp / "mine")}
+        d = fx.S1_SAFE_DATE
+        run_search(fetch, fx.S1_SAFE_AOI, [d, "2022-01-04", "2022-01-16"], 3, 100.0, tmp / "out/scenes.csv", ["VV"])
+
+    return call
+
+
+def c_local_s2_without_bands(tmp: Path, w: World) -> Callable[[], Any]:
+    fx.clone(fx.S2_SAFE, tmp / "mine", skip=lambda rel: "IMG_DATA" in rel)
+    return _local_search(tmp, tmp / "mine", fx.S2_AOI, fx.S2_DATE)
+
+
+def c_local_s1_slc(tmp: Path, w: World) -> Callable[[], Any]:
+    fx.clone(fx.S1_SAFE, tmp / "mine", name=fx.S1_SAFE.name.replace("_GRDH_1SDV_", "_SLC__1SDV_"))
+    return _local_search(tmp, tmp / "mine", fx.S1_SAFE_AOI, fx.S1_SAFE_DATE)
+
+
+def c_local_only_other_files(tmp: Path, w: World) -> Callable[[], Any]:
+    (tmp / "mine").mkdir()
+    (tmp / "mine" / "notes.txt").write_text("my products")
+    shutil.copyfile(fx.S1_SAFE.parent / "Rome-30m-DEM.tif", tmp / "mine" / "Rome-30m-DEM.tif")
+    return _local_search(tmp, tmp / "mine", fx.S1_SAFE_AOI, fx.S1_SAFE_DATE)
+
+
+def c_local_truncated_zip(tmp: Path, w: World) -> Callable[[], Any]:
+    (tmp / "mine").mkdir()
+    (tmp / "mine" / fx.S1_ZIP.name).write_bytes(fx.S1_ZIP.read_bytes()[:100_000])
+    return _local_search(tmp, tmp / "mine", fx.S1_ZIP_AOI, fx.S1_ZIP_DATE)
+
+
+def c_local_manifest_unparseable(tmp: Path, w: World) -> Callable[[], Any]:
+    p = fx.clone(fx.S1_SAFE, tmp / "mine")
+    fx.edit(p / "manifest.safe", lambda t: t[: len(t) // 2])
+    return _local_search(tmp, tmp / "mine", fx.S1_SAFE_AOI, fx.S1_SAFE_DATE)
+
+
+def c_local_manifest_bad_start_time(tmp: Path, w: World) -> Callable[[], Any]:
+    p = fx.clone(fx.S1_SAFE, tmp / "mine")
+    fx.edit(p / "manifest.safe", lambda t: re.sub(r"<safe:startTime>[^<]*<", "<safe:startTime>2021-13-45T99:00:00<", t))
+    return _local_search(tmp, tmp / "mine", fx.S1_SAFE_AOI, fx.S1_SAFE_DATE)
+
+
+def c_local_product_outside_dates(tmp: Path, w: World) -> Callable[[], Any]:
+    fx.clone(fx.S1_SAFE, tmp / "mine")
+    return _local_search(tmp, tmp / "mine", fx.S1_SAFE_AOI, "2022-06-01")
+
+
+def c_local_dir_is_a_file(tmp: Path, w: World) -> Callable[[], Any]:
+    shutil.copyfile(fx.S1_ZIP, tmp / fx.S1_ZIP.name)
+    return _local_search(tmp, tmp / fx.S1_ZIP.name, fx.S1_ZIP_AOI, fx.S1_ZIP_DATE)
+
+
+def _searched_zip(tmp: Path) -> tuple[LocalSource, Scene, Path]:
+    (tmp / "mine").mkdir()
+    user = tmp / "mine" / fx.S1_ZIP.name
+    shutil.copyfile(fx.S1_ZIP, user)
+    src = LocalSource(tmp / "mine")
+    (scene,) = src.search(SearchRequest(fx.S1_ZIP_AOI, [date.fromisoformat(fx.S1_ZIP_DATE)], 3.0))
+    return src, scene, user
+
+
+def c_local_replaced_by_another_product(tmp: Path, w: World) -> Callable[[], Any]:
+    src, scene, user = _searched_zip(tmp)
+    user.unlink()
+    shutil.copyfile(fx.S1_ZIP_2015, user)
+    return lambda: src.download(scene, tmp / "out" / user.name)
+
+
+def c_local_product_gone(tmp: Path, w: World) -> Callable[[], Any]:
+    src, scene, user = _searched_zip(tmp)
+    user.unlink()
+    return lambda: src.download(scene, tmp / "out" / user.name)
+
+
+def c_local_replaced_same_product(tmp: Path, w: World) -> Callable[[], Any]:
+    src, scene, user = _searched_zip(tmp)
+    user.unlink()
+    fx.rezip(fx.S1_ZIP, user.parent)  # same product, other bytes
+
+    def call() -> None:
+        out = src.download(scene, tmp / "dl" / user.name)
+        assert out.read_bytes() == user.read_bytes()
+
+    return call
+
+
+def c_local_unzipped_named_product(tmp: Path, w: World) -> Callable[[], Any]:
+    fx.clone(fx.S1_SAFE, tmp / "mine", name=fx.S1_SAFE.stem)
+
+    def call() -> None:
+        (scene,) = LocalSource(tmp / "mine").search(
+            SearchRequest(
+                fx.S1_SAFE_AOI, [date.fromisoformat(fx.S1_SAFE_DATE)], 3.0, polarisations=("VV",), check_complete=True
+            )
+        )
+        assert scene.product_id == fx.S1_SAFE.stem
+
+    return call
+
+
+# scene choice
+def c_scene_footprint_other_side_of_globe(tmp: Path, w: World) -> Callable[[], Any]:
+    """The only candidates lie across the antimeridian and over Angola: none may be chosen for Rome."""
+    s1 = next(
+        iter(
+            LocalSource(fx.clone(fx.S1_SAFE, tmp / "s1").parent).search(
+                SearchRequest(fx.S1_SAFE_AOI, [date(2021, 12, 23)], 3.0)
+            )
+        )
+    )
+    across = "POLYGON ((179.2 -17.5, -179.4 -17.3, -179.1 -15.9, 179.5 -16.1, 179.2 -17.5))"
+    angola = "POLYGON ((13.0 -12.0, 14.0 -12.0, 14.0 -11.0, 13.0 -11.0, 13.0 -12.0))"
+    cands = [
+        dataclasses.replace(s1, footprint_wkt=across),
+        dataclasses.replace(s1, product_id=s1.product_id + "X", footprint_wkt=angola),
+    ]
+    return lambda: select_scenes(cands, SearchRequest(fx.S1_SAFE_AOI, [date(2021, 12, 23)], 3.0))
+
+
+def c_scene_unknown_cloud_cover(tmp: Path, w: World) -> Callable[[], Any]:
+    folder = tmp / "s2"
+    old = "<Cloud_Coverage_Assessment>59.769726</Cloud_Coverage_Assessment>"
+    for suffix, cover in (("164455", None), ("164456", "2.0")):
+        p = fx.clone(
+            fx.S2_SAFE,
+            folder,
+            name=fx.S2_SAFE.name.replace("164454", suffix),
+            skip=lambda rel: rel.startswith("GRANULE"),
+        )
+        fx.edit(
+            p / "MTD_MSIL2A.xml",
+            lambda t, c=cover: t.replace(
+                old, "" if c is None else f"<Cloud_Coverage_Assessment>{c}</Cloud_Coverage_Assessment>"
+            ),
+        )
+    req = SearchRequest(fx.S2_AOI, [date.fromisoformat(fx.S2_DATE)], 3.0)
+    s2 = LocalSource(folder).search(req)
+
+    def call() -> None:
+        s1 = dataclasses.replace(s2[0], product_id="S1A_X", mission="S1A", product_type="IW_GRDH_1S", cloud_cover=None)
+        assert select_scenes([s1, *s2], req)[1].cloud_cover == 2.0
+
+    return call
+
+
+def c_scene_one_product_three_dates(tmp: Path, w: World) -> Callable[[], Any]:
+    (s1,) = LocalSource(fx.clone(fx.S1_SAFE, tmp / "s1").parent).search(
+        SearchRequest(fx.S1_SAFE_AOI, [date(2021, 12, 23)], 3.0)
+    )
+    s2 = dataclasses.replace(s1, product_id="S2A_X", mission="S2A", product_type="S2MSI2A", cloud_cover=1.0)
+    days = [date(2021, 12, 22), date(2021, 12, 23), date(2021, 12, 24)]
+
+    def call() -> None:
+        chosen = select_scenes([s1, s2], SearchRequest(fx.S1_SAFE_AOI, days, 3.0))
+        assert all("shared with" in c.reason for c in chosen)
+
+    return call
+
+
+# credentials
+def c_cdse_no_credentials(tmp: Path, w: World) -> Callable[[], Any]:
+    return lambda: resolve_credentials({}, tmp / ".netrc", "identity.dataspace.copernicus.eu")
+
+
+def c_netrc_unparseable(tmp: Path, w: World) -> Callable[[], Any]:
+    netrc = tmp / ".netrc"
+    netrc.write_text('machine identity.dataspace.copernicus.eu login me password hunter2-secret extra-junk "\n')
+    return lambda: resolve_credentials({}, netrc, "identity.dataspace.copernicus.eu")
+
+
+# S1/S2 metadata damaged as the fuzzer did (tests/test_84_fuzz_safe.py), deterministic
+def _s1_meta(tmp: Path, pattern: str, fn: Callable[[str], str]) -> Callable[[], Any]:
+    p = fx.clone(fx.S1_SAFE, tmp / "p")
+    fx.edit(fx.one(p, pattern), fn)
+    return lambda: run_calibrate(
+        p, make_centered_grid((12.50, 42.00), (N, N)), tmp / "out/cal.nc", polarisations=("VV",), margin_px=8
+    )
+
+
+def c_noise_value_not_a_number(tmp: Path, w: World) -> Callable[[], Any]:
+    return _s1_meta(tmp, r"calibration/noise-", lambda t: re.sub(r"<line>\d+</line>", "<line>1 2 3</line>", t, count=1))
+
+
+def c_noise_value_nan(tmp: Path, w: World) -> Callable[[], Any]:
+    return _s1_meta(tmp, r"calibration/noise-", lambda t: re.sub(r"(<noiseRangeLut[^>]*>)(\S+)", r"\1nan", t, count=1))
+
+
+def c_annotation_lines_nan(tmp: Path, w: World) -> Callable[[], Any]:
+    return _s1_meta(
+        tmp, r"^annotation/s1b-", lambda t: re.sub(r"<numberOfLines>\d+<", "<numberOfLines>nan<", t, count=1)
+    )
+
+
+def c_annotation_without_geolocation(tmp: Path, w: World) -> Callable[[], Any]:
+    return _s1_meta(
+        tmp,
+        r"^annotation/s1b-",
+        lambda t: re.sub(r"<geolocationGridPoint>.*?</geolocationGridPoint>", "", t, flags=re.S),
+    )
+
+
+def c_calibration_vector_truncated(tmp: Path, w: World) -> Callable[[], Any]:
+    return _s1_meta(
+        tmp, r"calibration/calibration-", lambda t: re.sub(r"(<sigmaNought[^>]*>)(\S+ \S+ )", r"\1", t, count=1)
+    )
+
+
+def c_s2_offset_not_a_number(tmp: Path, w: World) -> Callable[[], Any]:
+    p = fx.clone(fx.S2_SAFE, tmp / "p")
+    fx.edit(p / "MTD_MSIL2A.xml", lambda t: re.sub(r'(<BOA_ADD_OFFSET band_id="2">)[^<]*', r"\1abc", t))
+    return lambda: run_l2a(p, make_centered_grid((-8.3123, 52.9726), (N, N)), tmp / "out/s2.tif")
+
+
+def c_zero_noise_tables(tmp: Path, w: World) -> Callable[[], Any]:
+    p = fx.clone(fx.S1_SAFE, tmp / "p")
+    fx.edit(fx.one(p, r"calibration/noise-"), fx.zero_noise)
+
+    def call() -> None:
+        run_calibrate(
+            p, make_centered_grid((12.50, 42.00), (N, N)), tmp / "cal/cal.nc", polarisations=("VV",), margin_px=8
+        )
+        with xr.open_dataset(tmp / "cal/cal.nc") as ds:
+            assert int(ds.attrs["thermal_noise_removed"]) == 0
+
+    return call
+
+
 # --------------------------------------------------------------------------------------------- the matrix
 @dataclass(frozen=True)
 class Case:
@@ -645,6 +1091,68 @@ CASES = [
         )
     ),
     _ok(Case(c_cfg_bad_device, ConfigError, ("bad-device.yaml", "train.device"), output="results")),
+]
+
+
+# issue 13 (round two): config loading, local folders, scene choice, credentials, damaged metadata
+S1F, S1Z, S2F = fx.S1_SAFE.name, fx.S1_ZIP.name, fx.S2_SAFE.name
+CASES += [
+    _ok(Case(c_cfg_impossible_date_unquoted, ConfigError, ("bad-feb30.yaml", "2022-02-30"), output="results")),
+    _ok(Case(c_cfg_antimeridian_center, ConfigError, ("bad-am-centre.yaml", "antimeridian"), output="results")),
+    _ok(Case(c_target_unknown_experiment, ConfigError, ("ci-tiny.yaml", "'nope'"), output="results")),
+    _ok(Case(c_target_unconfigured_date, ConfigError, ("ci-tiny.yaml", "2030-01-01"), output="results")),
+    _ok(Case(c_cfg_antimeridian_bbox, ConfigError, ("am-bbox.yaml", "antimeridian"))),
+    _ok(Case(c_cfg_dates_unsorted, ConfigError, ("unsorted.yaml", "dates"))),
+    _ok(Case(c_cfg_dates_duplicate, ConfigError, ("dup-dates.yaml", "dates"))),
+    _ok(Case(c_cfg_date_not_a_date, ConfigError, ("yesterday.yaml", "dates.0"))),
+    _ok(Case(c_cfg_target_not_in_dates, ConfigError, ("target-out.yaml", "target"))),
+    _ok(Case(c_cfg_guide_not_in_dates, ConfigError, ("guide-out.yaml", "guides"))),
+    _ok(Case(c_cfg_duplicate_experiment, ConfigError, ("dup-exp.yaml", "experiments"))),
+    _ok(Case(c_cfg_region_name_mismatch, ConfigError, ("named-wrong.yaml", "region"))),
+    _ok(Case(c_cfg_bbox_lat_lon_swapped, ConfigError, ("swapped.yaml", "aoi"))),
+    _ok(Case(c_cfg_center_lat_lon_swapped, ConfigError, ("swapped-centre.yaml", "aoi.center"))),
+    _ok(Case(c_cfg_bbox_min_above_max, ConfigError, ("minmax.yaml", "aoi"))),
+    _ok(Case(c_cfg_size_px_too_small, ConfigError, ("tiny-px.yaml", "aoi"))),
+    _ok(Case(c_cfg_unknown_crs, ConfigError, ("bad-crs.yaml", "crs"))),
+    _ok(Case(c_cfg_negative_tolerance, ConfigError, ("neg-tol.yaml", "pair_tolerance_days"))),
+    _ok(Case(c_cfg_cloud_cover_over_100, ConfigError, ("cc.yaml", "max_cloud_cover"))),
+    _ok(Case(c_cfg_unknown_source, ConfigError, ("s3-src.yaml", "fetch.source"))),
+    _ok(Case(c_cfg_bad_polarisation, ConfigError, ("hh.yaml", "sar.polarisations"))),
+    _ok(Case(c_cfg_empty_file, ConfigError, ("empty.yaml",))),
+    _ok(Case(c_cfg_yaml_list, ConfigError, ("a-list.yaml",))),
+    _ok(Case(c_cfg_yaml_syntax, ConfigError, ("syntax.yaml",))),
+    _ok(Case(c_cfg_not_utf8, ConfigError, ("latin1.yaml", "UTF-8"))),
+    _ok(Case(c_local_s2_l1c_only, FetchError, (fx.L1C_ZIP.name, "Level-1C"))),
+    _ok(Case(c_local_aws_pds_tile, FetchError, ("tileInfo.json", "AWS"))),
+    _ok(Case(c_local_unnamed_folder_without_safe, FetchError, ("my-download", ".SAFE"))),
+    _ok(Case(c_local_single_pol_1ssv, FetchError, ("_1SSV_", "sar.polarisations"))),
+    _ok(Case(c_local_grd_empty_measurement, FetchError, (S1Z, "measurement"))),
+    _ok(Case(c_local_grd_missing_vh, FetchError, (S1F, "VH"))),
+    _ok(Case(c_local_grd_garbage_measurement, FetchError, (S1F, "measurement/s1b-iw-grd-vv"))),
+    _ok(Case(c_local_s2_without_bands, FetchError, (S2F, "incomplete"))),
+    _ok(Case(c_local_s1_slc, FetchError, ("_SLC__", "IW GRDH"))),
+    _ok(Case(c_local_only_other_files, FetchError, ("notes.txt", "Rome-30m-DEM.tif"))),
+    _ok(Case(c_local_truncated_zip, FetchError, (S1Z, "not a readable zip"))),
+    _ok(Case(c_local_manifest_unparseable, FetchError, (S1F, "manifest.safe"))),
+    _ok(Case(c_local_manifest_bad_start_time, FetchError, (S1F, "manifest.safe"))),
+    _ok(Case(c_local_product_outside_dates, FetchError, (S1F, "pair_tolerance_days"))),
+    _ok(Case(c_local_dir_is_a_file, FetchError, ("fetch.local_dir", S1Z))),
+    _ok(Case(c_local_replaced_by_another_product, FetchError, (S1Z, "--forcerun search"))),
+    _ok(Case(c_local_product_gone, FetchError, (S1Z, "gone"))),
+    _ok(Case(c_local_replaced_same_product, None, ())),
+    _ok(Case(c_local_unzipped_named_product, None, ())),
+    _ok(Case(c_scene_footprint_other_side_of_globe, FetchError, ("2021-12-23", "outside the AOI"))),
+    _ok(Case(c_scene_unknown_cloud_cover, None, ())),
+    _ok(Case(c_scene_one_product_three_dates, None, ())),
+    _ok(Case(c_cdse_no_credentials, ConfigError, ("CDSE_USERNAME", ".netrc"))),
+    _ok(Case(c_netrc_unparseable, ConfigError, (".netrc",), forbidden=("hunter2-secret",))),
+    _ok(Case(c_noise_value_not_a_number, ProductError, (S1F, "noise-s1b-iw-grd-vv"))),
+    _ok(Case(c_noise_value_nan, ProductError, (S1F, "noise-s1b-iw-grd-vv", "non-finite"))),
+    _ok(Case(c_annotation_lines_nan, ProductError, (S1F, "annotation/s1b-iw-grd-vv"))),
+    _ok(Case(c_annotation_without_geolocation, ProductError, (S1F, "annotation/s1b-iw-grd-vv", "geolocation"))),
+    _ok(Case(c_calibration_vector_truncated, ProductError, (S1F, "calibration-s1b-iw-grd-vv"))),
+    _ok(Case(c_s2_offset_not_a_number, ProductError, (S2F, "MTD_MSIL2A.xml"))),
+    _ok(Case(c_zero_noise_tables, None, ())),
 ]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import shutil
 import zipfile
 from datetime import date, timedelta
@@ -41,7 +42,7 @@ from pipeline_lib.errors import ConfigError, FetchError
 from pipeline_lib.fetch import run_search
 from pipeline_lib.fetch.base import Scene, SearchRequest, footprint_intersects, select_scenes
 from pipeline_lib.fetch.credentials import credentials_source, missing_credentials_warning, resolve_credentials
-from pipeline_lib.fetch.local import LocalSource
+from pipeline_lib.fetch.local import LocalSource, product_state
 from pipeline_lib.grid import make_centered_grid
 from pipeline_lib.sar import run_calibrate
 from pipeline_lib.sar.noise import is_void, parse_noise
@@ -97,6 +98,18 @@ def test_footprint_across_the_antimeridian_does_not_cover_the_globe() -> None:
     assert footprint_intersects(fp, (179.9, -16.95, 179.95, -16.9))
     assert footprint_intersects(fp, (-179.5, -16.95, -179.45, -16.9))
     assert not footprint_intersects(fp, (13.0, -12.0, 13.1, -11.9))  # Angola
+
+
+def test_local_product_across_the_antimeridian_matches_only_its_side(tmp_path: Path) -> None:
+    folder = tmp_path / "mine"
+    p = clone(S1_SAFE, folder)
+    across = "-17.5,179.2 -17.3,-179.4 -15.9,-179.1 -16.1,179.5"
+    edit(p / "manifest.safe", lambda t: re.sub(r"<gml:coordinates>[^<]*<", f"<gml:coordinates>{across}<", t))
+    src = LocalSource(folder)
+    assert len(src.search(_req((179.9, -16.95, 179.95, -16.9), S1_SAFE_DATE))) == 1
+    assert len(src.search(_req((-179.5, -16.95, -179.45, -16.9), S1_SAFE_DATE))) == 1
+    assert src.search(_req((13.0, -12.0, 13.1, -11.9), S1_SAFE_DATE)) == []  # Angola
+    assert "does not intersect the AOI" in src.rejected[0][1]
 
 
 # ------------------------------------------------------------------------------------ 2. all-zero noise
@@ -272,11 +285,23 @@ def test_replaced_local_product_is_used_on_rerun(tmp_path: Path, caplog: pytest.
     assert str(user_zip) in str(info.value) and "--forcerun search" in str(info.value)
 
 
-def test_download_rule_takes_the_users_file_as_input() -> None:
+def test_product_state_changes_when_the_user_replaces_the_product(tmp_path: Path) -> None:
+    folder = tmp_path / "mine"
+    user = clone(S1_SAFE, folder)
+    before = product_state(user)
+    assert product_state(user) == before  # stable
+    shutil.copytree(user, tmp_path / "copy", copy_function=shutil.copy2)  # same bytes and times
+    shutil.rmtree(user)
+    shutil.copytree(tmp_path / "copy", user, copy_function=shutil.copy2)
+    assert product_state(user) != before  # new files (inodes), even with preserved times
+    zipped = folder / S1_ZIP.name
+    shutil.copyfile(S1_ZIP, zipped)
+    z0 = product_state(zipped)
+    zipped.unlink()
+    rezip(S1_ZIP, folder)
+    assert product_state(zipped) != z0 and product_state(folder / "gone.zip") == "absent"
     smk = (REPO / "workflow/rules/fetch.smk").read_text()
-    assert smk.count("local=local_product_input") == 2
-    common = (REPO / "workflow/rules/common.smk").read_text()
-    assert 'scene.source == "local"' in common and "return [scene.uri]" in common
+    assert smk.count("local_state=local_product_state") == 2
 
 
 # ------------------------------------------------------------------------------------ 8. credentials

@@ -97,3 +97,22 @@ def test_aoi_outside_every_product_fails_the_search(tmp_path: Path) -> None:
     assert r.returncode != 0
     _one_error_line(r.stderr, "AOI")
     assert not (work / "results/nowhere/scenes.csv").exists()
+
+
+def test_replaced_local_product_reruns_its_download(tmp_path: Path, local_products: Path) -> None:
+    """Issue 13, case 7: the user replaces a product in their folder; a plain rerun uses the new copy."""
+    work = _workdir(tmp_path, local_products)
+    snakemake(work, "--cores", "1", "results/local-tiny/scenes.csv")
+    user = next((work.parent / "local").glob("S1B_*20220104T*.SAFE"))
+    target = f"results/local-tiny/raw/{user.name}"
+    snakemake(work, "--cores", "1", target)
+    raw = work / target
+    assert (raw / "manifest.safe").samefile(user / "manifest.safe")  # hard-linked
+    assert "Nothing to be done" in snakemake(work, "-n", "--cores", "1", target).stdout
+    shutil.rmtree(user)  # replaced by a fresh copy of the same product (new files, new times)
+    shutil.copytree(local_products / user.name, user)
+    dry = snakemake(work, "-n", "--cores", "1", target)
+    assert "download_safe" in dry.stdout, dry.stdout[-3000:]
+    snakemake(work, "--cores", "1", target)
+    assert (raw / "manifest.safe").samefile(user / "manifest.safe")  # the new copy, not the stale one
+    _no_partial_files(work / "results" / "local-tiny")

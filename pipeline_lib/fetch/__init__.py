@@ -7,6 +7,7 @@ are the entry points of the ``search`` checkpoint and the ``download`` rule.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
@@ -16,6 +17,8 @@ from pipeline_lib.errors import ConfigError, FetchError, SceneNotFoundError
 from pipeline_lib.fetch.base import Scene, SearchRequest, Source, read_scene_table, select_scenes, write_scene_table
 
 __all__ = ["make_source", "run_search", "run_download"]
+
+log = logging.getLogger(__name__)
 
 
 def make_source(name: str, settings: dict[str, Any]) -> Source:
@@ -96,6 +99,8 @@ def run_search(
             if rejected:
                 raise SceneNotFoundError(f"{exc}; also, {rejected}") from None
             raise
+    if rejected:
+        log.warning("%s (each with its reason above)", rejected)
     chosen = [dataclasses.replace(s, source=s.source or fetch["source"]) for s in chosen]
     write_scene_table(chosen, out_csv)
     return chosen

@@ -154,11 +154,12 @@ def select_scenes(candidates: Sequence[Scene], request: SearchRequest) -> list[S
     tolerance; that is logged as a warning (the dates then share one acquisition).
     """
     tol = request.pair_tolerance_days
-    usable = []
+    usable, outside = [], []
     for c in _dedupe(candidates):
         if footprint_intersects(c.footprint_wkt, request.aoi_lonlat):
             usable.append(c)
         else:
+            outside.append(c)
             log.info("%s: footprint does not intersect the AOI %s; not selected", c.product_id, request.aoi_lonlat)
     s1 = [c for c in usable if c.is_s1]
     s2 = [c for c in usable if not c.is_s1]
@@ -196,6 +197,9 @@ def select_scenes(candidates: Sequence[Scene], request: SearchRequest) -> list[S
             if not ok:
                 nearby = sorted(pool, key=lambda c: near(c, d))[:5]
                 found = ", ".join(f"{c.product_id} ({c.sensing_time:%Y-%m-%d})" for c in nearby) or "nothing"
+                far = sum(1 for c in outside if c.is_s1 == kind.endswith("GRD"))
+                if far:
+                    found += f" ({far} candidate{'s' if far > 1 else ''} with a footprint outside the AOI ignored)"
                 raise SceneNotFoundError(
                     f"date {d.isoformat()}: no {kind} scene within pair_tolerance_days={tol:g}"
                     f"{' on relative orbit ' + str(best_orbit) if kind.endswith('GRD') and best_orbit else ''}; found nearby: {found}; "

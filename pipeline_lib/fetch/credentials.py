@@ -116,7 +116,7 @@ def resolve_credentials(
         creds = credentials_from_netrc(netrc_path, host)
     if creds is None:
         raise ConfigError(
-            f"no Copernicus Data Space credentials: export {env_vars.replace('/', ' and ')}, "
+            f"no Copernicus Data Space credentials; export {env_vars.replace('/', ' and ')}, "
             f"or add 'machine {host} login ... password ...' to {netrc_path or '~/.netrc'}"
         )
     log.info(

@@ -30,10 +30,10 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from xml.etree.ElementTree import Element
 
-from shapely.geometry import Polygon, box
+from shapely.geometry import Polygon
 
 from pipeline_lib.errors import FetchError, ProductError
-from pipeline_lib.fetch.base import S1_PRODUCT_TYPE, S2_PRODUCT_TYPE, Scene, SearchRequest
+from pipeline_lib.fetch.base import S1_PRODUCT_TYPE, S2_PRODUCT_TYPE, Scene, SearchRequest, footprint_intersects
 from pipeline_lib.guard import corrupt_metadata
 from pipeline_lib.safe import ProductReader, open_product
 
@@ -168,6 +168,24 @@ def product_checksum(path: Path) -> tuple[int, str]:
     return size, "md5:" + md5.hexdigest()
 
 
+def product_state(path: Path) -> str:
+    """A fingerprint of a product on disk from ``stat`` only: (relative path, inode, size, mtime) of every file.
+
+    Changes when the user replaces the product (new inodes, even with preserved times, e.g. ``cp -a``)
+    or edits a file; "absent" when it is gone. The download rule takes it as a parameter, so a plain
+    rerun re-links a replaced product (issue 13, case 7) without hashing gigabytes at DAG time.
+    """
+    if not path.exists():
+        return "absent"
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    h = hashlib.md5(usedforsecurity=False)
+    for f in files:
+        st = f.stat()
+        rel = "." if f == path else f.relative_to(path).as_posix()
+        h.update(f"{rel}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
 def _near_dates(t: datetime, dates: list[date], tolerance_days: float) -> bool:
     noon = [datetime(d.year, d.month, d.day, 12, tzinfo=UTC) for d in dates]
     return any(abs(t - n) <= timedelta(days=tolerance_days + 1.0) for n in noon)
@@ -246,9 +264,34 @@ def s1_problem(reader: ProductReader, info: ProductInfo, polarisations: tuple[st
     for pol in polarisations:
         for kind, pattern in _KIND_PATTERNS.items():
             rx = re.compile(pattern.format(pol=pol.lower()))
-            if not any(rx.search(mb) for mb in members):
+            hits = [mb for mb in members if rx.search(mb)]
+            if not hits:
                 where = "measurement/ has" if kind == "measurement" else "annotation has"
                 return f"incomplete: {where} no {kind} file for {pol}; replace it with a complete copy of the product"
+            if kind == "measurement":
+                problem = _raster_header_problem(reader, hits[0])
+                if problem:
+                    return problem
+    return None
+
+
+def _raster_header_problem(reader: ProductReader, member: str) -> str | None:
+    """Open a raster member and, in a folder, read its last line (cheap: ESA GRD TIFFs are one strip per
+    line): an empty, garbage or truncated TIFF is caught at search time. In a zip only the header is read
+    (a deflated member would have to be inflated up to its end; the download verifies every CRC)."""
+    import rasterio
+    import rasterio.errors
+    from rasterio.windows import Window
+
+    try:
+        with rasterio.open(reader.gdal_path(member)) as ds:
+            if ds.width <= 0 or ds.height <= 0:
+                return f"incomplete: {member} has no pixels; replace it with a complete copy of the product"
+            if not reader.is_zip:
+                ds.read(1, window=Window(0, ds.height - 1, ds.width, 1))
+    except (rasterio.errors.RasterioError, ProductError) as exc:
+        first = " ".join(str(exc).split())[:120]
+        return f"unreadable {member} ({first}); replace it with a complete copy of the product"
     return None
 
 
@@ -312,21 +355,23 @@ class LocalSource:
         the reason (and logged); :meth:`summary` condenses it to one line.
         """
         self.rejected = []
-        aoi = box(*request.aoi_lonlat)
         scenes = []
         for path in self._candidates():
             try:
                 reader = open_product(path)
+                with reader:
+                    scene = self._examine(path, reader, request)
             except ProductError as exc:
                 self._reject(path, f"unreadable ({exc})")
                 continue
-            with reader:
-                scene = self._examine(path, reader, request, aoi)
+            except OSError as exc:  # permissions, a vanished file: the user's file, one line
+                self._reject(path, f"unreadable ({type(exc).__name__}: {exc.strerror or exc}); check its permissions")
+                continue
             if scene is not None:
                 scenes.append(scene)
         return scenes
 
-    def _examine(self, path: Path, reader: ProductReader, request: SearchRequest, aoi: Polygon) -> Scene | None:
+    def _examine(self, path: Path, reader: ProductReader, request: SearchRequest) -> Scene | None:
         """The scene of one candidate product, or None after recording why it was rejected."""
         try:
             info = describe_product(reader)
@@ -336,7 +381,10 @@ class LocalSource:
         if info is None:
             self._reject(path, _not_usable_reason(reader))
             return None
-        if len(info.footprint_lonlat) < 3 or not Polygon(info.footprint_lonlat).intersects(aoi):
+        # footprint_intersects: a footprint written across 180° matches AOIs on its side only
+        if len(info.footprint_lonlat) < 3 or not footprint_intersects(
+            _polygon_wkt(info.footprint_lonlat), request.aoi_lonlat
+        ):
             self._reject(path, f"its footprint does not intersect the AOI {_fmt_box(request.aoi_lonlat)}", logging.INFO)
             return None
         if not _near_dates(info.sensing_time, list(request.dates), request.pair_tolerance_days):
@@ -420,7 +468,11 @@ class LocalSource:
                     _remove(tmp)
                     tmp.symlink_to(src.resolve(), target_is_directory=True)
             size, md5 = product_checksum(tmp)
-            with open_product(tmp) as reader:
+            try:
+                opened = open_product(tmp)
+            except ProductError as exc:  # name the user's file, not our temporary copy under results/
+                raise ProductError(str(exc).replace(str(tmp), str(src))) from None
+            with opened as reader:
                 if (scene.size_bytes and size != scene.size_bytes) or (scene.checksum and md5 != scene.checksum):
                     # The user replaced the file in their folder (e.g. after a failed run): the same product
                     # (same name, same acquisition) is used as it is now; anything else needs a new search.
@@ -433,7 +485,10 @@ class LocalSource:
                         scene.product_id,
                     )
                 if reader.is_zip:
-                    reader.verify()
+                    try:
+                        reader.verify()
+                    except ProductError as exc:
+                        raise ProductError(str(exc).replace(str(tmp), str(src))) from None
             _remove(dest)
             os.replace(tmp, dest)
         except BaseException:

@@ -79,7 +79,7 @@ class Grid:
             # The edge crosses ±180°: a min/max box would span the other side of the globe (issue 13).
             raise ConfigError(
                 f"aoi: the grid {tuple(round(b) for b in self.bounds)} in {self.crs} crosses the antimeridian "
-                "(180°), which is not supported; move the AOI to one side of 180° or split it into two regions"
+                "(180°), which is not supported; choose an AOI on one side of 180° or split it into two regions"
             )
         return (west, float(np.min(lat)), east, float(np.max(lat)))
 

@@ -106,7 +106,13 @@ def experiment_cfg(region, name):
     for exp in region_cfg(region)["experiments"]:
         if exp["name"] == name:
             return exp
-    raise ValueError(f"experiment {name!r} is not configured for region {region!r}")
+    names = ", ".join(e["name"] for e in region_cfg(region)["experiments"])
+    _fail(
+        ConfigError(
+            f"{config['regions_dir']}/{region}.yaml: experiments: {name!r} is not configured; "
+            f"add it or use one of: {names}"
+        )
+    )
 
 
 def experiment_dates(region, name):
@@ -122,12 +128,16 @@ def scenes_for(wildcards):
     return read_scene_table(table)
 
 
-def local_product_input(wildcards):
-    """The user's own product behind a `local` scene (so replacing it reruns the download); none otherwise."""
+def local_product_state(wildcards):
+    """Fingerprint of the user's own product behind a `local` scene ("" for other sources): a params
+    value, so replacing or editing the product in fetch.local_dir reruns its download (issue 13).
+    """
+    from pipeline_lib.fetch.local import product_state
+
     for scene in scenes_for(wildcards):
         if scene.product_id == wildcards.product and scene.source == "local":
-            return [scene.uri]
-    return []
+            return product_state(Path(scene.uri))
+    return ""
 
 
 def product_path(region, scene):
@@ -143,6 +153,14 @@ def product_for(mission_prefix):
     """Input function: the product selected for {date} of the given mission family (S1 or S2)."""
 
     def get(wildcards):
+        dates = region_cfg(wildcards.region)["dates"]
+        if wildcards.date not in dates:
+            _fail(
+                ConfigError(
+                    f"{config['regions_dir']}/{wildcards.region}.yaml: dates: {wildcards.date} is not a "
+                    f"configured date; add it to dates or use one of {', '.join(dates)}"
+                )
+            )
         for scene in scenes_for(wildcards):
             if scene.date == wildcards.date and scene.mission.startswith(
                 mission_prefix

@@ -27,7 +27,6 @@ checkpoint search:
 rule download_safe:
     input:
         table="results/{region}/scenes.csv",
-        local=local_product_input,
     output:
         directory("results/{region}/raw/{product}.SAFE"),
     log:
@@ -42,6 +41,7 @@ rule download_safe:
         downloads=1,
     params:
         fetch=rcfg("fetch"),
+        local_state=local_product_state,
     script:
         "../scripts/download.py"
 
@@ -49,7 +49,6 @@ rule download_safe:
 rule download_zip:
     input:
         table="results/{region}/scenes.csv",
-        local=local_product_input,
     output:
         "results/{region}/raw/{product}.zip",
     log:
@@ -64,5 +63,6 @@ rule download_zip:
         downloads=1,
     params:
         fetch=rcfg("fetch"),
+        local_state=local_product_state,
     script:
         "../scripts/download.py"
