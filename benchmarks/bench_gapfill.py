@@ -81,7 +81,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--patch", type=int, default=32)
-    ap.add_argument("--variant", default="tirsit_noadv")
+    ap.add_argument("--variant", default="no_uc_sg")
     ap.add_argument("--pair-days", type=float, default=3.5)
     ap.add_argument("--max-dates", type=int, default=12)
     ap.add_argument("--out", type=Path, default=Path("gapfill_bench.json"))

@@ -272,7 +272,7 @@ def test_gapfill_config_defaults_and_errors(tmp_path: Path) -> None:
     repo = Path(__file__).resolve().parents[1]
     demo = load_region("demo", repo / "config" / "regions")
     g = demo["gapfill"]
-    assert g["swir"] == "chained" and g["variant"] == "tirsit_noadv" and g["evaluate"]["max_dates"] == 8
+    assert g["swir"] == "chained" and g["variant"] == "no_uc_sg" and g["evaluate"]["max_dates"] == 8
     assert fill_params(g) == FillParams(max_steps=60)
     assert gapfill_dates(demo["dates"], g) == demo["dates"]
     assert gapfill_dates(demo["dates"], {**g, "range": ["2022-01-01", "2022-01-20"]}) == ["2022-01-04", "2022-01-16"]
@@ -304,7 +304,7 @@ def test_report_section_and_workflow_metrics(models: dict[str, dict], tmp_path: 
     for task in ("sar_to_visible", "visible_to_swir"):
         ckpts[task] = tmp_path / f"{task}.pt"
         save_model(models[task], ckpts[task])
-    cfg = {"swir": "chained", "variant": "tirsit_noadv", "evaluate": {"max_dates": 8, "min_clear": 0.95}}
+    cfg = {"swir": "chained", "variant": "no_uc_sg", "evaluate": {"max_dates": 8, "min_clear": 0.95}}
     out = run_gapfill_evaluate(
         s1p, s2p, ckpts, fills, tmp_path / "gapfill" / "metrics.json", cfg, {"tile_px": 64, "overlap_px": 0}, 1
     )

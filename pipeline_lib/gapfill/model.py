@@ -88,7 +88,7 @@ SERIES_TASKS: dict[str, SeriesTask] = {
 class FillParams:
     """Settings of the gap-fill model (schema ``gapfill``); checks in one place."""
 
-    variant: str = "tirsit_noadv"
+    variant: str = "no_uc_sg"  # best on the demo (README: the L_con shortcut of the guided variants)
     guides: int = 2  # guide dates per pixel
     both_sides: bool = True  # first two guides: nearest clear before and after
     pair_window: int = 4  # training guides among the nearest clear dates of i
