@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -264,14 +264,28 @@ def compute_offsets(
         reference_date = common[0] if common else (all_dates[0] if all_dates else None)
     if reference_date is None:
         raise ValueError("compute_offsets: no S1 or S2 dates given")
-    entries: list[dict[str, Any]] = []
-    corr: dict[str, dict[str, list[float]]] = {"s1": {}, "s2": {}}
+    intra = _intra_offsets(s1, s2, reference_date, threshold_px, min_quality)
+    cross = {d: _cross_offset(s1[d], s2[d], d, threshold_px, min_quality) for d in common}
+    return {
+        "reference_date": reference_date,
+        "reference": f"s2:{reference_date}",
+        "threshold_px": threshold_px,
+        "min_quality": min_quality,
+        "method": "phase correlation, Tukey window, upsampled DFT (Guizar-Sicairos 2008), 1/100 px",
+        "convention": "mov(y, x) = ref(y - dy, x - dx); correct with shift_image(mov, -dy, -dx)",
+        "entries": [*intra.values(), *cross.values()],
+        "corrections": _corrections(sorted(s1), sorted(s2), reference_date, intra, cross),
+    }
 
-    def offset_of(entry: dict[str, Any] | None) -> tuple[float, float]:
-        if entry is None or not entry["corrected"]:
-            return 0.0, 0.0
-        return float(entry["dy"]), float(entry["dx"])
 
+def _intra_offsets(
+    s1: Mapping[str, Mapping[str, np.ndarray]],
+    s2: Mapping[str, Mapping[str, np.ndarray]],
+    reference_date: str,
+    threshold_px: float,
+    min_quality: float,
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every date vs the reference date within each modality (S1 VV dB; S2 B04 on pixels valid in both)."""
     intra: dict[tuple[str, str], dict[str, Any]] = {}
     for kind, images, band in (("s1", s1, S1_BAND), ("s2", s2, S2_BAND)):
         if reference_date not in images:
@@ -287,48 +301,58 @@ def compute_offsets(
                 valid = None if vr is None or vm is None else (vr & vm)
             e = measure_offset(ref[band], mov[band], valid=valid, threshold_px=threshold_px, min_quality=min_quality)
             e.update(kind=kind, date=d, reference=f"{kind}:{reference_date}", moving=f"{kind}:{d}", band=band)
-            entries.append(e)
             intra[(kind, d)] = e
-    cross: dict[str, dict[str, Any]] = {}
-    for d in common:
-        b2 = s2[d]
-        opt = b2.get(S2_CROSS_BAND, b2[S2_BAND]).copy()
-        v2 = _s2_valid(b2)
-        if v2 is not None:
-            opt[~v2] = np.nan
-        e = measure_offset(
-            gradient_magnitude(opt),
-            gradient_magnitude(s1[d][S1_BAND]),
-            valid=None,
-            threshold_px=threshold_px,
-            min_quality=min_quality,
-        )
-        e.update(
-            kind="s1_s2",
-            date=d,
-            reference=f"s2:{d}",
-            moving=f"s1:{d}",
-            band=f"grad({S1_BAND}) vs grad({S2_CROSS_BAND if S2_CROSS_BAND in b2 else S2_BAND})",
-        )
-        entries.append(e)
-        cross[d] = e
+    return intra
+
+
+def _cross_offset(
+    b1: Mapping[str, np.ndarray], b2: Mapping[str, np.ndarray], date: str, threshold_px: float, min_quality: float
+) -> dict[str, Any]:
+    """S1 vs S2 on one date: gradient magnitude of VV vs of B11 (B04 without B11), S2-masked pixels as no data."""
+    opt = b2.get(S2_CROSS_BAND, b2[S2_BAND]).copy()
+    v2 = _s2_valid(b2)
+    if v2 is not None:
+        opt[~v2] = np.nan
+    e = measure_offset(
+        gradient_magnitude(opt),
+        gradient_magnitude(b1[S1_BAND]),
+        valid=None,
+        threshold_px=threshold_px,
+        min_quality=min_quality,
+    )
+    e.update(
+        kind="s1_s2",
+        date=date,
+        reference=f"s2:{date}",
+        moving=f"s1:{date}",
+        band=f"grad({S1_BAND}) vs grad({S2_CROSS_BAND if S2_CROSS_BAND in b2 else S2_BAND})",
+    )
+    return e
+
+
+def _corrections(
+    s1_dates: Sequence[str],
+    s2_dates: Sequence[str],
+    reference_date: str,
+    intra: Mapping[tuple[str, str], Mapping[str, Any]],
+    cross: Mapping[str, Mapping[str, Any]],
+) -> dict[str, dict[str, list[float]]]:
+    """Each image's total offset from S2 on the reference date, from the corrected entries only."""
+
+    def offset_of(entry: Mapping[str, Any] | None) -> tuple[float, float]:
+        if entry is None or not entry["corrected"]:
+            return 0.0, 0.0
+        return float(entry["dy"]), float(entry["dx"])
+
+    corr: dict[str, dict[str, list[float]]] = {"s1": {}, "s2": {}}
     tie_y, tie_x = offset_of(cross.get(reference_date))
-    for d in sorted(s2):
+    for d in s2_dates:
         dy, dx = (0.0, 0.0) if d == reference_date else offset_of(intra.get(("s2", d)))
         corr["s2"][d] = [round(dy, 3), round(dx, 3)]
-    for d in sorted(s1):
+    for d in s1_dates:
         dy, dx = (0.0, 0.0) if d == reference_date else offset_of(intra.get(("s1", d)))
         corr["s1"][d] = [round(dy + tie_y, 3), round(dx + tie_x, 3)]
-    return {
-        "reference_date": reference_date,
-        "reference": f"s2:{reference_date}",
-        "threshold_px": threshold_px,
-        "min_quality": min_quality,
-        "method": "phase correlation, Tukey window, upsampled DFT (Guizar-Sicairos 2008), 1/100 px",
-        "convention": "mov(y, x) = ref(y - dy, x - dx); correct with shift_image(mov, -dy, -dx)",
-        "entries": entries,
-        "corrections": corr,
-    }
+    return corr
 
 
 def run_offsets(
