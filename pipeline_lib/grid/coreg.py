@@ -83,7 +83,7 @@ def _upsampled_dft(spec: np.ndarray, size: int, upsample: int, offset_y: float, 
     pos = np.arange(size, dtype=np.float64)
     ker_y = np.exp(2j * np.pi / (ny * upsample) * np.outer(pos - offset_y, ky))
     ker_x = np.exp(2j * np.pi / (nx * upsample) * np.outer(kx, pos - offset_x))
-    return ker_y @ spec @ ker_x
+    return np.asarray(ker_y @ spec @ ker_x)
 
 
 def _peak_quality(surface: np.ndarray, iy: int, ix: int, radius: int = 3) -> float:
@@ -174,7 +174,7 @@ def _shift_2d(img: np.ndarray, dy: float, dx: float) -> np.ndarray:
     # a pixel is invalid when its bilinear footprint touches an invalid or outside pixel
     bad_shifted = ndimage.shift(bad.astype(np.float64), (dy, dx), order=1, mode="constant", cval=1.0)
     out[bad_shifted > 1e-3] = np.nan
-    return out
+    return np.asarray(out)
 
 
 def shift_image(arr: np.ndarray, dy: float, dx: float) -> np.ndarray:
@@ -205,7 +205,7 @@ def gradient_magnitude(img: np.ndarray, sigma: float = 1.5) -> np.ndarray:
     mag = np.hypot(ndimage.sobel(smooth, axis=0), ndimage.sobel(smooth, axis=1))
     reach = int(math.ceil(3 * sigma)) + 1
     mag[ndimage.binary_dilation(bad, iterations=reach)] = np.nan
-    return mag
+    return np.asarray(mag)
 
 
 def read_bands(path: str | os.PathLike[str], names: list[str]) -> dict[str, np.ndarray]:

@@ -259,7 +259,7 @@ def _open_band(reader: ProductReader, member: str) -> rasterio.io.DatasetReader:
 def _tile_disjoint(ds: rasterio.io.DatasetReader, grid: Grid) -> bool:
     left, bottom, right, top = transform_bounds(grid.crs, ds.crs, *grid.bounds, densify_pts=21)
     tl, tb, tr, tt = ds.bounds
-    return right <= tl or left >= tr or top <= tb or bottom >= tt
+    return bool(right <= tl or left >= tr or top <= tb or bottom >= tt)
 
 
 def run_l2a(product_path: Path, grid: Grid, out_tif: Path, resampling: str = "bilinear") -> None:

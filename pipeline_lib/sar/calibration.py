@@ -70,12 +70,12 @@ def interp_lut(lut: xr.DataArray, lines: np.ndarray, pixels: np.ndarray) -> np.n
 def _polyfit_2d(x: np.ndarray, y: np.ndarray, z: np.ndarray, deg: int = 3) -> np.ndarray:
     terms = [x**i * y**j for i in range(deg + 1) for j in range(deg + 1 - i)]
     coef, *_ = np.linalg.lstsq(np.stack(terms, axis=1), z, rcond=None)
-    return coef
+    return np.asarray(coef)
 
 
 def _polyval_2d(coef: np.ndarray, x: np.ndarray, y: np.ndarray, deg: int = 3) -> np.ndarray:
     terms = [x**i * y**j for i in range(deg + 1) for j in range(deg + 1 - i)]
-    return np.stack(terms, axis=-1) @ coef
+    return np.asarray(np.stack(terms, axis=-1) @ coef)
 
 
 def lonlat_to_line_pixel(gcp: dict[str, np.ndarray], lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

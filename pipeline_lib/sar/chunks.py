@@ -112,7 +112,7 @@ def create_sigma0(
     attrs: Mapping[str, Any],
     var_attrs: Mapping[str, Any],
     complevel: int = 0,
-) -> Iterator[netCDF4.Variable]:
+) -> Iterator[netCDF4.Variable[Any]]:
     """Create the σ0 NetCDF atomically and yield its ``sigma0`` variable to be filled band by band."""
     with atomic_path(out_nc, suffix=".nc") as tmp:
         ds = netCDF4.Dataset(tmp, "w", format="NETCDF4")

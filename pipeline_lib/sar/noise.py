@@ -119,7 +119,7 @@ def range_noise(model: NoiseModel, lines: np.ndarray, pixels: np.ndarray) -> np.
     span = vec_lines[hi] - vec_lines[lo]
     w = np.where(span > 0, (lines_f - vec_lines[lo]) / np.where(span > 0, span, 1.0), 0.0)
     w = np.clip(w, 0.0, 1.0)[:, None]
-    return (1.0 - w) * rows_lo + w * rows_hi
+    return np.asarray((1.0 - w) * rows_lo + w * rows_hi)
 
 
 def azimuth_noise(model: NoiseModel, lines: np.ndarray, pixels: np.ndarray) -> np.ndarray:

@@ -244,13 +244,13 @@ def resample_by_lookup(band: np.ndarray, line0: int, pixel0: int, line: np.ndarr
     h, w = band.shape
     out = map_coordinates(np.asarray(band, dtype=np.float64), [rows, cols], order=1, mode="constant", cval=np.nan)
     out[(rows < 0) | (rows > h - 1) | (cols < 0) | (cols > w - 1)] = np.nan
-    return out
+    return np.asarray(out)
 
 
 def sigma0_to_db(sigma0: np.ndarray) -> np.ndarray:
     """10·log10(σ0), float32; NaN stays NaN."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        return (10.0 * np.log10(sigma0)).astype(np.float32)
+        return np.asarray((10.0 * np.log10(sigma0)).astype(np.float32))
 
 
 def lattice_grid(grid: Grid, step: int) -> Grid:
