@@ -49,7 +49,7 @@ __all__ = ["SIGMA0_FLOOR", "calibrate_sigma0", "calibrate_band", "interp_lut", "
 #: floor for σ0 after thermal-noise subtraction (linear, −50 dB)
 SIGMA0_FLOOR = 1e-5
 #: GDAL block cache while reading the measurement (MB). Each line is read once, so caching buys nothing,
-#: and GDAL's default (5 % of RAM) grew the full-scene peak RSS to 1.5 GB on a 23 GB machine.
+#: and GDAL's default (5 % of RAM) would make the peak RSS depend on the node's RAM (BENCHMARKS.md).
 READ_CACHE_MB = 32
 
 
