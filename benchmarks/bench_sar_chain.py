@@ -132,7 +132,7 @@ def _run(step: str, safe: Path, grid: Grid, cal: Path, fil: Path, tif: Path, thr
     if step == "calibrate":
         from pipeline_lib.sar import run_calibrate
 
-        run_calibrate(safe, grid, cal, polarisations=("VV", "VH"), margin_px=64)
+        run_calibrate(safe, grid, cal, polarisations=("VV", "VH"), margin_px=64, threads=threads)
     elif step == "speckle":
         from pipeline_lib.config import schema_defaults
         from pipeline_lib.sar import run_speckle

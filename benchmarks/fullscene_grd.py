@@ -9,7 +9,8 @@ about 7 dB lower), unit-mean Gamma speckle with the GRDH equivalent number of lo
 ``DN = round(sqrt((σ0·A_σ² + η)·speckle))`` with the product's own calibration LUT A_σ and thermal
 noise η (range × azimuth blocks), so that (DN² − η)/A_σ² is unbiased (S1-RS-MDA-52-7441, MPC-0392).
 
-Layouts of the measurement GeoTIFF (uint16, GCPs from the annotation geolocation grid):
+Layouts of the measurement GeoTIFF (uint16, GCPs from the annotation geolocation grid, ESA's
+ImageDescription and Software TIFF tags, which OTB needs to recognise the product):
 
 - ``esa``: as ESA delivers it, uncompressed, stripped, one strip per line (``blockysize=1``).
 - ``tiled``: 512 × 512 tiles, ZSTD (the layout sarsen reads 3.4× faster).
@@ -45,6 +46,7 @@ from pipeline_lib.demo.s1 import (
     _drop_newer_elements,
     _gcps,
     _vh_text,
+    esa_tiff_tags,
     noise_power,
     sigma_lut,
     update_manifest,
@@ -103,7 +105,9 @@ def _write_measurement(
     pp = np.arange(n_pix, dtype=np.float64)
     # tiled output is written in 512-line bands so every tile is written once
     step = 512 if layout == "tiled" else band_lines
+    manifest = (TEMPLATE_DIR / "manifest.safe").read_text(encoding="utf-8")
     with rasterio.open(path, "w", **_profile(layout, n_lines, n_pix, _gcps(ann))) as dst:
+        dst.update_tags(**esa_tiff_tags(TEMPLATE_PRODUCT_ID, ann, manifest))
         for b, l0 in enumerate(range(0, n_lines, step)):
             ll = np.arange(l0, min(l0 + step, n_lines), dtype=np.float64)
             rng = np.random.default_rng([seed, pol_index, b])
@@ -127,7 +131,7 @@ def build_fullscene_grd(dest_dir: Path, layout: str = "esa", seed: int = 0, pols
     dest_dir.mkdir(parents=True, exist_ok=True)
     safe = dest_dir / f"{TEMPLATE_PRODUCT_ID}.SAFE"
     stamp_path = dest_dir / f"{TEMPLATE_PRODUCT_ID}.SAFE.build.json"
-    stamp = {"layout": layout, "seed": seed, "pols": wanted, "generator": "benchmarks/fullscene_grd.py v1"}
+    stamp = {"layout": layout, "seed": seed, "pols": wanted, "generator": "benchmarks/fullscene_grd.py v2"}
     if safe.is_dir() and stamp_path.is_file() and json.loads(stamp_path.read_text()) == stamp:
         return safe
     shutil.rmtree(safe, ignore_errors=True)

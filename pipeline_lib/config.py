@@ -16,6 +16,7 @@ from typing import Any
 
 import jsonschema
 import yaml
+from pyproj.exceptions import CRSError
 
 from pipeline_lib.errors import ConfigError
 from pipeline_lib.lonlat import check_lonlat_bbox, check_lonlat_point
@@ -128,9 +129,11 @@ def load_region(slug: str, regions_dir: str | Path, defaults: Mapping[str, Any] 
         )
     try:
         with open(path, encoding="utf-8") as fh:
-            raw = yaml.safe_load(fh)
+            raw = yaml.load(fh, Loader=_NoTimestampLoader)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from exc
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())[:200]}); fix the syntax") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: unreadable ({type(exc).__name__}); save it as UTF-8 text") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys, got {type(raw).__name__}; see config/regions/demo.yaml")
     raw = {k: (str(v) if isinstance(v, date) else v) for k, v in raw.items()}
@@ -143,9 +146,22 @@ def load_region(slug: str, regions_dir: str | Path, defaults: Mapping[str, Any] 
     return region
 
 
+class _NoTimestampLoader(yaml.SafeLoader):
+    """SafeLoader that keeps dates as strings: ``2022-02-30`` unquoted must become our ConfigError, not a
+    ``ValueError`` from PyYAML's timestamp constructor (issue 13, case 5)."""
+
+
+_NoTimestampLoader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:timestamp"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 def _stringify_dates(obj: Any) -> None:
     """YAML turns 2022-01-04 into a date; the schema wants ISO strings."""
     if isinstance(obj, dict):
+        for k in [k for k in obj if isinstance(k, date)]:  # {2018-07-08: file} mappings (fetch.files paths)
+            obj[k.isoformat()] = obj.pop(k)
         for k, v in obj.items():
             if isinstance(v, date):
                 obj[k] = v.isoformat()
@@ -162,11 +178,16 @@ def _stringify_dates(obj: Any) -> None:
 def _check_semantics(region: dict[str, Any], path: Path, slug: str) -> None:
     if region["region"] != slug:
         raise ConfigError(f"{path}: region: '{region['region']}' differs from the file name; set region: {slug}")
-    aoi = region["aoi"]
-    if isinstance(aoi, list):
+    aoi = region.get("aoi")
+    if aoi is None:
+        if region["fetch"]["source"] != "files":
+            raise ConfigError(f"{path}: aoi: required for fetch.source {region['fetch']['source']}; add it")
+    elif isinstance(aoi, list):
         check_lonlat_bbox(aoi, f"{path}: aoi")
     else:
         check_lonlat_point(aoi["center"], f"{path}: aoi.center")
+    if aoi is not None:
+        _check_aoi_grid(region, path)
     dates = region["dates"]
     for d in dates:
         try:
@@ -195,6 +216,28 @@ def _check_semantics(region: dict[str, Any], path: Path, slug: str) -> None:
         raise ConfigError(
             f"{path}: {key}: credentials never go in config; export CDSE_USERNAME/CDSE_PASSWORD or use ~/.netrc"
         )
+
+
+def _check_aoi_grid(region: Mapping[str, Any], path: Path) -> None:
+    """Build the region's grid once and map it back to lon/lat: refuses AOIs across the antimeridian
+    (both AOI forms) and grids the CRS cannot map, with the region file named."""
+    from pipeline_lib.grid import make_centered_grid, make_grid
+
+    aoi = region["aoi"]
+    try:
+        if isinstance(aoi, dict):
+            grid = make_centered_grid(
+                tuple(aoi["center"]), tuple(aoi["size_px"]), region["resolution_m"], region.get("crs")
+            )
+        else:
+            grid = make_grid(tuple(aoi), region["resolution_m"], region.get("crs"))
+        grid.lonlat_bounds()
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except CRSError:
+        raise ConfigError(
+            f"{path}: crs: {region.get('crs')!r} is not a CRS pyproj knows; give an EPSG code such as EPSG:32633 or null"
+        ) from None
 
 
 def _secret_keys(obj: Any, prefix: str = "") -> Iterator[str]:

@@ -23,6 +23,11 @@ def check_lonlat_bbox(bbox: Sequence[float], where: str) -> tuple[float, float, 
         raise ConfigError(
             f"{where}: {list(bbox)} looks like lat/lon swapped; give [lon_min, lat_min, lon_max, lat_max]"
         )
+    if -180 <= e < w <= 180 and -90 <= s < n <= 90:
+        raise ConfigError(
+            f"{where}: {list(bbox)} has lon_min > lon_max, i.e. it crosses the antimeridian (180°), which is "
+            "not supported; move the AOI to one side of 180° or split it into two regions"
+        )
     if not (-180 <= w < e <= 180 and -90 <= s < n <= 90):
         raise ConfigError(
             f"{where}: {list(bbox)} must be [lon_min, lat_min, lon_max, lat_max] within ±180/±90 with min < max"

@@ -122,6 +122,26 @@ def _check_experiment(experiment: Mapping[str, Any], s1: Mapping[str, Path], s2:
             )
 
 
+def _one_kind(paths: Mapping[str, Path], dates: Sequence[str], tag: str, what: str) -> str:
+    """The one value of ``tag`` (S1 quantity, S2 product level) over the dates' COGs; ProductError if mixed.
+
+    COGs of the SAFE chains carry no such tag: they are sigma0 and L2A by construction.
+    """
+    default = {"s1_quantity": "sigma0", "processing_level": "L2A"}[tag]
+    seen: dict[str, str] = {}
+    for d in dates:
+        if d in paths:
+            with rasterio.open(paths[d]) as ds:
+                seen[d] = ds.tags().get(tag, default)
+    if len(set(seen.values())) > 1:
+        listing = ", ".join(f"{d}: {v}" for d, v in sorted(seen.items()))
+        raise ProductError(
+            f"{what} differs between the dates of one experiment ({listing}); use one kind for every date "
+            "(e.g. never L1C with L2A)"
+        )
+    return next(iter(seen.values()), default)
+
+
 def build_stack(
     experiment: Mapping[str, Any],
     s1: Mapping[str, Path],
@@ -132,6 +152,10 @@ def build_stack(
     _check_experiment(experiment, s1, s2)
     name, task, target = str(experiment["name"]), str(experiment["task"]), str(experiment["target"])
     guides = [str(g) for g in experiment["guides"]]
+    kinds = {
+        "s1": _one_kind(s1, [target, *guides], "s1_quantity", "Sentinel-1 quantity"),
+        "s2": _one_kind(s2, [target, *guides], "processing_level", "Sentinel-2 product level"),
+    }
     (src_mod, src_units), src_bands, (tgt_mod, tgt_units), tgt_bands = TASK_BANDS[task]
     paths = {"s1": s1, "s2": s2}
     corr = read_corrections(offsets)
@@ -185,6 +209,8 @@ def build_stack(
             "Conventions": "CF-1.8",
             "source_modality": src_mod,
             "target_modality": tgt_mod,
+            "source_kind": kinds[src_mod],
+            "target_kind": kinds[tgt_mod],
         },
     )
     truth = xr.Dataset(

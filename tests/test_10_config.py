@@ -29,7 +29,9 @@ def test_shipped_config_and_regions_validate_with_defaults() -> None:
     cfg["regions"] = sorted(p.stem for p in (REPO / "config/regions").glob("*.yaml"))
     cfg["regions_dir"] = str(REPO / "config/regions")
     regions = load_regions(cfg)
-    assert set(regions) == {"demo", "ci-tiny", "queensland-2017"}
+    real = {"wc-belgium-patch-2018", "wc-belgium-monthly-2021", "eolearn-slovenia-l1c-2015"}
+    assert set(regions) == {"demo", "ci-tiny", "queensland-2017", *real}
+    assert all(regions[r]["fetch"]["source"] == "files" for r in real)
     demo = regions["demo"]
     assert demo["sar"]["speckle"] == {"window": 7, "target_window": 3, "sigma": 0.9, "looks": None}
     assert demo["resolution_m"] == 10

@@ -120,6 +120,9 @@ def test_tiff_gcps_match_geolocation_grid(products: dict[str, Path]) -> None:
             int(ann.findtext(".//numberOfSamples")),
         )
         assert src.dtypes == ("uint16",) and src.block_shapes[0] == (512, 512)
+        tags = src.tags()  # as ESA writes them (OTB identifies the product by them)
+        assert tags["TIFFTAG_IMAGEDESCRIPTION"] == "Sentinel-1B IW GRD HR L1"
+        assert tags["TIFFTAG_SOFTWARE"] == "Sentinel-1 IPF 003.40"
     assert crs.to_epsg() == 4326
     assert len(gcps) == len(grid) == 210
     got = np.array([(g.row, g.col, g.y, g.x) for g in gcps])

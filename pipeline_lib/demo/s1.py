@@ -306,6 +306,25 @@ def update_manifest(text: str, safe: Path) -> str:
     return pat.sub(repl, text)
 
 
+def esa_tiff_tags(product_id: str, annotation: Element, manifest: str) -> dict[str, str]:
+    """The TIFF tags ESA's processor writes into a measurement TIFF (ImageDescription, Software).
+
+    E.g. ``Sentinel-1B IW GRD HR L1`` and ``Sentinel-1 IPF 003.40``: the mission, mode, product type and
+    resolution class (the product id's ``GRDH`` → ``HR``) from the annotation and the id, the IPF version
+    from the manifest's ``safe:software``. Readers such as OTB identify the product by them.
+    """
+    mission = annotation.findtext("adsHeader/missionId", "S1")
+    mode = annotation.findtext("adsHeader/mode", "IW")
+    ptype = annotation.findtext("adsHeader/productType", "GRD")
+    fields = product_id.split("_")
+    res = fields[2][-1] if len(fields) > 2 and len(fields[2]) == 4 else "H"
+    m = re.search(r'<safe:software name="Sentinel-1 IPF" version="([^"]+)"', manifest)
+    return {
+        "TIFFTAG_IMAGEDESCRIPTION": f"Sentinel-{mission[1:]} {mode} {ptype} {res}R L1",
+        "TIFFTAG_SOFTWARE": f"Sentinel-1 IPF {m.group(1) if m else '003.40'}",
+    }
+
+
 def write_pol_xml(safe: Path, stem: str, texts: dict[str, str]) -> None:
     """Write one polarisation's annotation, calibration, noise and rfi XML into the SAFE folder layout."""
     (safe / "annotation" / f"{stem}.xml").write_text(texts["annotation"], encoding="utf-8")
@@ -338,6 +357,7 @@ def write_s1_product(dest_parent: Path, when: date, bounds: tuple[float, float, 
         kind: (TEMPLATE_DIR / f"{kind}-vv.xml").read_text(encoding="utf-8")
         for kind in ("annotation", "calibration", "noise", "rfi")
     }
+    manifest = shift_s1_text((TEMPLATE_DIR / "manifest.safe").read_text(encoding="utf-8"), k)
     for pol, n in POLS:
         stem = shift_s1_text(TEMPLATE_STEM.format(pol=pol, n=n), k)
         texts = {kind: shift_s1_text(t if pol == "vv" else _vh_text(t), k) for kind, t in templates.items()}
@@ -369,9 +389,9 @@ def write_s1_product(dest_parent: Path, when: date, bounds: tuple[float, float, 
             "crs": CRS.from_epsg(4326),
         }
         with rasterio.open(safe / "measurement" / f"{stem}.tiff", "w", **profile) as dst:
+            dst.update_tags(**esa_tiff_tags(pid, ann, manifest))
             dst.write(dn, 1, window=Window(win.pixel0, win.line0, npx, nl))  # type: ignore[arg-type]
 
-    manifest = shift_s1_text((TEMPLATE_DIR / "manifest.safe").read_text(encoding="utf-8"), k)
     (safe / "manifest.safe").write_text(update_manifest(manifest, safe), encoding="utf-8")
     return safe
 

@@ -1,4 +1,4 @@
-"""Product sources (demo, local, cdse, dhus) behind one interface, and the scene table.
+"""Product sources (demo, local, cdse, dhus, files) behind one interface, and the scene table.
 
 :func:`make_source` builds the configured source; :func:`run_search` and :func:`run_download`
 are the entry points of the ``search`` checkpoint and the ``download`` rule.
@@ -7,11 +7,12 @@ are the entry points of the ``search`` checkpoint and the ``download`` rule.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from pipeline_lib.errors import ConfigError, FetchError
+from pipeline_lib.errors import ConfigError, FetchError, SceneNotFoundError
 from pipeline_lib.fetch.base import Scene, SearchRequest, Source, read_scene_table, select_scenes, write_scene_table
 
 __all__ = ["make_source", "run_search", "run_download"]
@@ -40,7 +41,11 @@ def make_source(name: str, settings: dict[str, Any]) -> Source:
         from pipeline_lib.fetch.dhus import source_from_settings as dhus_source
 
         return dhus_source(settings.get("dhus", {}))
-    raise ConfigError(f"fetch.source: unknown source {name!r}; use demo, cdse, dhus or local")
+    if name == "files":
+        from pipeline_lib.fetch.files import FilesSource, modality_specs
+
+        return FilesSource(modality_specs(settings.get("files")))
+    raise ConfigError(f"fetch.source: unknown source {name!r}; use demo, cdse, dhus, local or files")
 
 
 def run_search(
@@ -50,21 +55,47 @@ def run_search(
     pair_tolerance_days: float,
     max_cloud_cover: float,
     out_csv: Path,
+    polarisations: Sequence[str] = ("VV", "VH"),
 ) -> list[Scene]:
-    """Search the source, select one S1 and one S2 scene per date, write the scene table."""
+    """Search the source, select one S1 and one S2 scene per date, write the scene table.
+
+    A source that records rejected entries (``local``: wrong product type, incomplete, outside the
+    AOI or the dates) has them summarised in the error when no scene is found.
+    """
     source = make_source(fetch["source"], fetch)
     request = SearchRequest(
         aoi_lonlat=aoi_lonlat,
         dates=[date.fromisoformat(d) for d in dates],
         pair_tolerance_days=pair_tolerance_days,
         max_cloud_cover=max_cloud_cover,
+        polarisations=tuple(p.upper() for p in polarisations),
+        check_complete=True,
     )
     candidates = source.search(request)
+    summary_fn = getattr(source, "summary", None)
+    rejected = summary_fn() if callable(summary_fn) else ""
     if not candidates:
+        box = "(" + ", ".join(f"{v:.4f}" for v in aoi_lonlat) + ")"
+        if rejected:
+            raise FetchError(
+                f"fetch.source {fetch['source']}: no usable Sentinel-1 GRD / Sentinel-2 L2A product for the AOI {box} "
+                f"near {dates[0]}..{dates[-1]}; {rejected}. Fix or replace those products (details in the search log)"
+            )
         raise FetchError(
-            f"fetch.source {fetch['source']}: no Sentinel-1/2 products intersect the AOI {aoi_lonlat} near {dates[0]}..{dates[-1]}; check aoi and dates"
+            f"fetch.source {fetch['source']}: no Sentinel-1/2 products intersect the AOI {box} near {dates[0]}..{dates[-1]}; check aoi and dates"
         )
-    chosen = select_scenes(candidates, request)
+    if fetch["source"] == "files":
+        from pipeline_lib.fetch.files import FilesSource, select_files
+
+        assert isinstance(source, FilesSource)
+        chosen = select_files(candidates, request, list(source.specs))
+    else:
+        try:
+            chosen = select_scenes(candidates, request)
+        except SceneNotFoundError as exc:
+            if rejected:
+                raise SceneNotFoundError(f"{exc}; also, {rejected}") from None
+            raise
     chosen = [dataclasses.replace(s, source=s.source or fetch["source"]) for s in chosen]
     write_scene_table(chosen, out_csv)
     return chosen

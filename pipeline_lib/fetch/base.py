@@ -11,12 +11,20 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Protocol, runtime_checkable
+
+import numpy as np
+import shapely
+import shapely.affinity
+import shapely.errors
+import shapely.wkt
+from shapely.geometry import box
 
 from pipeline_lib.errors import SceneNotFoundError
 from pipeline_lib.io import write_text_atomic
@@ -26,10 +34,13 @@ __all__ = [
     "SearchRequest",
     "Source",
     "select_scenes",
+    "footprint_intersects",
     "write_scene_table",
     "read_scene_table",
     "SCENE_COLUMNS",
 ]
+
+log = logging.getLogger(__name__)
 
 S1_PRODUCT_TYPE = "IW_GRDH_1S"
 S2_PRODUCT_TYPE = "S2MSI2A"
@@ -67,6 +78,10 @@ class SearchRequest:
     pair_tolerance_days: float
     max_cloud_cover: float = 100.0
     extra: dict[str, object] = field(default_factory=dict)
+    # Polarisations the S1 products must hold (sar.polarisations) and whether a source that can read
+    # its products (local) checks at search time that each one is complete (issue 13, case 6).
+    polarisations: tuple[str, ...] = ("VV", "VH")
+    check_complete: bool = False
 
 
 @runtime_checkable
@@ -87,15 +102,66 @@ class Source(Protocol):
 SCENE_COLUMNS = [f.name for f in dataclasses.fields(Scene)]
 
 
+def footprint_intersects(footprint_wkt: str, aoi_lonlat: tuple[float, float, float, float]) -> bool:
+    """Whether a catalogue footprint (EPSG:4326 WKT) intersects the AOI box; True when there is none.
+
+    A footprint whose longitudes span more than 180° crosses the antimeridian (its vertices are
+    written with both signs): it is tested shifted to 0..360° so it does not cover the other side of the globe.
+    An unreadable WKT counts as no footprint (the source already filtered by area).
+    """
+    if not footprint_wkt:
+        return True
+    try:
+        geom = shapely.wkt.loads(footprint_wkt)
+    except (shapely.errors.ShapelyError, ValueError, TypeError):
+        return True
+    if geom.is_empty:
+        return True
+    aoi = box(*aoi_lonlat)
+    minx, _, maxx, _ = geom.bounds
+    if maxx - minx <= 180.0:
+        return bool(geom.intersects(aoi))
+    shifted = shapely.transform(
+        geom, lambda xy: np.column_stack([np.where(xy[:, 0] < 0, xy[:, 0] + 360.0, xy[:, 0]), xy[:, 1]])
+    )
+    return bool(shifted.intersects(aoi) or shifted.intersects(shapely.affinity.translate(aoi, xoff=360.0)))
+
+
+def _dedupe(candidates: Sequence[Scene]) -> list[Scene]:
+    """One scene per product id (the same product listed twice, e.g. as .SAFE and .zip): the first by uri."""
+    seen: dict[str, Scene] = {}
+    for c in sorted(candidates, key=lambda c: (c.product_id, c.uri, c.source)):
+        if c.product_id in seen:
+            log.info("%s listed more than once (%s, %s); using the first", c.product_id, seen[c.product_id].uri, c.uri)
+            continue
+        seen[c.product_id] = c
+    return list(seen.values())
+
+
+def _cloud_key(c: Scene) -> tuple[bool, float]:
+    """Known cloud cover ranks by value; unknown ranks after every known value (issue 13, case 4)."""
+    return (c.cloud_cover is None, c.cloud_cover if c.cloud_cover is not None else 0.0)
+
+
 def select_scenes(candidates: Sequence[Scene], request: SearchRequest) -> list[Scene]:
     """Per configured date pick the best S1 and S2 scene within the tolerance.
 
+    Only scenes whose footprint intersects the AOI count (a scene without a footprint counts).
     S1: closest in time, all dates on the same relative orbit (the orbit that covers most
-    dates wins). S2: lowest cloud cover, then closest in time.
+    dates wins). S2: lowest known cloud cover, then closest in time; a scene with unknown cloud
+    cover is taken only when no scene with a known cover within ``max_cloud_cover`` exists.
+    A product already chosen for another date is taken again only when no other one is within the
+    tolerance; that is logged as a warning (the dates then share one acquisition).
     """
     tol = request.pair_tolerance_days
-    s1 = [c for c in candidates if c.is_s1]
-    s2 = [c for c in candidates if not c.is_s1]
+    usable = []
+    for c in _dedupe(candidates):
+        if footprint_intersects(c.footprint_wkt, request.aoi_lonlat):
+            usable.append(c)
+        else:
+            log.info("%s: footprint does not intersect the AOI %s; not selected", c.product_id, request.aoi_lonlat)
+    s1 = [c for c in usable if c.is_s1]
+    s2 = [c for c in usable if not c.is_s1]
 
     def near(c: Scene, d: date) -> float:
         """Days between the acquisition and noon UTC of the configured date."""
@@ -112,14 +178,19 @@ def select_scenes(candidates: Sequence[Scene], request: SearchRequest) -> list[S
         default=None,
     )
     chosen: list[Scene] = []
+    used: dict[str, list[str]] = {}
     for d in request.dates:
         s1_ok = sorted(
             (c for c in s1 if near(c, d) <= tol and c.relative_orbit == best_orbit),
             key=lambda c: (near(c, d), c.product_id),
         )
         s2_ok = sorted(
-            (c for c in s2 if near(c, d) <= tol and (c.cloud_cover or 0) <= request.max_cloud_cover),
-            key=lambda c: (c.cloud_cover or 0.0, near(c, d), c.product_id),
+            (
+                c
+                for c in s2
+                if near(c, d) <= tol and (c.cloud_cover is None or c.cloud_cover <= request.max_cloud_cover)
+            ),
+            key=lambda c: (*_cloud_key(c), near(c, d), c.product_id),
         )
         for kind, ok, pool in (("Sentinel-1 GRD", s1_ok, s1), ("Sentinel-2 L2A", s2_ok, s2)):
             if not ok:
@@ -130,7 +201,13 @@ def select_scenes(candidates: Sequence[Scene], request: SearchRequest) -> list[S
                     f"{' on relative orbit ' + str(best_orbit) if kind.endswith('GRD') and best_orbit else ''}; found nearby: {found}; "
                     "widen pair_tolerance_days or change the date"
                 )
-        c1, c2 = s1_ok[0], s2_ok[0]
+        c1 = next((c for c in s1_ok if c.product_id not in used), s1_ok[0])
+        fresh_s2 = [c for c in s2_ok if c.product_id not in used]
+        # a fresh product wins over a reused one only at equal rank class (known vs unknown cover)
+        c2 = fresh_s2[0] if fresh_s2 and _cloud_key(fresh_s2[0])[0] == _cloud_key(s2_ok[0])[0] else s2_ok[0]
+        for c in (c1, c2):
+            used.setdefault(c.product_id, []).append(d.isoformat())
+        cover = f"{c2.cloud_cover} %" if c2.cloud_cover is not None else "unknown, no scene with a known cover"
         chosen.append(
             dataclasses.replace(
                 c1,
@@ -142,10 +219,26 @@ def select_scenes(candidates: Sequence[Scene], request: SearchRequest) -> list[S
             dataclasses.replace(
                 c2,
                 date=d.isoformat(),
-                reason=f"lowest cloud cover ({c2.cloud_cover if c2.cloud_cover is not None else 'n/a'} %) within {tol:g} d of {d}",
+                reason=f"lowest cloud cover ({cover}) within {tol:g} d of {d}",
             )
         )
-    return chosen
+    for pid, dates in used.items():
+        if len(dates) > 1:
+            log.warning(
+                "%s is the only product within pair_tolerance_days=%g for dates %s: they share one acquisition; "
+                "space the dates one revisit apart or lower pair_tolerance_days",
+                pid,
+                tol,
+                ", ".join(dates),
+            )
+    return [
+        dataclasses.replace(
+            c, reason=c.reason + f"; shared with {', '.join(x for x in used[c.product_id] if x != c.date)}"
+        )
+        if len(used[c.product_id]) > 1
+        else c
+        for c in chosen
+    ]
 
 
 def write_scene_table(scenes: Sequence[Scene], path: str | os.PathLike[str]) -> None:

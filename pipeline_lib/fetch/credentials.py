@@ -30,6 +30,8 @@ __all__ = [
     "credentials_from_env",
     "credentials_from_netrc",
     "resolve_credentials",
+    "credentials_source",
+    "missing_credentials_warning",
     "load_credentials",
     "KeycloakToken",
     "CDSE_TOKEN_URL",
@@ -82,17 +84,75 @@ def credentials_from_netrc(path: str | Path, host: str) -> Credentials | None:
     return Credentials(login, password) if login and password else None
 
 
-def resolve_credentials(environ: Mapping[str, str], netrc_path: str | Path | None, host: str) -> Credentials:
-    """Environment first, then the netrc entry for ``host``; a ConfigError saying how to set them otherwise."""
+def credentials_source(
+    environ: Mapping[str, str], netrc_path: str | Path | None, host: str, env_vars: str = f"{USER_VAR}/{PASSWORD_VAR}"
+) -> str | None:
+    """Where :func:`resolve_credentials` would take the credentials from, in words (never the secret); None
+    when there are none. Mentions a netrc entry the environment overrides. Used for logs and ``snakemake -n``."""
+    in_env = credentials_from_env(environ) is not None
+    in_netrc = False
+    if netrc_path is not None:
+        try:
+            in_netrc = credentials_from_netrc(netrc_path, host) is not None
+        except ConfigError:
+            in_netrc = False
+    if in_env:
+        also = f" (they take precedence over the entry for {host} in {netrc_path})" if in_netrc else ""
+        return f"environment variables {env_vars}{also}"
+    if in_netrc:
+        return f"{netrc_path}, machine {host}"
+    return None
+
+
+def resolve_credentials(
+    environ: Mapping[str, str], netrc_path: str | Path | None, host: str, env_vars: str = f"{USER_VAR}/{PASSWORD_VAR}"
+) -> Credentials:
+    """Environment first, then the netrc entry for ``host``; a ConfigError saying how to set them otherwise.
+
+    Logs (INFO) which of the two was used and the user name, never the password.
+    """
     creds = credentials_from_env(environ)
     if creds is None and netrc_path is not None:
         creds = credentials_from_netrc(netrc_path, host)
     if creds is None:
         raise ConfigError(
-            f"no Copernicus Data Space credentials: export {USER_VAR} and {PASSWORD_VAR}, "
+            f"no Copernicus Data Space credentials: export {env_vars.replace('/', ' and ')}, "
             f"or add 'machine {host} login ... password ...' to {netrc_path or '~/.netrc'}"
         )
+    log.info(
+        "credentials for %s: user %s from %s",
+        host,
+        creds.username,
+        credentials_source(environ, netrc_path, host, env_vars),
+    )
     return creds
+
+
+def missing_credentials_warning(
+    fetch: Mapping[str, Any], environ: Mapping[str, str], netrc_path: str | Path | None, where: str
+) -> str | None:
+    """A one-line warning when ``fetch`` (a region's ``fetch`` block) needs credentials that are not set.
+
+    For ``snakemake -n``: missing credentials would otherwise surface only at the first download.
+    ``where`` names the region file. None for sources without credentials or when they are present.
+    """
+    source = fetch.get("source")
+    if source == "cdse":
+        host = urlsplit(str((fetch.get("cdse") or {}).get("token_url", CDSE_TOKEN_URL))).hostname or ""
+        env = environ
+        env_vars = f"{USER_VAR}/{PASSWORD_VAR}"
+    elif source == "dhus":
+        host = urlsplit(str((fetch.get("dhus") or {}).get("api_url", "https://colhub.met.no/"))).hostname or ""
+        env = {USER_VAR: environ.get("DHUS_USERNAME", ""), PASSWORD_VAR: environ.get("DHUS_PASSWORD", "")}
+        env_vars = "DHUS_USERNAME/DHUS_PASSWORD"
+    else:
+        return None
+    if credentials_source(env, netrc_path, host, env_vars) is not None:
+        return None
+    return (
+        f"{where}: fetch.source {source} needs credentials but none are set; export {env_vars.replace('/', ' and ')} "
+        f"or add 'machine {host} login ... password ...' to {netrc_path or '~/.netrc'} before running"
+    )
 
 
 def load_credentials(token_url: str = CDSE_TOKEN_URL) -> Credentials:

@@ -224,6 +224,8 @@ def source_from_settings(
 
         env: Mapping[str, str] = os.environ
         mapped = {"CDSE_USERNAME": env.get(DHUS_USER_VAR, ""), "CDSE_PASSWORD": env.get(DHUS_PASSWORD_VAR, "")}
-        return resolve_credentials(mapped, Path.home() / ".netrc", urlsplit(api_url).hostname or "")
+        return resolve_credentials(
+            mapped, Path.home() / ".netrc", urlsplit(api_url).hostname or "", f"{DHUS_USER_VAR}/{DHUS_PASSWORD_VAR}"
+        )
 
     return DhusSource(api_url=api_url, credentials=credentials if credentials is not None else from_env)

@@ -34,9 +34,18 @@ from shapely.geometry import Polygon, box
 
 from pipeline_lib.errors import FetchError, ProductError
 from pipeline_lib.fetch.base import S1_PRODUCT_TYPE, S2_PRODUCT_TYPE, Scene, SearchRequest
+from pipeline_lib.guard import corrupt_metadata
 from pipeline_lib.safe import ProductReader, open_product
 
-__all__ = ["LocalSource", "describe_product", "parse_s1_manifest", "parse_s2_l2a_mtd", "product_checksum"]
+__all__ = [
+    "LocalSource",
+    "describe_product",
+    "s1_problem",
+    "s2_problem",
+    "parse_s1_manifest",
+    "parse_s2_l2a_mtd",
+    "product_checksum",
+]
 
 log = logging.getLogger(__name__)
 _S1_NAME_RE = re.compile(r"^(S1[A-D])_([A-Z0-9]{2})_([A-Z]{3})([FHM_])_(\d)([SA])")
@@ -130,9 +139,11 @@ def describe_product(reader: ProductReader) -> ProductInfo | None:
     """Identity of an S1 GRD or S2 L2A product; None for any other product (L1C, SLC, unrelated zip)."""
     name = reader.name
     if reader.exists("MTD_MSIL2A.xml"):
-        return parse_s2_l2a_mtd(reader.parse_xml("MTD_MSIL2A.xml"), name)
+        with corrupt_metadata(f"{reader.path}:MTD_MSIL2A.xml"):
+            return parse_s2_l2a_mtd(reader.parse_xml("MTD_MSIL2A.xml"), name)
     if name.startswith("S1") and reader.exists("manifest.safe"):
-        info = parse_s1_manifest(reader.parse_xml("manifest.safe"), name)
+        with corrupt_metadata(f"{reader.path}:manifest.safe"):
+            info = parse_s1_manifest(reader.parse_xml("manifest.safe"), name)
         return info if info.product_type == S1_PRODUCT_TYPE else None
     return None
 
@@ -180,6 +191,81 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
 
 
+def _fmt_box(b: tuple[float, float, float, float]) -> str:
+    return "(" + ", ".join(f"{v:.4f}" for v in b) + ")"
+
+
+_PRODUCT_NAME_RE = re.compile(r"^S[12][A-D]_[A-Z0-9_]+$")
+
+
+def _folder_reason(p: Path) -> str | None:
+    """None when the folder (without the ``.SAFE`` suffix) holds a Sentinel product named like one; else why not."""
+    if (p / "tileInfo.json").is_file() or (p / "productInfo.json").is_file():
+        return (
+            "a Sentinel-2 tile in the AWS Open Data (PDS) layout (tileInfo.json), not a SAFE product; "
+            "give the L2A product as .SAFE/.zip"
+        )
+    if (p / "manifest.safe").is_file() or (p / "MTD_MSIL2A.xml").is_file() or (p / "MTD_MSIL1C.xml").is_file():
+        if _PRODUCT_NAME_RE.match(p.name):
+            return None
+        return "a product folder without the .SAFE suffix and without a product name; rename it to <product name>.SAFE"
+    return "a folder without manifest.safe or MTD_MSIL2A.xml, not a SAFE product; give products as <name>.SAFE or <name>.zip"
+
+
+def _not_usable_reason(reader: ProductReader) -> str:
+    """Why a readable product is neither an S1 IW GRDH nor an S2 L2A product."""
+    if reader.exists("MTD_MSIL1C.xml"):
+        return (
+            "a Sentinel-2 Level-1C product (MTD_MSIL1C.xml); the pipeline needs Level-2A: give the S2?_MSIL2A_ product"
+        )
+    name = reader.name
+    if name.startswith("S1") and reader.exists("manifest.safe"):
+        ptype = name[4:14] if len(name) >= 14 else name
+        return f"a Sentinel-1 {ptype} product; the pipeline needs IW GRDH (S1?_IW_GRDH_1S…)"
+    if not reader.exists("manifest.safe"):
+        return "no manifest.safe or MTD_MSIL2A.xml at the product root; not a SAFE product (or zipped without its .SAFE folder)"
+    return "neither a Sentinel-1 IW GRDH nor a Sentinel-2 L2A product"
+
+
+_POL_CODES = {"SV": ("VV",), "SH": ("HH",), "DV": ("VV", "VH"), "DH": ("HH", "HV"), "VV": ("VV",), "HH": ("HH",)}
+
+
+def s1_problem(reader: ProductReader, info: ProductInfo, polarisations: tuple[str, ...]) -> str | None:
+    """Why an S1 GRD cannot serve ``polarisations`` (single-pol product, missing XML or measurement), or None."""
+    from pipeline_lib.sar.product import _KIND_PATTERNS
+
+    m = re.match(r"^S1[A-D]_[A-Z0-9]{2}_[A-Z]{4}_\d[SA]([SD][VH])_", info.product_id)
+    have = _POL_CODES.get(m.group(1), ()) if m else ()
+    missing_pol = [p for p in polarisations if have and p not in have]
+    if missing_pol:
+        return (
+            f"holds {', '.join(have)} only (1S{m.group(1) if m else '?'}) but sar.polarisations asks for "
+            f"{', '.join(polarisations)}; give a dual-polarisation 1SDV product or set sar.polarisations: [{', '.join(have)}]"
+        )
+    members = reader.members()
+    for pol in polarisations:
+        for kind, pattern in _KIND_PATTERNS.items():
+            rx = re.compile(pattern.format(pol=pol.lower()))
+            if not any(rx.search(mb) for mb in members):
+                where = "measurement/ has" if kind == "measurement" else "annotation has"
+                return f"incomplete: {where} no {kind} file for {pol}; replace it with a complete copy of the product"
+    return None
+
+
+def s2_problem(reader: ProductReader) -> str | None:
+    """Why an S2 L2A product lacks what the optical step reads (SCL and the output bands), or None."""
+    from pipeline_lib.optical.l2a import OUTPUT_BANDS, read_l2a_metadata, select_band_file
+
+    try:
+        meta = read_l2a_metadata(reader.parse_xml("MTD_MSIL2A.xml"), product=f"{reader.path}:MTD_MSIL2A.xml")
+        available = set(reader.members())
+        for band in ("SCL", *OUTPUT_BANDS):
+            select_band_file(meta, band, available, str(reader.path))
+    except ProductError as exc:
+        return f"incomplete or unreadable ({str(exc).split(';')[0]}); replace it with a complete copy of the product"
+    return None
+
+
 class LocalSource:
     """Products already on disk, in one folder (``fetch.local_dir``)."""
 
@@ -187,53 +273,123 @@ class LocalSource:
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
+        self.rejected: list[tuple[Path, str]] = []  # (entry, reason) of the last search
 
-    def _candidates(self) -> list[Path]:
+    def _entries(self) -> list[Path]:
         if not self.folder.is_dir():
             raise FetchError(
                 f"fetch.local_dir: {self.folder} is not a folder; point it at your folder of .SAFE/.zip products"
             )
-        return sorted(
-            p
-            for p in self.folder.iterdir()
-            if (p.is_dir() and p.name.upper().endswith(".SAFE")) or (p.is_file() and p.suffix.lower() == ".zip")
-        )
+        return sorted(p for p in self.folder.iterdir() if not p.name.startswith("."))
+
+    def _reject(self, path: Path, reason: str, level: int = logging.WARNING) -> None:
+        self.rejected.append((path, reason))
+        log.log(level, "local source: rejected %s: %s", path, reason)
+
+    def _candidates(self) -> list[Path]:
+        """Product-like entries of the folder; every other entry is recorded in :attr:`rejected` with the reason."""
+        out = []
+        for p in self._entries():
+            if p.is_dir() and p.name.upper().endswith(".SAFE"):
+                out.append(p)
+            elif p.is_file() and p.suffix.lower() == ".zip":
+                out.append(p)
+            elif p.is_dir():
+                reason = _folder_reason(p)
+                if reason is None:
+                    out.append(p)  # an unzipped product whose folder lost its .SAFE suffix
+                else:
+                    self._reject(p, reason)
+            else:
+                self._reject(p, "not a .SAFE folder or .zip; give Sentinel products as <name>.SAFE or <name>.zip")
+        return out
 
     def search(self, request: SearchRequest) -> list[Scene]:
-        """S1 IW GRDH and S2 L2A products in the folder intersecting the AOI near the requested dates."""
+        """S1 IW GRDH and S2 L2A products in the folder intersecting the AOI near the requested dates.
+
+        Every other entry, and every product that is incomplete (``request.check_complete``), lacks a
+        requested polarisation, lies outside the AOI or the dates, is listed in :attr:`rejected` with
+        the reason (and logged); :meth:`summary` condenses it to one line.
+        """
+        self.rejected = []
         aoi = box(*request.aoi_lonlat)
         scenes = []
         for path in self._candidates():
             try:
-                with open_product(path) as reader:
-                    info = describe_product(reader)
+                reader = open_product(path)
             except ProductError as exc:
-                log.warning("local source: skipping %s: %s", path, exc)
+                self._reject(path, f"unreadable ({exc})")
                 continue
-            if info is None:
-                log.info("local source: %s is neither an S1 IW GRDH nor an S2 L2A product; skipped", path.name)
-                continue
-            if len(info.footprint_lonlat) < 3 or not Polygon(info.footprint_lonlat).intersects(aoi):
-                continue
-            if not _near_dates(info.sensing_time, list(request.dates), request.pair_tolerance_days):
-                continue
-            size, md5 = product_checksum(path)
-            scenes.append(
-                Scene(
-                    product_id=info.product_id,
-                    mission=info.mission,
-                    product_type=info.product_type,
-                    sensing_time=info.sensing_time,
-                    footprint_wkt=_polygon_wkt(info.footprint_lonlat),
-                    size_bytes=size,
-                    checksum=md5,
-                    relative_orbit=info.relative_orbit if info.mission.startswith("S1") else None,
-                    cloud_cover=info.cloud_cover,
-                    source=self.name,
-                    uri=str(path.resolve()),
-                )
-            )
+            with reader:
+                scene = self._examine(path, reader, request, aoi)
+            if scene is not None:
+                scenes.append(scene)
         return scenes
+
+    def _examine(self, path: Path, reader: ProductReader, request: SearchRequest, aoi: Polygon) -> Scene | None:
+        """The scene of one candidate product, or None after recording why it was rejected."""
+        try:
+            info = describe_product(reader)
+        except ProductError as exc:
+            self._reject(path, f"unreadable ({exc})")
+            return None
+        if info is None:
+            self._reject(path, _not_usable_reason(reader))
+            return None
+        if len(info.footprint_lonlat) < 3 or not Polygon(info.footprint_lonlat).intersects(aoi):
+            self._reject(path, f"its footprint does not intersect the AOI {_fmt_box(request.aoi_lonlat)}", logging.INFO)
+            return None
+        if not _near_dates(info.sensing_time, list(request.dates), request.pair_tolerance_days):
+            self._reject(
+                path,
+                f"acquired {info.sensing_time:%Y-%m-%d}, not within pair_tolerance_days of a configured date",
+                logging.INFO,
+            )
+            return None
+        if request.check_complete:
+            problem = (
+                s1_problem(reader, info, request.polarisations) if info.mission.startswith("S1") else s2_problem(reader)
+            )
+            if problem:
+                self._reject(path, problem)
+                return None
+        size, md5 = product_checksum(path)
+        return Scene(
+            product_id=info.product_id,
+            mission=info.mission,
+            product_type=info.product_type,
+            sensing_time=info.sensing_time,
+            footprint_wkt=_polygon_wkt(info.footprint_lonlat),
+            size_bytes=size,
+            checksum=md5,
+            relative_orbit=info.relative_orbit if info.mission.startswith("S1") else None,
+            cloud_cover=info.cloud_cover,
+            source=self.name,
+            uri=str(path.resolve()),
+        )
+
+    @staticmethod
+    def _check_same_product(src: Path, reader: ProductReader, scene: Scene) -> None:
+        try:
+            info = describe_product(reader)
+        except ProductError as exc:
+            raise FetchError(
+                f"{src}: changed since the search and now unreadable ({str(exc).split(';')[0]}); "
+                "replace it with a complete copy of the product"
+            ) from None
+        if info is None or info.product_id != scene.product_id or info.sensing_time != scene.sensing_time:
+            raise FetchError(
+                f"{src}: no longer holds {scene.product_id} (changed since the search); restore it, or rerun the "
+                "search with `snakemake --forcerun search <target>`"
+            )
+
+    def summary(self, limit: int = 4) -> str:
+        """One line: how many entries the last search rejected and why (the first ``limit`` in full)."""
+        if not self.rejected:
+            return ""
+        shown = "; ".join(f"{p.name}: {why}" for p, why in self.rejected[:limit])
+        more = f" (and {len(self.rejected) - limit} more)" if len(self.rejected) > limit else ""
+        return f"{len(self.rejected)} of the entries in {self.folder} were rejected: {shown}{more}"
 
     def download(self, scene: Scene, dest: Path) -> Path:
         """Hard-link (zip: copy if linking fails; folder: symlink if linking fails) the product to ``dest``, verified."""
@@ -264,11 +420,18 @@ class LocalSource:
                     _remove(tmp)
                     tmp.symlink_to(src.resolve(), target_is_directory=True)
             size, md5 = product_checksum(tmp)
-            if (scene.size_bytes and size != scene.size_bytes) or (scene.checksum and md5 != scene.checksum):
-                raise FetchError(
-                    f"{src}: product changed since the search (size {size} vs {scene.size_bytes}, {md5} vs {scene.checksum}); rerun the search"
-                )
             with open_product(tmp) as reader:
+                if (scene.size_bytes and size != scene.size_bytes) or (scene.checksum and md5 != scene.checksum):
+                    # The user replaced the file in their folder (e.g. after a failed run): the same product
+                    # (same name, same acquisition) is used as it is now; anything else needs a new search.
+                    self._check_same_product(src, reader, scene)
+                    log.warning(
+                        "%s changed since the search (size %d vs %d); it is still %s, using the new copy",
+                        src,
+                        size,
+                        scene.size_bytes,
+                        scene.product_id,
+                    )
                 if reader.is_zip:
                     reader.verify()
             _remove(dest)

@@ -18,6 +18,7 @@ import numpy as np
 from affine import Affine
 from pyproj import CRS, Transformer
 
+from pipeline_lib.errors import ConfigError
 from pipeline_lib.io import write_json_atomic
 from pipeline_lib.lonlat import check_lonlat_bbox, check_lonlat_point
 
@@ -68,7 +69,19 @@ class Grid:
         ey = np.concatenate([ys[i] + (ys[(i + 1) % 4] - ys[i]) * t for i in range(4)])
         tr = Transformer.from_crs(self.crs, "EPSG:4326", always_xy=True)
         lon, lat = tr.transform(ex, ey)
-        return (float(np.min(lon)), float(np.min(lat)), float(np.max(lon)), float(np.max(lat)))
+        if not (np.all(np.isfinite(lon)) and np.all(np.isfinite(lat))):
+            raise ConfigError(
+                f"aoi: the grid {self.bounds} in {self.crs} does not map to longitude/latitude; "
+                "choose a smaller AOI or a crs that covers it"
+            )
+        west, east = float(np.min(lon)), float(np.max(lon))
+        if east - west > 180.0 or west < -180.0 or east > 180.0:
+            # The edge crosses ±180°: a min/max box would span the other side of the globe (issue 13).
+            raise ConfigError(
+                f"aoi: the grid {tuple(round(b) for b in self.bounds)} in {self.crs} crosses the antimeridian "
+                "(180°), which is not supported; move the AOI to one side of 180° or split it into two regions"
+            )
+        return (west, float(np.min(lat)), east, float(np.max(lat)))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -124,6 +137,10 @@ def make_grid(aoi: tuple[float, float, float, float], resolution_m: float = 10.0
             [np.full_like(t, south), south + (north - south) * t, np.full_like(t, north), north - (north - south) * t]
         )
         xs, ys = tr.transform(lons, lats)
+        if not (np.all(np.isfinite(xs)) and np.all(np.isfinite(ys))):
+            raise ConfigError(
+                f"aoi: {aoi} does not map into {crs_obj.to_string()}; choose a smaller AOI or another crs"
+            )
         left, right, bottom, top = float(np.min(xs)), float(np.max(xs)), float(np.min(ys)), float(np.max(ys))
     left = math.floor(left / res_x) * res_x
     top = math.ceil(top / res_y) * res_y

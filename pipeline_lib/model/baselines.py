@@ -22,9 +22,11 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from pipeline_lib.model.variants import baselines
+
 __all__ = ["BASELINES", "masked_mean_filter", "guide_weights", "weighted_sum", "weighted_spread"]
 
-BASELINES = ("neighbour_j", "neighbour_k", "blend")
+BASELINES = baselines()
 
 
 def masked_mean_filter(x: np.ndarray, valid: np.ndarray, size: int) -> np.ndarray:

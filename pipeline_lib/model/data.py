@@ -9,10 +9,17 @@ Governing text: docs/CONTRACTS.md ("Stack NetCDF"), DESIGN §6, paper §IV-C.1 /
   inputs get 0 where unusable (the loss and the outputs never use such pixels).
 - Patches (``patch_px``, 64 by default: five stride-2 levels need a multiple of 32, the paper's 50
   is not) come only from wholly valid areas. An **epoch** is one pass over the non-overlapping patch
-  grid of the valid area; each epoch shifts that grid by a random offset (< one patch) and visits
-  its patches in random order, each with a random ordered guide pair (j, k) valid over the whole
+  grid of the valid area; each epoch shifts that grid by a random offset within the slack the grid
+  leaves (``(n − patch) mod patch`` px per axis, so the grid always holds as many whole patches per
+  axis as fit: a 64 px patch on a 100 px grid shifts by 0–36 px, on a 64 px grid not at all) and
+  visits its patches in random order, each with a random ordered guide pair (j, k) valid over the whole
   patch (so with two guides the reverse pair kj is the free augmentation of DESIGN §6) and, when
   ``augment`` is on, one of the 8 flips/rotations (our choice: the paper states no augmentation).
+  When clouds or nodata leave no fully valid patch on an epoch's shifted grid, the epoch draws as
+  many patches as the valid area holds from all fully valid origins (stride 1) instead, so no epoch
+  is empty while any fully valid patch exists. :func:`fit_patch_px` picks the training patch:
+  ``patch_px`` when a fully valid patch of that size exists, else the largest multiple of 2^levels
+  (down to 2^levels, i.e. 32 px) that has one — small grids (64 × 64, 100 × 101) and cloudy ones train.
 - All randomness of an epoch derives from ``(seed, epoch)``, so a resumed run replays it exactly.
 """
 
@@ -27,6 +34,7 @@ import numpy as np
 import xarray as xr
 
 from pipeline_lib.errors import ConfigError, ModelError
+from pipeline_lib.model.variants import networks
 from pipeline_lib.stacks import open_stack
 
 __all__ = [
@@ -40,12 +48,15 @@ __all__ = [
     "normalise",
     "denormalise_diff",
     "patch_origins",
+    "valid_origins",
+    "fit_patch_px",
     "epoch_patches",
     "dihedral",
 ]
 
 TASKS = ("sar_to_visible", "visible_to_swir")
-VARIANTS = ("tirsit", "tirsit_noadv", "no_uc", "no_sg", "no_uc_sg", "pix2pix")
+#: Trained variants, from the registry (:mod:`pipeline_lib.model.variants`), shortcut-fix candidates included.
+VARIANTS = networks()
 
 #: Parameters shared by both tasks (config keys of ``train``/``predict`` in the workflow schema).
 COMMON_DEFAULTS: dict[str, Any] = {
@@ -257,6 +268,55 @@ def patch_origins(valid: np.ndarray, patch: int, offset: tuple[int, int] = (0, 0
     return np.asarray(full)
 
 
+def valid_origins(valid: np.ndarray, patch: int) -> np.ndarray:
+    """(..., y, x) booleans: the ``patch``-sized window with top-left corner (y, x) is fully inside ``valid``.
+
+    Every origin (stride 1); the result has ``max(0, n − patch + 1)`` entries per axis.
+    """
+    h, w = valid.shape[-2:]
+    if patch > h or patch > w:
+        return np.zeros((*valid.shape[:-2], 0, 0), dtype=bool)
+    integ = np.zeros((*valid.shape[:-2], h + 1, w + 1), dtype=np.int64)
+    integ[..., 1:, 1:] = valid.astype(np.int64).cumsum(-2).cumsum(-1)
+    count = (
+        integ[..., patch:, patch:]
+        - integ[..., :-patch, patch:]
+        - integ[..., patch:, :-patch]
+        + integ[..., :-patch, :-patch]
+    )
+    return np.asarray(count == patch * patch)
+
+
+def _pair_masks(
+    valid_i: np.ndarray | None, valid_g: np.ndarray, pairs: bool
+) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """The guide combinations of one training sample and, per combination, where all its inputs are valid."""
+    n = valid_g.shape[0]
+    if pairs:
+        if valid_i is None:
+            raise ValueError("epoch_patches: pairs=True needs valid_i")
+        combos = [(a, b) for a in range(n) for b in range(n) if a != b]
+        return combos, np.stack([valid_i & valid_g[a] & valid_g[b] for a, b in combos])
+    return [(a, a) for a in range(n)], np.asarray(valid_g)
+
+
+def fit_patch_px(valid_i: np.ndarray | None, valid_g: np.ndarray, patch: int, multiple: int, pairs: bool) -> int:
+    """The training patch size: ``patch`` if any fully valid patch of that size exists, else the largest
+    smaller multiple of ``multiple`` that has one; 0 when not even a ``multiple``-px patch is fully valid.
+    """
+    _, masks = _pair_masks(valid_i, valid_g, pairs)
+    for size in range(int(patch), int(multiple) - 1, -int(multiple)):
+        if size > 0 and valid_origins(masks, size).any():
+            return size
+    return 0
+
+
+def _axis_offset(rng: np.random.Generator, n: int, patch: int) -> int:
+    """Random shift of the patch grid along an axis of ``n`` px: within the slack left by the whole patches."""
+    slack = (n - patch) % patch if n >= patch else 0
+    return int(rng.integers(slack + 1))
+
+
 def epoch_patches(
     valid_i: np.ndarray | None, valid_g: np.ndarray, patch: int, seed: int, epoch: int, pairs: bool
 ) -> np.ndarray:
@@ -264,40 +324,43 @@ def epoch_patches(
 
     ``pairs=True`` (TIRSIT): (a, b) = (j, k) ordered distinct guides with valid_i, valid_g[j],
     valid_g[k] all true over the patch. ``pairs=False`` (pix2pix): a = b = one guide valid over it.
+    The rows come from the randomly shifted non-overlapping patch grid; when that grid holds no fully
+    valid patch, from a random draw among all fully valid origins (as many as the valid area holds).
     """
     rng = np.random.default_rng([seed, epoch])
-    offset = (int(rng.integers(patch)), int(rng.integers(patch)))
-    n = valid_g.shape[0]
-    if pairs:
-        if valid_i is None:
-            raise ValueError("epoch_patches: pairs=True needs valid_i")
-        combos = [(a, b) for a in range(n) for b in range(n) if a != b]
-        masks = np.stack([valid_i & valid_g[a] & valid_g[b] for a, b in combos])
-    else:
-        combos = [(a, a) for a in range(n)]
-        masks = valid_g
+    h, w = valid_g.shape[-2:]
+    offset = (_axis_offset(rng, h, patch), _axis_offset(rng, w, patch))
+    combos, masks = _pair_masks(valid_i, valid_g, pairs)
     full = patch_origins(masks, patch, offset)  # (combo, ny, nx)
-    ny, nx = full.shape[1:]
-    ok_any = full.any(axis=0)
-    iy, ix = np.nonzero(ok_any)
+    iy, ix = np.nonzero(full.any(axis=0))
+    oy = offset[0] + iy * patch
+    ox = offset[1] + ix * patch
+    ok = full[:, iy, ix]  # (combo, n)
+    if iy.size == 0:
+        every = valid_origins(masks, patch)  # (combo, h - patch + 1, w - patch + 1)
+        ys, xs = np.nonzero(every.any(axis=0)) if every.size else (np.zeros(0, int), np.zeros(0, int))
+        if ys.size:
+            area = int(masks.any(axis=0).sum())
+            take = rng.permutation(ys.size)[: max(1, min(ys.size, area // (patch * patch)))]
+            oy, ox = ys[take], xs[take]
+            ok = every[:, oy, ox]
     # random combo among those valid at each location: argmax of uniform noise restricted to valid ones
-    noise = rng.random((len(combos), iy.size))
-    noise[~full[:, iy, ix]] = -1.0
+    noise = rng.random((len(combos), oy.size))
+    noise[~ok] = -1.0
     choice = noise.argmax(axis=0)
-    codes = rng.integers(8, size=iy.size)
-    order = rng.permutation(iy.size)
+    codes = rng.integers(8, size=oy.size)
+    order = rng.permutation(oy.size)
     combo_arr = np.asarray(combos, dtype=np.int64).reshape(-1, 2)
     rows = np.stack(
         [
-            offset[0] + iy * patch,
-            offset[1] + ix * patch,
+            np.asarray(oy, dtype=np.int64),
+            np.asarray(ox, dtype=np.int64),
             combo_arr[choice, 0],
             combo_arr[choice, 1],
             codes,
         ],
         axis=1,
     )
-    del ny, nx
     return rows[order]
 
 

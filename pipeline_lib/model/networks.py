@@ -108,12 +108,18 @@ class Generator(nn.Module):
                 nn.init.zeros_(self.head.bias)
 
     def forward(
-        self, x: torch.Tensor, guide: torch.Tensor | None = None, guide_index: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        guide: torch.Tensor | None = None,
+        guide_index: torch.Tensor | None = None,
+        detach_guide_from: int | None = None,
     ) -> torch.Tensor:
         """ΔT̂ for inputs ``x``; ``guide[guide_index]`` is sample i's guide (default: guide i).
 
         ``guide_index`` lets a batch share guide images (TIRSIT's jk and ik passes both use T_k):
-        the guide encoder and the masks then run once per distinct guide.
+        the guide encoder and the masks then run once per distinct guide. With ``detach_guide_from``
+        = m, samples m, m+1, … use the masks with their gradient stopped, so a loss on those samples
+        does not train the guide encoder (the ``stopgrad`` departure, :mod:`pipeline_lib.model.losses`).
         """
         mult = 2**self.levels
         if x.shape[-1] % mult or x.shape[-2] % mult:
@@ -128,7 +134,10 @@ class Generator(nn.Module):
                 assert g is not None
                 g = self.enc_guide[n](g)
                 mask = feature_mask(g, self.eta).to(f.dtype)  # = self.masks[n].mask(g)
-                f = f * (mask if guide_index is None else mask[guide_index])
+                m = mask if guide_index is None else mask[guide_index]
+                if detach_guide_from is not None:
+                    m = torch.cat([m[:detach_guide_from], m[detach_guide_from:].detach()])
+                f = f * m
             skips.append(f)
         h = skips[-1]
         for i, up in enumerate(self.ups):

@@ -10,6 +10,8 @@
   multiplied by a separable raised-cosine window that tapers over the overlap (floor 1e-3 so border
   pixels keep a weight) and normalised by the summed window. The feature mask standardises per tile
   (eq. 1), so tiled ≠ untiled bit for bit; tests check that errors along seams are no larger.
+- Grids smaller than ``tile_px`` (from 32 px) run as one tile of the smallest multiple of 2^levels that
+  holds them, padded by reflection (:func:`fit_tile_px`); the padding is cropped from the output.
 - Output: COG on the stack's grid with the target bands, NaN where S_i is invalid or no guide is.
 """
 
@@ -30,10 +32,12 @@ from pipeline_lib.model.baselines import BASELINES, guide_weights, weighted_spre
 from pipeline_lib.model.data import VARIANTS, StackData, denormalise_diff, load_stack, resolve_params
 from pipeline_lib.model.networks import Generator
 from pipeline_lib.model.train import build_generator, load_checkpoint, select_device, variant_flags
+from pipeline_lib.model.variants import uncertainty_variants
 
 __all__ = [
     "UNCERTAINTY_VARIANTS",
     "tile_starts",
+    "fit_tile_px",
     "blend_window",
     "predict_tiled",
     "predict_arrays",
@@ -42,7 +46,7 @@ __all__ = [
 
 _LOG = logging.getLogger(__name__)
 #: Variants with an uncertainty raster (several reconstructions to compare).
-UNCERTAINTY_VARIANTS = ("tirsit", "tirsit_noadv", "no_uc", "no_sg", "no_uc_sg", "blend")
+UNCERTAINTY_VARIANTS = uncertainty_variants()
 
 
 def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
@@ -53,6 +57,17 @@ def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
     starts = list(range(0, n - tile, step))
     starts.append(n - tile)
     return sorted(set(starts))
+
+
+def fit_tile_px(shape: tuple[int, ...], tile: int, overlap: int, multiple: int) -> tuple[int, int]:
+    """(tile, overlap) for a grid of ``shape``: a grid smaller than ``tile`` runs as one tile of the smallest
+    multiple of ``multiple`` (2^levels) holding it, reflection-padded, so the per-tile feature-mask
+    statistics (eq. 1) see as little padding as possible (a 64 × 64 grid: one 64 px tile; 100 × 101: 128 px).
+    """
+    need = -(-max(int(n) for n in shape[-2:]) // multiple) * multiple
+    if need >= tile:
+        return tile, overlap
+    return need, min(overlap, need // 2)
 
 
 def blend_window(tile: int, overlap: int, floor: float = 1e-3) -> np.ndarray:
@@ -132,7 +147,7 @@ def predict_arrays(
     if generator is None:
         raise ModelError(f"variant {variant!r} needs a trained generator (checkpoint)")
     generator.eval()
-    tile, overlap = int(p["tile_px"]), int(p["overlap_px"])
+    tile, overlap = fit_tile_px(data.valid_i.shape, int(p["tile_px"]), int(p["overlap_px"]), 2 ** int(p["levels"]))
     if variant == "pix2pix":
         fn = _net_fn(generator, device, len(data.band_s), guided=False)
         out_n = predict_tiled(fn, data.s_i, n_t, tile, overlap)

@@ -21,6 +21,9 @@ Schedule: Adam β = (0.5, 0.999) for G and D; lr for ``epochs1`` epochs then lr2
 With ``max_steps`` below the full schedule, training stops at ``max_steps`` and the lr switch and the
 end of D's training fall at the same *fractions* of the capped run (epochs1/(epochs1+epochs2) and
 disc_epochs/(epochs1+epochs2)) — our choice, so a capped run still sees both stages.
+The schedule counts optimisation steps, never epochs: an epoch of the full schedule is
+``ceil(patches of epoch 0 / batch)`` steps, so the lr switch and the end of D fall at steps
+spe·epochs1 and spe·disc_epochs even when cloud masks change the patch count per epoch.
 
 Cost (DESIGN §6; none of these changes the maths): models and 4-D batches are channels_last (NHWC, the
 layout oneDNN/cuDNN convolutions use natively, so no reorder per conv); D's real and fake passes run as
@@ -53,8 +56,18 @@ from torch import nn
 
 from pipeline_lib.errors import ModelError
 from pipeline_lib.io import atomic_path
-from pipeline_lib.model.data import VARIANTS, StackData, dihedral, epoch_patches, load_stack, resolve_params
+from pipeline_lib.model.data import (
+    VARIANTS,
+    StackData,
+    dihedral,
+    epoch_patches,
+    fit_patch_px,
+    load_stack,
+    resolve_params,
+)
+from pipeline_lib.model.losses import consistency_loss, consistency_target, departure_losses
 from pipeline_lib.model.networks import Generator, PatchDiscriminator
+from pipeline_lib.model.variants import get_variant
 
 __all__ = [
     "CKPT_FORMAT",
@@ -75,15 +88,14 @@ _LOG = logging.getLogger(__name__)
 
 
 def variant_flags(variant: str) -> dict[str, bool]:
-    """guided (guide encoder + masks), con (L_con), adv (L_adv), pix2pix (S→T, no differences)."""
-    if variant not in VARIANTS:
-        raise ModelError(f"variant {variant!r} is unknown; expected one of {list(VARIANTS)}")
-    return {
-        "guided": variant in ("tirsit", "tirsit_noadv", "no_uc"),
-        "con": variant in ("tirsit", "tirsit_noadv", "no_sg"),
-        "adv": variant in ("tirsit", "pix2pix"),
-        "pix2pix": variant == "pix2pix",
-    }
+    """guided (guide encoder + masks), con (a uniqueness term), adv (L_adv), pix2pix (S→T, no differences).
+
+    Read from the registry (:mod:`pipeline_lib.model.variants`); ModelError for a baseline or unknown name.
+    """
+    v = get_variant(variant)
+    if not v.trains:
+        raise ModelError(f"variant {variant!r} is a baseline (no network); expected one of {list(VARIANTS)}")
+    return {"guided": v.guided, "con": v.consistency != "none", "adv": v.adversarial, "pix2pix": v.pix2pix}
 
 
 def select_device(device: str, log: logging.Logger | None = None) -> torch.device:
@@ -118,18 +130,6 @@ def build_generator(variant: str, n_s: int, n_t: int, p: dict[str, Any]) -> Gene
 
 def build_discriminator(n_s: int, n_t: int, p: dict[str, Any]) -> PatchDiscriminator:
     return PatchDiscriminator(n_s, n_t, filters=int(p["filters"]))
-
-
-def consistency_target(t_j: torch.Tensor, t_k: torch.Tensor) -> torch.Tensor:
-    """What T̂_ij − T̂_ik must equal under the uniqueness constraint (eq. 4): T_k − T_j."""
-    return t_k - t_j
-
-
-def consistency_loss(
-    pred_ij: torch.Tensor, pred_ik: torch.Tensor, t_j: torch.Tensor, t_k: torch.Tensor
-) -> torch.Tensor:
-    """L_con = MSE((T̂_ij − T̂_ik), T_k − T_j)."""
-    return F.mse_loss(pred_ij - pred_ik, consistency_target(t_j, t_k))
 
 
 def make_batch(data: StackData, rows: np.ndarray, patch: int, pix2pix: bool) -> dict[str, np.ndarray]:
@@ -205,7 +205,8 @@ class Trainer:
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=float(p["lr"]), betas=betas)
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=float(p["lr"]), betas=betas) if self.d else None
         self.lambda_con = float(p["lambda_con"]) if self.flags["con"] else 0.0
-        self.lambda_adv = float(p["lambda_adv"]) if variant == "tirsit" else 0.0
+        self.lambda_adv = float(p["lambda_adv"]) if self.flags["adv"] and not self.flags["pix2pix"] else 0.0
+        self.consistency = get_variant(variant).consistency
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.device.type == "cuda":
@@ -270,8 +271,12 @@ class Trainer:
                 losses["adv"] = float(adv.detach())
         else:
             n = b["t_jk"].shape[0]
+            departure = self.consistency not in ("none", "paper") and self.lambda_con > 0
             with self._autocast():
-                if self.lambda_con > 0 and self.flags["guided"]:
+                if departure:  # issue 12 part 3 (pipeline_lib.model.losses); tirsit & co. take the branches below
+                    out_jk_dep, con_dep = departure_losses(self.consistency, self.g, b)
+                    out = out_jk_dep
+                elif self.lambda_con > 0 and self.flags["guided"]:
                     out = self.g(b["x"], b["guide"], b["guide_index"]).float()
                 elif self.lambda_con > 0:
                     out = self.g(b["x"]).float()
@@ -286,7 +291,10 @@ class Trainer:
             rec = F.mse_loss(out_jk, b["t_jk"])
             total = rec
             losses["rec"] = float(rec.detach())
-            if self.lambda_con > 0:
+            if departure:
+                total = rec + self.lambda_con * con_dep
+                losses["con"] = float(con_dep.detach())
+            elif self.lambda_con > 0:
                 out_ij, out_ik = out[n : 2 * n], out[2 * n :]
                 con = consistency_loss(out_ij, out_ik, b["t_j"], b["t_k"])
                 total = rec + self.lambda_con * con
@@ -376,17 +384,30 @@ def run_train(
     p = resolve_params(data.task, params)
     torch.set_num_threads(max(1, int(threads)))
     dev = select_device(device, log)
-    patch, bs, seed = int(p["patch_px"]), int(p["batch_size"]), int(p["seed"])
+    bs, seed = int(p["batch_size"]), int(p["seed"])
     pairs = not flags["pix2pix"]
+    valid_i = data.valid_i if pairs else None
+    patch = fit_patch_px(valid_i, data.valid_g, int(p["patch_px"]), 2 ** int(p["levels"]), pairs)
+    if patch == 0:
+        raise ModelError(
+            f"{stack_nc}: no fully valid {2 ** int(p['levels'])}×{2 ** int(p['levels'])} patch for {variant} "
+            "(grid too small or too cloudy); use clearer dates or a larger AOI"
+        )
+    if patch != int(p["patch_px"]):
+        log.warning(
+            "%s: no fully valid %d px patch on this %d×%d grid; training %s on %d px patches",
+            stack_nc,
+            int(p["patch_px"]),
+            *data.valid_i.shape,
+            variant,
+            patch,
+        )
+        p = {**p, "patch_px": patch}
 
     def rows_of(epoch: int) -> np.ndarray:
-        return epoch_patches(data.valid_i if pairs else None, data.valid_g, patch, seed, epoch, pairs)
+        return epoch_patches(valid_i, data.valid_g, patch, seed, epoch, pairs)
 
     n0 = len(rows_of(0))
-    if n0 == 0:
-        raise ModelError(
-            f"{stack_nc}: no fully valid {patch}×{patch} patch for {variant}; lower patch_px or check masks"
-        )
     spe = math.ceil(n0 / bs)
     total, lr2_at, d_stop, capped = _schedule(p, spe)
     tr = Trainer(variant, len(data.band_s), len(data.band_t), p, dev)
@@ -422,22 +443,16 @@ def run_train(
         " (capped by max_steps)" if capped else "",
     )
     t0, s0 = time.perf_counter(), step
-    empty = 0
     with _deterministic(dev.type == "cpu"):
         while step < total:
             rows = rows_of(epoch)
-            empty = empty + 1 if len(rows) == 0 else 0
-            if empty > 100:
-                raise ModelError(f"{stack_nc}: 100 epochs in a row without a valid patch; lower patch_px")
+            if len(rows) == 0:  # cannot happen once fit_patch_px found a valid patch; guards the loop
+                raise ModelError(f"{stack_nc}: epoch {epoch} has no valid {patch} px patch; check the masks")
             for start in range(0, len(rows), bs):
                 if step >= total:
                     break
-                if capped:
-                    lr = float(p["lr"]) if step < lr2_at else float(p["lr2"])
-                    disc_on = step < d_stop
-                else:
-                    lr = float(p["lr"]) if epoch < int(p["epochs1"]) else float(p["lr2"])
-                    disc_on = epoch < int(p["disc_epochs"])
+                lr = float(p["lr"]) if step < lr2_at else float(p["lr2"])
+                disc_on = step < d_stop
                 tr.set_lr(lr)
                 batch = make_batch(data, rows[start : start + bs], patch, flags["pix2pix"])
                 losses = tr.step(batch, disc_on or flags["pix2pix"])

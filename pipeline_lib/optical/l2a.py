@@ -44,6 +44,7 @@ from rasterio.windows import Window, from_bounds
 from pipeline_lib.cog import write_cog
 from pipeline_lib.errors import ConfigError, CoverageError, ProductError
 from pipeline_lib.grid import Grid, warp_to_grid
+from pipeline_lib.guard import corrupt_metadata
 from pipeline_lib.safe import ProductReader, open_product
 
 __all__ = [
@@ -114,6 +115,11 @@ def parse_baseline(text: str | None, product: str) -> tuple[int, int]:
 
 def read_l2a_metadata(mtd: Element | bytes, product: str = "MTD_MSIL2A.xml") -> L2AMetadata:
     """Parse a ``MTD_MSIL2A.xml`` (element or bytes): offsets, quantification, baseline, tile, time, band files."""
+    with corrupt_metadata(product):
+        return _read_l2a_metadata(mtd, product)
+
+
+def _read_l2a_metadata(mtd: Element | bytes, product: str) -> L2AMetadata:
     from pipeline_lib.xmlsafe import parse_xml
 
     root = parse_xml(mtd, name=product) if isinstance(mtd, bytes) else mtd

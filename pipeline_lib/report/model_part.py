@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from pipeline_lib.cog import read_named_bands
+from pipeline_lib.model.variants import label as variant_label
 from pipeline_lib.report import figures as fig
 from pipeline_lib.report import html as h
 from pipeline_lib.stacks import open_stack, read_truth
@@ -36,20 +37,11 @@ __all__ = [
     "LARGE_VIEW",
 ]
 
+#: (variant, label) rows; the labels come from the variant registry (pipeline_lib.model.variants).
 MAIN_ROWS = [
-    ("neighbour_j", "Neighbouring image T_j"),
-    ("neighbour_k", "Neighbouring image T_k"),
-    ("blend", "Blend of T_j, T_k (no network)"),
-    ("pix2pix", "pix2pix"),
-    ("tirsit_noadv", "TIRSIT w/o adversarial loss"),
-    ("tirsit", "TIRSIT"),
+    (v, variant_label(v)) for v in ("neighbour_j", "neighbour_k", "blend", "pix2pix", "tirsit_noadv", "tirsit")
 ]
-ABLATION_ROWS = [
-    ("no_uc_sg", "w/o UC, w/o SG"),
-    ("no_sg", "w/o SG"),
-    ("no_uc", "w/o UC"),
-    ("tirsit_noadv", "TIRSIT w/o adversarial loss"),
-]
+ABLATION_ROWS = [(v, variant_label(v)) for v in ("no_uc_sg", "no_sg", "no_uc", "tirsit_noadv")]
 METRICS = [("rmse", "RMSE", min), ("ssim", "SSIM", max), ("cc", "CC", max)]
 LARGE_VIEW = "(larger view)"
 """Figure titles ending with this are shown wide (up to :data:`figures.MAX_SIDE_PX` per panel)."""

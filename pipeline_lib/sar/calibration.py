@@ -7,8 +7,9 @@ thermal noise power (``pipeline_lib.sar.noise``, MPC-0392). Negative values afte
 (noise-dominated pixels) are clipped to ``SIGMA0_FLOOR`` = 1e-5 m²/m² (−50 dB, well under the
 S1 IW noise-equivalent σ0 of about −22 dB). DN = 0 is the GRD zero-fill outside the swath and becomes NaN.
 
-The window covering the grid is found from the annotation ``geolocationGrid`` (line/pixel ↔ lat/lon at
-the annotation heights), so only that window of the measurement TIFF is read, in row bands (rasterio
+The window covering the grid is found by a range-Doppler lookup of the grid at the heights terrain
+correction uses (WGS84 ellipsoid, or the DEM's range: :mod:`pipeline_lib.sar.window`), so only that
+window of the measurement TIFF is read, in row bands (rasterio
 windows): ESA's measurement TIFF is uncompressed with one strip per line, so a band of lines is one
 contiguous read. Calibration and noise removal are fused per band and written to the NetCDF band by
 band (:mod:`pipeline_lib.sar.chunks`); ``thermal_noise=False`` gives plain σ0 = DN²/A_σ² (as sarsen
@@ -17,8 +18,12 @@ and xarray-sentinel calibrate) for like-with-like comparisons.
 
 from __future__ import annotations
 
+import logging
+import threading
 import warnings
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -27,14 +32,13 @@ import rasterio.errors
 import rasterio.io
 import xarray as xr
 from rasterio.windows import Window
-from scipy.interpolate import LinearNDInterpolator
 from shapely.geometry import MultiPoint, box
 
 from pipeline_lib.errors import CoverageError, ProductError
 from pipeline_lib.grid import Grid
 from pipeline_lib.safe import open_product
 from pipeline_lib.sar.chunks import create_sigma0, row_bands
-from pipeline_lib.sar.noise import NoiseModel, noise_power, parse_noise
+from pipeline_lib.sar.noise import NoiseModel, is_void, noise_power, parse_noise
 from pipeline_lib.sar.product import (
     PolFiles,
     find_pol_files,
@@ -43,8 +47,19 @@ from pipeline_lib.sar.product import (
     read_geolocation_grid,
     read_image_info,
 )
+from pipeline_lib.sar.window import RangeDoppler, grid_window, height_range
 
-__all__ = ["SIGMA0_FLOOR", "calibrate_sigma0", "calibrate_band", "interp_lut", "find_window", "run_calibrate"]
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "SIGMA0_FLOOR",
+    "calibrate_sigma0",
+    "calibrate_band",
+    "interp_lut",
+    "check_footprint",
+    "find_window",
+    "run_calibrate",
+]
 
 #: floor for σ0 after thermal-noise subtraction (linear, −50 dB)
 SIGMA0_FLOOR = 1e-5
@@ -80,6 +95,8 @@ def _polyval_2d(coef: np.ndarray, x: np.ndarray, y: np.ndarray, deg: int = 3) ->
 
 def lonlat_to_line_pixel(gcp: dict[str, np.ndarray], lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Map lon/lat to GRD (line, pixel) from the geolocation grid: piecewise linear inside, cubic outside."""
+    from scipy.interpolate import LinearNDInterpolator  # not at import: start-up of the calibrate job
+
     pts = np.column_stack([gcp["longitude"], gcp["latitude"]])
     targets = np.column_stack([gcp["line"], gcp["pixel"]])
     lin = LinearNDInterpolator(pts, targets)(np.column_stack([lon, lat]))
@@ -92,10 +109,8 @@ def lonlat_to_line_pixel(gcp: dict[str, np.ndarray], lon: np.ndarray, lat: np.nd
     return out[0], out[1]
 
 
-def find_window(
-    gcp: dict[str, np.ndarray], grid: Grid, shape: tuple[int, int], margin_px: int, product: str = "product"
-) -> tuple[slice, slice]:
-    """(line slice, pixel slice) of the GRD covering ``grid`` plus ``margin_px``; CoverageError if disjoint."""
+def check_footprint(gcp: dict[str, np.ndarray], grid: Grid, product: str = "product") -> None:
+    """CoverageError if the geolocation grid's footprint and the grid's lon/lat bounds are disjoint."""
     west, south, east, north = grid.lonlat_bounds()
     footprint = MultiPoint(np.column_stack([gcp["longitude"], gcp["latitude"]])).convex_hull
     if not footprint.intersects(box(west, south, east, north)):
@@ -103,6 +118,18 @@ def find_window(
             f"{product}: footprint does not cover the grid ({west:.4f}, {south:.4f}, {east:.4f}, {north:.4f}); "
             "choose a product over the region"
         )
+
+
+def find_window(
+    gcp: dict[str, np.ndarray], grid: Grid, shape: tuple[int, int], margin_px: int, product: str = "product"
+) -> tuple[slice, slice]:
+    """(line slice, pixel slice) of the GRD covering ``grid`` plus ``margin_px`` at the annotation's heights.
+
+    An estimate from the geolocation grid (its points at ESA's terrain heights): off by up to hundreds of
+    pixels at other heights, so :func:`run_calibrate` uses :func:`pipeline_lib.sar.window.grid_window`.
+    """
+    check_footprint(gcp, grid, product)
+    west, south, east, north = grid.lonlat_bounds()
     t = np.linspace(0.0, 1.0, 33)
     lon = np.concatenate(
         [west + (east - west) * t, np.full_like(t, east), west + (east - west) * t, np.full_like(t, west)]
@@ -157,6 +184,53 @@ def calibrate_band(
     return calibrate_sigma0(dn, interp_lut(lut, lines, pixels), eta)
 
 
+Inputs = Sequence[tuple[PolFiles, xr.DataArray, NoiseModel | None]]
+
+
+def _calibrated_bands(
+    inputs: Inputs,
+    shape: tuple[int, int],
+    lines: np.ndarray,
+    pixels: np.ndarray,
+    band_lines: int,
+    threads: int,
+    label: str,
+) -> Iterator[tuple[int, int, int, np.ndarray]]:
+    """(polarisation index, first row, stop row, σ0 band) of every row band, computed by ``threads`` threads, in order."""
+    local = threading.local()
+    opened: list[rasterio.io.DatasetReader] = []
+    lock = threading.Lock()
+
+    def reader(k: int) -> rasterio.io.DatasetReader:
+        handles = local.__dict__.setdefault("handles", {})
+        if k not in handles:  # GDAL handles are not shared between threads
+            handles[k] = _open_measurement(measurement_uri(inputs[k][0]), shape, f"{label}/{inputs[k][0].measurement}")
+            with lock:
+                opened.append(handles[k])
+        return handles[k]
+
+    def work(k: int, a: int, b: int) -> tuple[int, int, int, np.ndarray]:
+        f, lut, noise = inputs[k]
+        return k, a, b, calibrate_band(reader(k), lut, noise, lines[a:b], pixels, f"{label}/{f.measurement}")
+
+    n = max(1, int(threads))
+    pending: deque[Future[tuple[int, int, int, np.ndarray]]] = deque()
+    try:
+        with ThreadPoolExecutor(max_workers=n) as pool:
+            for k in range(len(inputs)):
+                for a, b in row_bands(lines.size, band_lines):
+                    pending.append(pool.submit(work, k, a, b))
+                    while len(pending) > n:
+                        yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+    finally:
+        for fut in pending:
+            fut.cancel()
+        for src in opened:
+            src.close()
+
+
 def run_calibrate(
     safe_path: Path,
     grid: Grid,
@@ -165,21 +239,26 @@ def run_calibrate(
     margin_px: int = 64,
     thermal_noise: bool = True,
     band_lines: int = 256,
+    dem: Path | None = None,
+    threads: int = 1,
 ) -> None:
     """σ0 (thermal noise removed unless ``thermal_noise`` is False) of the GRD window covering ``grid``, to NetCDF.
 
     Chunked: the measurement window is read in row bands of ``band_lines`` lines (the cheap direction of
     the ESA one-strip-per-line TIFF); LUT and noise are evaluated per band and the band is written to the
-    NetCDF at once, so peak memory is about 40 bytes × ``band_lines`` × window width, whatever the scene.
+    NetCDF at once, so peak memory is about ``threads`` × 40 bytes × ``band_lines`` × window width,
+    whatever the scene. ``threads`` bands are computed at once (reads, LUT and noise release the GIL),
+    each thread with its own handle on the measurement; the NetCDF is written from this thread only.
     Every value equals the one the whole-window computation gives (LUT and noise are pointwise in
-    (line, pixel)).
+    (line, pixel)). The window is the range-Doppler lookup of ``grid`` at the heights terrain correction
+    will use (the ellipsoid, or ``dem``'s range over the grid) plus ``margin_px``.
     """
     safe_path = Path(safe_path)
     if not polarisations:
         raise ProductError(f"{safe_path}: no polarisation requested; set sar.polarisations (e.g. [VV, VH])")
     with open_product(safe_path) as reader:
         files = [find_pol_files(reader, p) for p in polarisations]
-        _calibrate_files(files, reader.name, grid, out_nc, margin_px, thermal_noise, band_lines)
+        _calibrate_files(files, reader.name, grid, out_nc, margin_px, thermal_noise, band_lines, dem, threads)
 
 
 def _calibrate_files(
@@ -190,30 +269,48 @@ def _calibrate_files(
     margin_px: int,
     thermal_noise: bool,
     band_lines: int,
+    dem: Path | None,
+    threads: int,
 ) -> None:
     """:func:`run_calibrate` on the polarisations' files of one open product."""
     safe_path = files[0].product
     ref = files[0].reader.parse_xml(files[0].annotation)
     info = read_image_info(ref, label=f"{safe_path}/{files[0].annotation}")
     shape = (info.number_of_lines, info.number_of_samples)
-    rows, cols = find_window(read_geolocation_grid(ref), grid, shape, margin_px, product=name)
+    check_footprint(read_geolocation_grid(ref, f"{safe_path}/{files[0].annotation}"), grid, product=name)
+    rd = RangeDoppler.from_annotation(ref, info, label=f"{safe_path}/{files[0].annotation}")
+    rows, cols = grid_window(rd, grid, shape, margin_px, height_range(dem, grid), product=name)
     lines = np.arange(rows.start, rows.stop)
     pixels = np.arange(cols.start, cols.stop)
     inputs = []
+    void: list[str] = []
     for f in files:
         ann = read_image_info(f.reader.parse_xml(f.annotation), label=f"{safe_path}/{f.annotation}")
         if (ann.number_of_lines, ann.number_of_samples) != shape:
             raise ProductError(f"{safe_path}/{f.annotation}: image size differs between polarisations; download again")
         noise = parse_noise(f.reader.parse_xml(f.noise), f"{safe_path}/{f.noise}") if thermal_noise else None
+        if noise is not None and is_void(noise):
+            # say so and record it instead of claiming a removal that did not happen
+            log.warning(
+                "%s/%s: every noise vector is zero (early-mission product); thermal noise is NOT removed from %s "
+                "(thermal_noise_removed=0); expect a higher noise floor in low-backscatter areas",
+                safe_path,
+                f.noise,
+                f.polarisation,
+            )
+            noise = None
+            void.append(f.polarisation)
         inputs.append((f, open_sigma_lut(f), noise))
-    long_name = "sigma nought, thermal noise removed" if thermal_noise else "sigma nought (no thermal-noise removal)"
+    removed = thermal_noise and not void
+    long_name = "sigma nought, thermal noise removed" if removed else "sigma nought (no thermal-noise removal)"
     attrs = {
         "product": name,
         "number_of_looks": float(info.number_of_looks),
         "polarisations": ",".join(f.polarisation for f in files),
         "number_of_lines": info.number_of_lines,
         "number_of_samples": info.number_of_samples,
-        "thermal_noise_removed": int(thermal_noise),
+        "thermal_noise_removed": int(removed),
+        "thermal_noise_void_polarisations": ",".join(void),
         "Conventions": "CF-1.8",
     }
     var_attrs = {"long_name": long_name, "units": "m2 m-2", "sigma0_floor": SIGMA0_FLOOR}
@@ -221,8 +318,5 @@ def _calibrate_files(
         rasterio.Env(GDAL_CACHEMAX=READ_CACHE_MB * 2**20),  # rasterio passes an int in bytes
         create_sigma0(out_nc, [f.polarisation for f in files], lines, pixels, attrs, var_attrs) as var,
     ):
-        for k, (f, lut, noise) in enumerate(inputs):
-            label = f"{safe_path}/{f.measurement}"
-            with _open_measurement(measurement_uri(f), shape, label) as src:
-                for a, b in row_bands(lines.size, band_lines):
-                    var[k, a:b, :] = calibrate_band(src, lut, noise, lines[a:b], pixels, label)
+        for k, b0, b1, sigma0 in _calibrated_bands(inputs, shape, lines, pixels, band_lines, threads, str(safe_path)):
+            var[k, b0:b1, :] = sigma0

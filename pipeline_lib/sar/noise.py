@@ -20,8 +20,9 @@ from xml.etree.ElementTree import Element
 import numpy as np
 
 from pipeline_lib.errors import ProductError
+from pipeline_lib.guard import corrupt_metadata
 
-__all__ = ["RangeVector", "AzimuthBlock", "NoiseModel", "parse_noise", "noise_power"]
+__all__ = ["RangeVector", "AzimuthBlock", "NoiseModel", "parse_noise", "noise_power", "is_void"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,17 @@ def _floats(el: Element | None, label: str) -> np.ndarray:
 
 def parse_noise(root: Element, label: str = "noise") -> NoiseModel:
     """Parse both the current (range + azimuth blocks) and the legacy (``noiseLut``) formats."""
+    with corrupt_metadata(label):
+        model = _parse_noise(root, label)
+    for v in model.range_vectors:
+        if not np.all(np.isfinite(v.lut)):
+            raise ProductError(
+                f"{label}: non-finite noise value at line {v.line}; the product is corrupt, re-download it"
+            )
+    return model
+
+
+def _parse_noise(root: Element, label: str) -> NoiseModel:
     vectors = root.findall("noiseRangeVectorList/noiseRangeVector")
     lut_tag, legacy = "noiseRangeLut", False
     if not vectors:
@@ -100,6 +112,14 @@ def parse_noise(root: Element, label: str = "noise") -> NoiseModel:
             )
         )
     return NoiseModel(range_vectors=tuple(ranges), azimuth_blocks=tuple(blocks), legacy=legacy)
+
+
+def is_void(model: NoiseModel) -> bool:
+    """True when the annotation carries no noise at all: every range LUT is zero, or every azimuth LUT is
+    (η = N_range · N_az = 0 everywhere). Real early-mission products (IPF < 2.50) ship such tables."""
+    if all(not np.any(r.lut) for r in model.range_vectors):
+        return True
+    return bool(model.azimuth_blocks) and not model.legacy and all(not np.any(b.lut) for b in model.azimuth_blocks)
 
 
 def range_noise(model: NoiseModel, lines: np.ndarray, pixels: np.ndarray) -> np.ndarray:

@@ -23,6 +23,7 @@ import xarray as xr
 import xarray_sentinel
 
 from pipeline_lib.errors import ProductError
+from pipeline_lib.guard import corrupt_metadata
 from pipeline_lib.safe import ProductReader
 from pipeline_lib.xmlsafe import parse_xml
 
@@ -118,6 +119,16 @@ def _text(root: Element, path: str, label: str) -> str:
 
 def read_image_info(annotation: Element, label: str = "annotation") -> ImageInfo:
     """Image size, timing, pixel spacing and nominal number of looks (range × azimuth, mean over swaths)."""
+    with corrupt_metadata(label):
+        info = _read_image_info(annotation, label)
+    if info.number_of_lines <= 0 or info.number_of_samples <= 0:
+        raise ProductError(
+            f"{label}: image size {info.number_of_lines}×{info.number_of_samples} is not positive; the product is corrupt, re-download it"
+        )
+    return info
+
+
+def _read_image_info(annotation: Element, label: str) -> ImageInfo:
     ii = "imageAnnotation/imageInformation/"
     looks_r = [
         float(v.text or "nan")
@@ -147,13 +158,18 @@ def read_image_info(annotation: Element, label: str = "annotation") -> ImageInfo
 DEFAULT_LOOKS = 5.0
 
 
-def read_geolocation_grid(annotation: Element) -> dict[str, np.ndarray]:
+def read_geolocation_grid(annotation: Element, label: str = "annotation") -> dict[str, np.ndarray]:
     """The annotation geolocation grid points as flat arrays: line, pixel, latitude, longitude, height."""
     points = annotation.findall("geolocationGrid/geolocationGridPointList/geolocationGridPoint")
     if not points:
-        raise ProductError("annotation: no geolocationGridPoint; the annotation is corrupt, download the product again")
+        raise ProductError(f"{label}: no geolocationGridPoint; the annotation is corrupt, download the product again")
     keys = ("line", "pixel", "latitude", "longitude", "height")
-    out = {k: np.array([float(p.findtext(k) or "nan") for p in points]) for k in keys}
+    with corrupt_metadata(label):
+        out = {k: np.array([float(p.findtext(k) or "nan") for p in points]) for k in keys}
+    if not all(np.isfinite(out[k]).sum() >= 3 for k in ("line", "pixel", "latitude", "longitude")):
+        raise ProductError(
+            f"{label}: fewer than 3 valid geolocation grid points; the annotation is corrupt, download the product again"
+        )
     return out
 
 
@@ -166,22 +182,28 @@ def _xs_input(reader: ProductReader, member: str) -> io.StringIO:
 
 def open_orbit(files: PolFiles) -> xr.Dataset:
     """Orbit state vectors (``position``, ``velocity`` over ``azimuth_time``) via xarray-sentinel."""
-    return xarray_sentinel.sentinel1.open_orbit_dataset(_xs_input(files.reader, files.annotation))
+    files.reader.parse_xml(files.annotation)
+    with corrupt_metadata(f"{files.product}/{files.annotation}", catch=(Exception,)):
+        return xarray_sentinel.sentinel1.open_orbit_dataset(_xs_input(files.reader, files.annotation)).load()
 
 
 def open_coordinate_conversion(files: PolFiles) -> xr.Dataset:
     """Slant-range ↔ ground-range polynomials (``sr0``, ``srgrCoefficients``) via xarray-sentinel."""
-    return xarray_sentinel.sentinel1.open_coordinate_conversion_dataset(
-        _xs_input(files.reader, files.annotation)  # type: ignore[arg-type]
-    )
+    files.reader.parse_xml(files.annotation)
+    with corrupt_metadata(f"{files.product}/{files.annotation}", catch=(Exception,)):
+        return xarray_sentinel.sentinel1.open_coordinate_conversion_dataset(
+            _xs_input(files.reader, files.annotation)  # type: ignore[arg-type]
+        ).load()
 
 
 def open_calibration(files: PolFiles) -> xr.Dataset:
     """The calibration LUTs (``sigmaNought``, ``betaNought``, ``gamma``, ``dn``) on their (line, pixel) grid."""
-    ds: Any = xarray_sentinel.sentinel1.open_calibration_dataset(
-        _xs_input(files.reader, files.calibration)  # type: ignore[arg-type]
-    )
-    return ds  # type: ignore[no-any-return]
+    files.reader.parse_xml(files.calibration)
+    with corrupt_metadata(f"{files.product}/{files.calibration}", catch=(Exception,)):
+        ds: Any = xarray_sentinel.sentinel1.open_calibration_dataset(
+            _xs_input(files.reader, files.calibration)  # type: ignore[arg-type]
+        )
+        return ds.load()  # type: ignore[no-any-return]
 
 
 def open_sigma_lut(files: PolFiles) -> xr.DataArray:

@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numba
 import numpy as np
-from scipy import optimize, stats
 
 from pipeline_lib.sar.chunks import create_sigma0, open_sigma0, row_bands
 from pipeline_lib.sar.params import SpeckleParams
@@ -59,17 +58,33 @@ def sigma_range(looks: float, sigma: float) -> tuple[float, float, float]:
     """(I1, I2, σv') of the bias-free sigma range for ``looks``-look intensity speckle and probability ``sigma``."""
     if not (0.0 < sigma < 1.0 and looks > 0):  # SpeckleParams checks user settings; this guards the maths
         raise ValueError(f"sigma_range: needs 0 < sigma < 1 and looks > 0, got {sigma=}, {looks=}")
-    g0, g1, g2 = (stats.gamma(looks + k, scale=1.0 / looks) for k in range(3))
+    # Gamma(L + k, scale 1/L): cdf(x) = P(L + k, L·x), ppf(q) = P⁻¹(L + k, q) / L (regularised incomplete
+    # gamma; scipy.special alone, not scipy.stats/optimize: start-up time of the speckle job)
+    from scipy.special import gammainc, gammaincinv
+
+    def cdf(k: int, x: float) -> float:
+        return float(gammainc(looks + k, looks * x))
 
     def upper(a: float) -> float:
-        return float(g0.ppf(min(sigma + g0.cdf(a), 1.0 - 1e-15)))
+        return float(gammaincinv(looks, min(sigma + cdf(0, a), 1.0 - 1e-15))) / looks
 
     def mean_error(a: float) -> float:
-        return float(g1.cdf(upper(a)) - g1.cdf(a) - sigma)
+        return cdf(1, upper(a)) - cdf(1, a) - sigma
 
-    a = float(optimize.brentq(mean_error, 1e-12, float(g0.ppf(1.0 - sigma)) * (1 - 1e-9), xtol=1e-12))
+    lo, hi = 1e-12, float(gammaincinv(looks, 1.0 - sigma)) / looks * (1 - 1e-9)
+    f_lo = mean_error(lo)
+    for _ in range(200):  # bisection: the bracket holds a sign change (as brentq's did)
+        mid = 0.5 * (lo + hi)
+        f_mid = mean_error(mid)
+        if (f_mid > 0) == (f_lo > 0):
+            lo, f_lo = mid, f_mid
+        else:
+            hi = mid
+        if hi - lo < 1e-14:
+            break
+    a = 0.5 * (lo + hi)
     b = upper(a)
-    second_moment = (looks + 1.0) / looks * (g2.cdf(b) - g2.cdf(a)) / sigma
+    second_moment = (looks + 1.0) / looks * (cdf(2, b) - cdf(2, a)) / sigma
     return a, b, float(np.sqrt(max(second_moment - 1.0, 0.0)))
 
 

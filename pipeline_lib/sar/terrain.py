@@ -1,12 +1,14 @@
-"""Range-Doppler terrain correction of GRD σ0 onto the region grid with sarsen.
+"""Range-Doppler terrain correction of GRD σ0 onto the region grid.
 
 Governing spec: "Guide to Sentinel-1 Geocoding" UZH-S1-GC-AD 1.10 (the reference of sarsen): backward
 geocoding, i.e. for every grid pixel find the zero-Doppler azimuth time and the slant range to the
 orbit, then convert slant range to GRD ground range with the annotation's ``coordinateConversion``
-polynomials (S1-RS-MDA-52-7441 §6.3.x). Orbit interpolation (``sarsen.orbit.OrbitPolyfitInterpolator``),
-backward geocoding (``sarsen.apps.simulate_acquisition``, zero-Doppler tolerance tightened to 1 mm) and
-slant→ground range (``xarray_sentinel.slant_range_time_to_ground_range``, re-implemented in numba for the
-tiles and checked against it) are the libraries'.
+polynomials (S1-RS-MDA-52-7441 §6.3.x). The zero-Doppler solve is
+:class:`pipeline_lib.sar.window.RangeDoppler` (orbit polynomial fit and Newton iteration in numpy, as
+sarsen's ``OrbitPolyfitInterpolator`` + ``simulate_acquisition``; the job does not import sarsen, whose
+import alone took seconds); sarsen + xarray-sentinel remain the reference (:meth:`Geocoder.lookup`,
+:func:`compute_lookup`) the tests compare against, and the slant→ground range conversion is
+``xarray_sentinel.slant_range_time_to_ground_range`` re-implemented in numba for the tiles.
 
 Full-scene path (:func:`run_terrain`), chunked so memory is bounded by the tile, not by the scene:
 
@@ -47,22 +49,18 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
 import rasterio
 import rasterio.errors
-import xarray as xr
-import xarray_sentinel
 from affine import Affine
 from pyproj import Transformer
 from pyproj.exceptions import ProjError
 from pyproj.transformer import TransformerGroup
 from rasterio.warp import Resampling, reproject, transform_bounds
 from rasterio.windows import Window
-from sarsen import apps, orbit
-from scipy.ndimage import map_coordinates
 
 from pipeline_lib.cog import cog_writer
 from pipeline_lib.errors import CoverageError, ProductError
@@ -77,6 +75,10 @@ from pipeline_lib.sar.product import (
     open_orbit,
     read_image_info,
 )
+from pipeline_lib.sar.window import RangeDoppler, lonlat_h_to_ecef
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 __all__ = [
     "dem_on_grid",
@@ -159,6 +161,8 @@ def grid_lonlat(grid: Grid) -> tuple[np.ndarray, np.ndarray]:
 
 def grid_ecef(lon: np.ndarray, lat: np.ndarray, height: np.ndarray) -> xr.DataArray:
     """ECEF (EPSG:4978) coordinates of (lon, lat, ellipsoidal h) as sarsen's ``dem_ecef`` (axis, y, x)."""
+    import xarray as xr
+
     x, y, z = Transformer.from_crs("EPSG:4979", "EPSG:4978", always_xy=True).transform(lon, lat, height)
     ny, nx = lon.shape
     return xr.DataArray(
@@ -171,39 +175,42 @@ def grid_ecef(lon: np.ndarray, lat: np.ndarray, height: np.ndarray) -> xr.DataAr
 
 @dataclass(frozen=True)
 class Geocoder:
-    """What backward geocoding needs from one product, read once: orbit interpolator, timing, spacing, SRGR."""
+    """What backward geocoding needs from one product, read once: timing, spacing, orbit fit and SRGR.
 
-    interpolator: Any
-    coordinate_conversion: xr.Dataset
+    The production path (:func:`compute_coarse_lookup`) solves zero-Doppler with
+    :class:`pipeline_lib.sar.window.RangeDoppler` (numpy, no sarsen import: start-up time);
+    :meth:`lookup` is the sarsen + xarray-sentinel reference it is tested against (imported on use).
+    """
+
+    files: PolFiles
     info: ImageInfo
+    rd: RangeDoppler
 
     @classmethod
     def from_files(cls, files: PolFiles) -> Geocoder:
         label = f"{files.product}/{files.annotation}"
-        info = read_image_info(files.reader.parse_xml(files.annotation), label=label)
+        annotation = files.reader.parse_xml(files.annotation)
+        info = read_image_info(annotation, label=label)
         if info.projection != "Ground Range":
             raise ProductError(f"{label}: projection {info.projection!r} is not a GRD; give a GRD product")
-        interpolator = orbit.OrbitPolyfitInterpolator.from_position(open_orbit(files)["position"])
-        return cls(interpolator, open_coordinate_conversion(files), info)
+        return cls(files, info, RangeDoppler.from_annotation(annotation, info, label=label))
 
-    def radar_coordinates(self, dem_ecef: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
-        """(line, slant range in m) of every point of ``dem_ecef``: zero-Doppler time as a fractional line."""
-        acquisition = apps.simulate_acquisition(
-            dem_ecef, self.interpolator, zero_doppler_distance=ZERO_DOPPLER_TOLERANCE_M
-        )
-        dt_ns = (acquisition["azimuth_time"].values - self.info.first_line_time).astype("timedelta64[ns]")
-        line = dt_ns.astype(np.float64) / (self.info.azimuth_time_interval_s * 1e9)
-        slant_range = xarray_sentinel.sentinel1.SPEED_OF_LIGHT / 2.0 * np.asarray(acquisition["slant_range_time"])
-        return line, slant_range
+    def radar_coordinates(self, lon: np.ndarray, lat: np.ndarray, height: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(zero-Doppler line, slant range in m) of points given by WGS84 lon, lat and ellipsoidal height."""
+        t, slant_range = self.rd.zero_doppler(lonlat_h_to_ecef(lon, lat, height).reshape(-1, 3))
+        line = (t - self.rd.first_line_s) / self.rd.line_interval_s
+        return line.reshape(np.shape(lon)), slant_range.reshape(np.shape(lon))
 
     def lookup(self, dem_ecef: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
-        """GRD (line, pixel) float positions of every point of ``dem_ecef`` (range-Doppler, sarsen)."""
-        acquisition = apps.simulate_acquisition(
-            dem_ecef, self.interpolator, zero_doppler_distance=ZERO_DOPPLER_TOLERANCE_M
-        )
+        """GRD (line, pixel) float positions of every point of ``dem_ecef`` (range-Doppler, sarsen): the reference."""
+        import xarray_sentinel
+        from sarsen import apps, orbit
+
+        interpolator = orbit.OrbitPolyfitInterpolator.from_position(open_orbit(self.files)["position"])
+        acquisition = apps.simulate_acquisition(dem_ecef, interpolator, zero_doppler_distance=ZERO_DOPPLER_TOLERANCE_M)
         azimuth_time = acquisition["azimuth_time"]
         ground_range = xarray_sentinel.slant_range_time_to_ground_range(
-            azimuth_time, acquisition["slant_range_time"], self.coordinate_conversion
+            azimuth_time, acquisition["slant_range_time"], open_coordinate_conversion(self.files)
         )
         dt_ns = (azimuth_time.values - self.info.first_line_time).astype("timedelta64[ns]").astype(np.float64)
         line = dt_ns / (self.info.azimuth_time_interval_s * 1e9)
@@ -211,12 +218,9 @@ class Geocoder:
         return line, pixel
 
     def srgr_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The SRGR polynomials as (line of each polynomial, sr0 m, coefficients (n, degree+1)), for :func:`srgr_pixel`."""
-        cc = self.coordinate_conversion
-        dt_ns = (cc["azimuth_time"].values - self.info.first_line_time).astype("timedelta64[ns]").astype(np.float64)
-        lines = dt_ns / (self.info.azimuth_time_interval_s * 1e9)
-        coef = np.asarray(cc["srgrCoefficients"].transpose("azimuth_time", "degree").values, dtype=np.float64)
-        return lines, np.asarray(cc["sr0"].values, dtype=np.float64), coef
+        """The SRGR polynomials as (line of each polynomial, sr0 m, coefficients (n, degree+1)), for :func:`_srgr_pixel`."""
+        lines = (self.rd.srgr_s - self.rd.first_line_s) / self.rd.line_interval_s
+        return lines, self.rd.srgr_sr0, self.rd.srgr_coef
 
 
 def compute_lookup(files: PolFiles, dem_ecef: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
@@ -226,6 +230,8 @@ def compute_lookup(files: PolFiles, dem_ecef: xr.DataArray) -> tuple[np.ndarray,
 
 def resample_by_lookup(band: np.ndarray, line0: int, pixel0: int, line: np.ndarray, pixel: np.ndarray) -> np.ndarray:
     """Bilinear sample of a GRD window (first full-product index line0, pixel0) at (line, pixel); NaN outside."""
+    from scipy.ndimage import map_coordinates  # the reference path only: not at import
+
     rows = line - line0
     cols = pixel - pixel0
     h, w = band.shape
@@ -279,8 +285,7 @@ def compute_coarse_lookup(
     slant = np.empty_like(line)
     for k, h in enumerate(lv):
         for a, b in row_bands(lat.height, block_rows):
-            ecef = grid_ecef(lon[a:b], latd[a:b], np.full(lon[a:b].shape, h))
-            line[k, a:b], slant[k, a:b] = geocoder.radar_coordinates(ecef)
+            line[k, a:b], slant[k, a:b] = geocoder.radar_coordinates(lon[a:b], latd[a:b], np.full(lon[a:b].shape, h))
     srgr_lines, sr0, coef = geocoder.srgr_tables()
     return CoarseLookup(
         step=int(step),

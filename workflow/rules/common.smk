@@ -7,7 +7,8 @@ from argparse import Namespace
 from pathlib import Path
 
 from pipeline_lib.config import load_region, validate_top
-from pipeline_lib.errors import ConfigError
+from pipeline_lib.errors import ConfigError, PipelineError
+from pipeline_lib.model import variants as model_variants
 
 
 def _fail(exc):
@@ -23,6 +24,50 @@ try:
     }
 except ConfigError as exc:
     _fail(exc)
+
+
+def _warn_credentials(slug, region):
+    """Say at DAG time (also under -n) when a region's source needs credentials that are not set."""
+    from pipeline_lib.fetch.credentials import missing_credentials_warning
+
+    line = missing_credentials_warning(
+        region["fetch"],
+        os.environ,
+        Path.home() / ".netrc",
+        f"{config['regions_dir']}/{slug}.yaml",
+    )
+    if line:
+        sys.stderr.write(f"WARNING: {line}\n")
+
+
+for _slug, _region in REGIONS.items():
+    _warn_credentials(_slug, _region)
+
+
+def _files_regions():
+    """Slugs of the region files whose fetch.source is `files` (read at parse time, without validation:
+    the rules making s1/{date}.tif and s2/{date}.tif differ by source, so their region constraints do).
+    """
+    import yaml
+
+    fallback = ((config.get("defaults") or {}).get("fetch") or {}).get("source", "demo")
+    slugs = []
+    for path in sorted(Path(config["regions_dir"]).glob("*.yaml")):
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            continue  # load_region reports it when the region is used
+        fetch = raw.get("fetch") if isinstance(raw, dict) else None
+        source = fetch.get("source", fallback) if isinstance(fetch, dict) else fallback
+        if source == "files":
+            slugs.append(path.stem)
+    return slugs
+
+
+_FILES_ALT = "|".join(_files_regions()) or "(?!)"
+# region wildcards of the files source's ingest rules, and of the SAFE chains (download, SAR, optical)
+FILES_REGION = rf"(?:{_FILES_ALT})"
+SAFE_REGION = rf"(?!(?:{_FILES_ALT})(?![a-z0-9-]))[a-z0-9][a-z0-9-]*"
 
 
 wildcard_constraints:
@@ -41,6 +86,7 @@ def region_cfg(region):
             )
         except ConfigError as exc:
             _fail(exc)
+        _warn_credentials(region, REGIONS[region])
     return REGIONS[region]
 
 
@@ -76,6 +122,14 @@ def scenes_for(wildcards):
     return read_scene_table(table)
 
 
+def local_product_input(wildcards):
+    """The user's own product behind a `local` scene (so replacing it reruns the download); none otherwise."""
+    for scene in scenes_for(wildcards):
+        if scene.product_id == wildcards.product and scene.source == "local":
+            return [scene.uri]
+    return []
+
+
 def product_path(region, scene):
     ext = (
         "zip"
@@ -101,6 +155,45 @@ def product_for(mission_prefix):
     return get
 
 
+def has_s1(region):
+    """False for a files-source region without Sentinel-1 (fetch.files.s1 null): no s1/{date}.tif."""
+    fetch = region_cfg(region)["fetch"]
+    return fetch["source"] != "files" or bool(fetch["files"].get("s1"))
+
+
+def s1_dates(region, dates):
+    """The dates that have an s1/{date}.tif (all of them, or none for an S2-only region)."""
+    return list(dates) if has_s1(region) else []
+
+
+def grid_inputs(wildcards):
+    """A files-source region without an aoi takes the grid of its first Sentinel-2 file."""
+    cfg = region_cfg(wildcards.region)
+    if cfg.get("aoi") is not None or cfg["fetch"]["source"] != "files":
+        return {}
+    from pipeline_lib.fetch.files import list_files, modality_specs
+
+    try:
+        spec = modality_specs(cfg["fetch"]["files"])["s2"]
+        return {"reference": str(list_files(spec)[0].path)}
+    except PipelineError as exc:
+        _fail(exc)
+
+
+def ard_file(modality):
+    """Input function: the file scenes.csv selected for {date} of a files-source region."""
+
+    def get(wildcards):
+        for scene in scenes_for(wildcards):
+            if scene.date == wildcards.date and scene.mission == modality.upper():
+                return scene.uri
+        raise ValueError(
+            f"results/{wildcards.region}/scenes.csv has no {modality.upper()} file for {wildcards.date}"
+        )
+
+    return get
+
+
 def region_report_inputs(wildcards):
     region = wildcards.region
     cfg = region_cfg(region)
@@ -110,7 +203,11 @@ def region_report_inputs(wildcards):
         "grid": f"results/{region}/grid.json",
         "scenes": f"results/{region}/scenes.csv",
         "offsets": f"results/{region}/offsets.json",
-        "s1": expand("results/{region}/s1/{date}.tif", region=region, date=dates),
+        "s1": expand(
+            "results/{region}/s1/{date}.tif",
+            region=region,
+            date=s1_dates(region, dates),
+        ),
         "s2": expand("results/{region}/s2/{date}.tif", region=region, date=dates),
         "metrics": f"results/{region}/metrics.json",
     }
@@ -127,8 +224,22 @@ def dem_input(wildcards):
     return [] if dem == "ellipsoid" else [dem]
 
 
-BASELINES = ["neighbour_j", "neighbour_k", "blend"]
-UNCERTAINTY_BASELINES = ["blend"]
+# Variant names come from the one registry (pipeline_lib/model/variants.py).
+BASELINES = list(model_variants.baselines())
+UNCERTAINTY_BASELINES = [
+    v for v in model_variants.uncertainty_variants() if v in BASELINES
+]
+TRAIN_VARIANTS = model_variants.wildcard_pattern(model_variants.listed_networks())
+UNCERTAINTY_VARIANTS = model_variants.wildcard_pattern(
+    model_variants.uncertainty_variants(listed_only=True)
+)
+PLAIN_VARIANTS = model_variants.wildcard_pattern(
+    [
+        v
+        for v in [*model_variants.listed_networks(), *BASELINES]
+        if not model_variants.get_variant(v).uncertainty
+    ]
+)
 
 
 def train_params(region, experiment):
@@ -159,9 +270,7 @@ def predict_inputs(wildcards):
 def evaluate_inputs(wildcards):
     region, exp = wildcards.region, wildcards.experiment
     variants = network_variants(region, exp) + BASELINES
-    unc = [
-        v for v in variants if v != "pix2pix" and v not in BASELINES
-    ] + UNCERTAINTY_BASELINES
+    unc = [v for v in variants if model_variants.get_variant(v).uncertainty]
     return {
         "truth": f"results/{region}/truth/{exp}.tif",
         "stack": f"results/{region}/stacks/{exp}.nc",

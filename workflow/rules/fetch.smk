@@ -19,6 +19,7 @@ checkpoint search:
         dates=rcfg("dates"),
         pair_tolerance_days=rcfg("pair_tolerance_days"),
         max_cloud_cover=rcfg("max_cloud_cover"),
+        polarisations=rcfg("sar", "polarisations"),
     script:
         "../scripts/search.py"
 
@@ -26,12 +27,15 @@ checkpoint search:
 rule download_safe:
     input:
         table="results/{region}/scenes.csv",
+        local=local_product_input,
     output:
         directory("results/{region}/raw/{product}.SAFE"),
     log:
         "logs/{region}/download/{product}.log",
     benchmark:
         "benchmarks/runs/{region}/download/{product}.tsv"
+    wildcard_constraints:
+        region=SAFE_REGION,
     conda:
         "../../envs/geo.yaml"
     resources:
@@ -45,12 +49,15 @@ rule download_safe:
 rule download_zip:
     input:
         table="results/{region}/scenes.csv",
+        local=local_product_input,
     output:
         "results/{region}/raw/{product}.zip",
     log:
         "logs/{region}/download/{product}.log",
     benchmark:
         "benchmarks/runs/{region}/download/{product}.tsv"
+    wildcard_constraints:
+        region=SAFE_REGION,
     conda:
         "../../envs/geo.yaml"
     resources:

@@ -2,6 +2,8 @@
 
 
 rule grid:
+    input:
+        unpack(grid_inputs),
     output:
         "results/{region}/grid.json",
     log:
@@ -10,7 +12,7 @@ rule grid:
     conda:
         "../../envs/geo.yaml"
     params:
-        aoi=rcfg("aoi"),
+        aoi=lambda wc: region_cfg(wc.region).get("aoi"),
         crs=rcfg("crs"),
         resolution_m=rcfg("resolution_m"),
     script:
@@ -20,7 +22,8 @@ rule grid:
 rule offsets:
     input:
         s1=lambda wc: expand(
-            "results/{{region}}/s1/{date}.tif", date=region_cfg(wc.region)["dates"]
+            "results/{{region}}/s1/{date}.tif",
+            date=s1_dates(wc.region, region_cfg(wc.region)["dates"]),
         ),
         s2=lambda wc: expand(
             "results/{{region}}/s2/{date}.tif", date=region_cfg(wc.region)["dates"]
@@ -38,6 +41,7 @@ rule offsets:
         runtime=runtime_from_inputs(5, 0.05),
     params:
         dates=rcfg("dates"),
+        s1_dates=lambda wc: s1_dates(wc.region, region_cfg(wc.region)["dates"]),
         threshold_px=rcfg("coreg", "threshold_px"),
     script:
         "../scripts/offsets.py"

@@ -12,7 +12,7 @@ rule train:
     benchmark:
         "benchmarks/runs/{region}/train/{experiment}/{variant}.tsv"
     wildcard_constraints:
-        variant="tirsit|tirsit_noadv|no_uc|no_sg|no_uc_sg|pix2pix",
+        variant=TRAIN_VARIANTS,
     conda:
         "../../envs/torch.yaml"
     threads: lambda wc: region_cfg(wc.region)["train"]["threads"]
@@ -38,7 +38,7 @@ rule predict:
     benchmark:
         "benchmarks/runs/{region}/predict/{experiment}/{variant}.tsv"
     wildcard_constraints:
-        variant="tirsit|tirsit_noadv|no_uc|no_sg|no_uc_sg|blend",
+        variant=UNCERTAINTY_VARIANTS,
     conda:
         "../../envs/torch.yaml"
     threads: lambda wc: region_cfg(wc.region)["train"]["threads"]
@@ -62,7 +62,7 @@ rule predict_plain:
     benchmark:
         "benchmarks/runs/{region}/predict/{experiment}/{variant}.tsv"
     wildcard_constraints:
-        variant="pix2pix|neighbour_j|neighbour_k",
+        variant=PLAIN_VARIANTS,
     conda:
         "../../envs/torch.yaml"
     threads: lambda wc: region_cfg(wc.region)["train"]["threads"]

@@ -11,6 +11,8 @@ rule optical:
         "logs/{region}/optical/{date}.log",
     benchmark:
         "benchmarks/runs/{region}/optical/{date}.tsv"
+    wildcard_constraints:
+        region=SAFE_REGION,
     conda:
         "../../envs/geo.yaml"
     resources:

@@ -32,6 +32,7 @@ rule region_report:
     params:
         config=lambda wc: region_cfg(wc.region),
         dates=rcfg("dates"),
+        s1_dates=lambda wc: s1_dates(wc.region, region_cfg(wc.region)["dates"]),
         experiments=lambda wc: [e["name"] for e in region_cfg(wc.region)["experiments"]],
     script:
         "../scripts/region_report.py"

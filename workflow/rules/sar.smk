@@ -3,26 +3,35 @@
 # All three steps are chunked (row bands / output tiles): memory is bounded by the chunk size, not
 # by the scene; benchmarks/bench_sar_chain.py measures < 1 GB peak per step on a full GRD scene.
 # mem_mb: base + a small per-Mpix term, capped (the cap is the chunked bound plus headroom).
+# numba kernels are cached on disk (cache=True): beside the installed package is often read-only on a
+# cluster, so unless NUMBA_CACHE_DIR is set every job (local or SLURM, both parse this file) caches under
+# the workdir and compiles each kernel once per workdir, not once per job.
+os.environ.setdefault("NUMBA_CACHE_DIR", os.path.abspath(".snakemake/numba-cache"))
 
 
 rule calibrate:
     input:
         product=product_for("S1"),
         grid="results/{region}/grid.json",
+        dem=dem_input,
     output:
         "results/{region}/s1/calibrated/{date}.nc",
     log:
         "logs/{region}/calibrate/{date}.log",
     benchmark:
         "benchmarks/runs/{region}/calibrate/{date}.tsv"
+    wildcard_constraints:
+        region=SAFE_REGION,
     conda:
         "../../envs/geo.yaml"
+    threads: 2
     resources:
         mem_mb=lambda wc, input: min(1500, mem_raster(800, 2)(wc, input)),
         runtime=runtime_raster(5, 0.05),
     params:
         polarisations=rcfg("sar", "polarisations"),
         margin_px=rcfg("sar", "margin_px"),
+        dem=rcfg("sar", "dem"),
     script:
         "../scripts/calibrate.py"
 
@@ -36,8 +45,11 @@ rule speckle:
         "logs/{region}/speckle/{date}.log",
     benchmark:
         "benchmarks/runs/{region}/speckle/{date}.tsv"
+    wildcard_constraints:
+        region=SAFE_REGION,
     conda:
         "../../envs/geo.yaml"
+    threads: 2
     resources:
         mem_mb=lambda wc, input: min(1500, mem_from_inputs(800, 0.1)(wc, input)),
         runtime=runtime_from_inputs(5, 0.005),
@@ -56,6 +68,8 @@ rule terrain_correct:
         "logs/{region}/terrain_correct/{date}.log",
     benchmark:
         "benchmarks/runs/{region}/terrain_correct/{date}.tsv"
+    wildcard_constraints:
+        region=SAFE_REGION,
     conda:
         "../../envs/geo.yaml"
     threads: 2

@@ -5,7 +5,7 @@ rule stack:
     input:
         s1=lambda wc: expand(
             "results/{{region}}/s1/{date}.tif",
-            date=experiment_dates(wc.region, wc.experiment),
+            date=s1_dates(wc.region, experiment_dates(wc.region, wc.experiment)),
         ),
         s2=lambda wc: expand(
             "results/{{region}}/s2/{date}.tif",
@@ -27,5 +27,8 @@ rule stack:
     params:
         experiment=lambda wc: experiment_cfg(wc.region, wc.experiment),
         dates=lambda wc: experiment_dates(wc.region, wc.experiment),
+        s1_dates=lambda wc: s1_dates(
+            wc.region, experiment_dates(wc.region, wc.experiment)
+        ),
     script:
         "../scripts/stack.py"

@@ -1,4 +1,4 @@
-"""Rule calibrate: sigma0 with thermal-noise removal over the GRD window covering the grid."""
+"""Rule calibrate: sigma0 with thermal-noise removal over the GRD window covering the grid (at the DEM's heights)."""
 
 from pathlib import Path
 
@@ -14,4 +14,6 @@ with job(snakemake) as log:
         Path(snakemake.output[0]),
         polarisations=tuple(p.polarisations),
         margin_px=int(p.margin_px),
+        dem=None if p.dem == "ellipsoid" else Path(p.dem),
+        threads=snakemake.threads,
     )

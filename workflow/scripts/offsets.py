@@ -8,7 +8,7 @@ from pipeline_lib.jobs import job
 with job(snakemake) as log:
     dates = list(snakemake.params.dates)
     run_offsets(
-        dict(zip(dates, map(Path, snakemake.input.s1), strict=True)),
+        dict(zip(snakemake.params.s1_dates, map(Path, snakemake.input.s1), strict=True)),
         dict(zip(dates, map(Path, snakemake.input.s2), strict=True)),
         Path(snakemake.output[0]),
         threshold_px=float(snakemake.params.threshold_px),

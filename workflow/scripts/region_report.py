@@ -24,7 +24,7 @@ with job(snakemake) as log:
         region,
         Path(inp.grid),
         Path(inp.scenes),
-        dict(zip(dates, map(Path, inp.s1), strict=True)),
+        dict(zip(snakemake.params.s1_dates, map(Path, inp.s1), strict=True)),
         dict(zip(dates, map(Path, inp.s2), strict=True)),
         Path(inp.offsets),
         sorted(Path("benchmarks/runs", region).rglob("*.tsv")),

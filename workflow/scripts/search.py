@@ -8,7 +8,13 @@ with job(snakemake) as log:
     p = snakemake.params
     grid = read_grid(snakemake.input.grid)
     scenes = run_search(
-        p.fetch, grid.lonlat_bounds(), list(p.dates), p.pair_tolerance_days, p.max_cloud_cover, snakemake.output.table
+        p.fetch,
+        grid.lonlat_bounds(),
+        list(p.dates),
+        p.pair_tolerance_days,
+        p.max_cloud_cover,
+        snakemake.output.table,
+        list(p.polarisations),
     )
     for s in scenes:
         log.info("%s %s %s (%s)", s.date, s.mission, s.product_id, s.reason)

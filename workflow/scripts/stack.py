@@ -9,7 +9,7 @@ with job(snakemake) as log:
     dates = list(snakemake.params.dates)
     run_stack(
         dict(snakemake.params.experiment),
-        dict(zip(dates, map(Path, snakemake.input.s1), strict=True)),
+        dict(zip(snakemake.params.s1_dates, map(Path, snakemake.input.s1), strict=True)),
         dict(zip(dates, map(Path, snakemake.input.s2), strict=True)),
         Path(snakemake.input.offsets),
         Path(snakemake.output.stack),
