@@ -64,7 +64,7 @@ __all__ = [
 #: floor for σ0 after thermal-noise subtraction (linear, −50 dB)
 SIGMA0_FLOOR = 1e-5
 #: GDAL block cache while reading the measurement (MB). Each line is read once, so caching buys nothing,
-#: and GDAL's default (5 % of RAM) grew the full-scene peak RSS to 1.5 GB on a 23 GB machine.
+#: and GDAL's default (5 % of RAM) would make the peak RSS depend on the node's RAM (BENCHMARKS.md).
 READ_CACHE_MB = 32
 
 
@@ -85,12 +85,12 @@ def interp_lut(lut: xr.DataArray, lines: np.ndarray, pixels: np.ndarray) -> np.n
 def _polyfit_2d(x: np.ndarray, y: np.ndarray, z: np.ndarray, deg: int = 3) -> np.ndarray:
     terms = [x**i * y**j for i in range(deg + 1) for j in range(deg + 1 - i)]
     coef, *_ = np.linalg.lstsq(np.stack(terms, axis=1), z, rcond=None)
-    return coef
+    return np.asarray(coef)
 
 
 def _polyval_2d(coef: np.ndarray, x: np.ndarray, y: np.ndarray, deg: int = 3) -> np.ndarray:
     terms = [x**i * y**j for i in range(deg + 1) for j in range(deg + 1 - i)]
-    return np.stack(terms, axis=-1) @ coef
+    return np.asarray(np.stack(terms, axis=-1) @ coef)
 
 
 def lonlat_to_line_pixel(gcp: dict[str, np.ndarray], lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -22,29 +22,16 @@ Full-scene path (:func:`run_terrain`), chunked so memory is bounded by the tile,
    window the tile touches is read from the filtered NetCDF; :func:`sample_db` resamples every
    polarisation bilinearly (numba ``prange``, ``threads``) and the tile is streamed into the COG.
 
-Lookup interpolation error against the exact per-pixel lookup (:func:`compute_lookup`, same heights),
-Euclidean in GRD pixels, measured with this module (default step 32):
+Accuracy bound: the lattice interpolation must stay within 0.05 GRD px of the exact per-pixel lookup
+(:func:`compute_lookup`, same heights). Step 32 with height levels 500 m apart stays more than 10× inside it,
+and the zero-Doppler tolerance is tightened because sarsen's default (1 m, "all points of a call") makes the
+result depend on the batching; the measured errors per step and level spacing are in BENCHMARKS.md
+("Design measurements moved out of module docstrings"). The per-pixel functions (:func:`compute_lookup`,
+:func:`resample_by_lookup`) remain as the reference.
 
-- demo region 512² with the Rome DEM (8–87 m): step 16 max 4e-4 (p99 4e-4); step 32 max 1.3e-3 (p99 1.3e-3);
-- demo region 512², ellipsoid: step 16 max 3e-4; step 32 max 1.2e-3 (p99 1.2e-3);
-- whole scene (grid 21597 × 29105 px at 10 m, ellipsoid, 14 011 random in-swath pixels): step 32 max
-  2.7e-3 (p99 2.5e-3); step 64 max 1.1e-2 (p99 9.9e-3); step 128 max 4.3e-2 (p99 4.0e-2).
-- height (256², heights uniform in 0–4000 m, step 16): 2 levels 0.17 px, 3 levels 0.042 px, 5 levels
-  (≈ 1000 m apart) 0.011 px, 9 levels 0.003 px; 500 m spacing keeps it ≤ 0.003 px.
-
-Step 32 with 500 m levels is thus more than 10× inside the 0.05 px bound. Two findings shaped this:
-interpolating the ground-range pixel itself (instead of the slant range) plus sarsen's default
-zero-Doppler tolerance (1 m, "all points of a call", so results depend on the batching) gave 0.05–0.09 px
-at step 32 on the whole scene.
-
-The per-pixel functions (:func:`compute_lookup`, :func:`resample_by_lookup`) remain as the reference.
-
-Memory (peak RSS, ellipsoid, VV + VH, 2 threads, sampled every 0.1 s): ≈ 310 MB of imports and orbit;
-per 2048² tile ≈ 150 MB (float64 line/pixel 64 MB, float32 output 32 MB, GRD window ≈ 22 MB per
-polarisation plus the netCDF read's copy); the GDAL cache of the COG writer (64 MB). 700 MB on 4000²,
-8000² and 16000² grids and 684 MB on the whole scene (21597 × 29105): it does not grow with the grid.
-It was 1.8 GB on 16000² before the COG read-back ran under the writer's cache cap (GDAL's default cache,
-5 % of RAM, filled during the read-back) and :func:`_grd_window` stopped making tile-sized temporaries.
+Memory is bounded by the tile, not the grid: per 2048² tile float64 line/pixel (64 MB), float32 output
+(32 MB) and the GRD windows it touches, plus the COG writer's capped GDAL cache; measured peaks are in
+BENCHMARKS.md.
 
 Vertical datum: DEMs such as the Rome 30 m DEM carry EGM96 heights. They are converted to ellipsoidal
 heights with PROJ (EPSG:4326+5773 → EPSG:4979) when the EGM96 geoid grid (``us_nga_egm96_15.tif``) is
@@ -250,13 +237,13 @@ def resample_by_lookup(band: np.ndarray, line0: int, pixel0: int, line: np.ndarr
     h, w = band.shape
     out = map_coordinates(np.asarray(band, dtype=np.float64), [rows, cols], order=1, mode="constant", cval=np.nan)
     out[(rows < 0) | (rows > h - 1) | (cols < 0) | (cols > w - 1)] = np.nan
-    return out
+    return np.asarray(out)
 
 
 def sigma0_to_db(sigma0: np.ndarray) -> np.ndarray:
     """10·log10(σ0), float32; NaN stays NaN."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        return (10.0 * np.log10(sigma0)).astype(np.float32)
+        return np.asarray((10.0 * np.log10(sigma0)).astype(np.float32))
 
 
 def lattice_grid(grid: Grid, step: int) -> Grid:
