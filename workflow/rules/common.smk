@@ -130,7 +130,7 @@ def scenes_for(wildcards):
 
 def local_product_state(wildcards):
     """Fingerprint of the user's own product behind a `local` scene ("" for other sources): a params
-    value, so replacing or editing the product in fetch.local_dir reruns its download (issue 13).
+    value, so replacing or editing the product in fetch.local_dir reruns its download (DESIGN §9).
     """
     from pipeline_lib.fetch.local import product_state
 
@@ -316,7 +316,7 @@ def evaluate_inputs(wildcards):
     }
 
 
-# Method choice without the truth (issue 12 part 4; pipeline_lib.model.select).
+# Method choice without the truth (DESIGN §6, method choice; pipeline_lib.model.select).
 def select_params(region):
     from pipeline_lib.model.select import SelectParams
 
