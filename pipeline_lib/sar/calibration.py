@@ -24,30 +24,33 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
 import rasterio.errors
 import rasterio.io
-import xarray as xr
 from rasterio.windows import Window
 from shapely.geometry import MultiPoint, box
 
 from pipeline_lib.errors import CoverageError, ProductError
 from pipeline_lib.grid import Grid
 from pipeline_lib.sar.chunks import create_sigma0, row_bands
+from pipeline_lib.sar.lut import CalibrationLut, parse_sigma_lut
 from pipeline_lib.sar.noise import NoiseModel, noise_power, parse_noise
 from pipeline_lib.sar.product import (
     PolFiles,
     find_pol_files,
     measurement_uri,
-    open_sigma_lut,
     parse_member,
     product_name,
     read_geolocation_grid,
     read_image_info,
 )
 from pipeline_lib.sar.window import RangeDoppler, grid_window, height_range
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 __all__ = [
     "SIGMA0_FLOOR",
@@ -75,8 +78,13 @@ def calibrate_sigma0(dn: np.ndarray, sigma_lut: np.ndarray, noise: np.ndarray | 
     return sigma0.astype(np.float32)
 
 
-def interp_lut(lut: xr.DataArray, lines: np.ndarray, pixels: np.ndarray) -> np.ndarray:
-    """A calibration LUT on (line, pixel) interpolated linearly onto the window (as xarray-sentinel)."""
+def interp_lut(lut: CalibrationLut | xr.DataArray, lines: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """A calibration LUT on (line, pixel) interpolated linearly onto the window (as xarray-sentinel).
+
+    ``lut``: :class:`pipeline_lib.sar.lut.CalibrationLut` (the chain's, numpy) or xarray-sentinel's DataArray.
+    """
+    if isinstance(lut, CalibrationLut):
+        return lut.interp(np.asarray(lines), np.asarray(pixels))
     return np.asarray(lut.interp(line=np.asarray(lines), pixel=np.asarray(pixels)).values, dtype=np.float64)
 
 
@@ -166,7 +174,7 @@ def _open_measurement(uri: str, shape: tuple[int, int], label: str) -> rasterio.
 
 def calibrate_band(
     src: rasterio.io.DatasetReader,
-    lut: xr.DataArray,
+    lut: CalibrationLut | xr.DataArray,
     noise: NoiseModel | None,
     lines: np.ndarray,
     pixels: np.ndarray,
@@ -182,7 +190,7 @@ def calibrate_band(
     return calibrate_sigma0(dn, interp_lut(lut, lines, pixels), eta)
 
 
-Inputs = Sequence[tuple[PolFiles, xr.DataArray, NoiseModel | None]]
+Inputs = Sequence[tuple[PolFiles, CalibrationLut, NoiseModel | None]]
 
 
 def _calibrated_bands(
@@ -270,7 +278,8 @@ def run_calibrate(
         if (ann.number_of_lines, ann.number_of_samples) != shape:
             raise ProductError(f"{safe_path}/{f.annotation}: image size differs between polarisations; download again")
         noise = parse_noise(parse_member(safe_path, f.noise), f"{safe_path}/{f.noise}") if thermal_noise else None
-        inputs.append((f, open_sigma_lut(f), noise))
+        lut = parse_sigma_lut(parse_member(safe_path, f.calibration), f"{safe_path}/{f.calibration}")
+        inputs.append((f, lut, noise))
     long_name = "sigma nought, thermal noise removed" if thermal_noise else "sigma nought (no thermal-noise removal)"
     attrs = {
         "product": name,

@@ -15,15 +15,16 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from xml.etree.ElementTree import Element
 
 import numpy as np
-import xarray as xr
-import xarray_sentinel
 
 from pipeline_lib.errors import ProductError
 from pipeline_lib.io import parse_xml
+
+if TYPE_CHECKING:  # xarray and xarray-sentinel are imported on use: the calibrate job needs neither
+    import xarray as xr
 
 __all__ = [
     "ImageInfo",
@@ -202,12 +203,16 @@ def _xs_input(product: Path, member: str) -> io.StringIO:
 
 def open_orbit(files: PolFiles) -> xr.Dataset:
     """Orbit state vectors (``position``, ``velocity`` over ``azimuth_time``) via xarray-sentinel."""
+    import xarray_sentinel
+
     parse_member(files.product, files.annotation)
     return xarray_sentinel.sentinel1.open_orbit_dataset(_xs_input(files.product, files.annotation))
 
 
 def open_coordinate_conversion(files: PolFiles) -> xr.Dataset:
     """Slant-range ↔ ground-range polynomials (``sr0``, ``srgrCoefficients``) via xarray-sentinel."""
+    import xarray_sentinel
+
     parse_member(files.product, files.annotation)
     return xarray_sentinel.sentinel1.open_coordinate_conversion_dataset(
         _xs_input(files.product, files.annotation)  # type: ignore[arg-type]
@@ -216,6 +221,8 @@ def open_coordinate_conversion(files: PolFiles) -> xr.Dataset:
 
 def open_sigma_lut(files: PolFiles) -> xr.DataArray:
     """The sigma-nought calibration LUT A_σ on its (line, pixel) grid via xarray-sentinel."""
+    import xarray_sentinel
+
     parse_member(files.product, files.calibration)
     ds: Any = xarray_sentinel.sentinel1.open_calibration_dataset(
         _xs_input(files.product, files.calibration)  # type: ignore[arg-type]
