@@ -11,7 +11,7 @@ it reports one, peak RSS from ``os.wait4``), ``--threads`` threads each:
 
 - ``ours``: calibrate (thermal noise removed) → Lee sigma 7×7 → terrain correction, VV only, as the
   workflow's three jobs (each process imports what the rule's script imports, then times its call);
-- ``otb``: OTB 8 (Debian ``otb-bin``, the engine of CNES's S1Tiling): ``SARCalibration`` (noise removal on)
+- ``otb``: OTB 8 (Debian ``otb-bin``, the engine of CNES's S1Tiling): ``SARCalibration`` (``-removenoise true``, σ0)
   → ``Despeckle`` (Lee, radius 3 = 7×7, 4.4 looks) → ``OrthoRectification`` (linear, grid spacing 40,
   default elevation 0 = ellipsoid), files in between. On ``30km`` OTB reads the same GRD window as ours:
   the calibration output is cropped by its writer's ``?&box=`` (``ExtractROI`` before calibration would
@@ -161,7 +161,10 @@ def run_otb(
         "GDAL_NUM_THREADS": str(threads),
     }
     cmds = {
-        "calibration": [f"{otb_bin}/{OTB_APPS[0]}", "-in", str(tiff), "-out", f"{cal}{box}", "float"],
+        "calibration": [
+            *(f"{otb_bin}/{OTB_APPS[0]}", "-in", str(tiff), "-out", f"{cal}{box}", "float"),
+            *("-removenoise", "true", "-lut", "sigma"),
+        ],
         "despeckle": [
             f"{otb_bin}/{OTB_APPS[1]}",
             *("-in", str(cal), "-out", str(fil), "float"),
@@ -170,7 +173,7 @@ def run_otb(
         "ortho": [
             f"{otb_bin}/{OTB_APPS[2]}",
             *("-io.in", str(fil), "-io.out", str(out), "float"),
-            *("-map", "utm", "-map.utm.zone", "33", "-map.utm.northhem", "1"),
+            *("-map", "utm", "-map.utm.zone", "33", "-map.utm.northhem", "true"),
             *("-outputs.mode", "auto", "-outputs.ulx", str(x0 + res / 2), "-outputs.uly", str(y0 - res / 2)),
             *("-outputs.sizex", str(grid.width), "-outputs.sizey", str(grid.height)),
             *("-outputs.spacingx", str(res), "-outputs.spacingy", str(-res)),
@@ -214,13 +217,13 @@ def agreement(ours: Path, other: Path, tool: str, safe: Path) -> dict[str, float
 
 
 def coverage(path: Path) -> float:
-    """Fraction of finite pixels of band 1."""
+    """Fraction of pixels of band 1 with data (finite and not 0: OTB fills outside the swath with 0)."""
     import numpy as np
     import rasterio
 
     with rasterio.open(path) as src:
         a = src.read(1)
-    return float(np.isfinite(a).mean() if a.dtype.kind == "f" else (a != 0).mean())
+    return float((np.isfinite(a) & (a != 0)).mean())
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:

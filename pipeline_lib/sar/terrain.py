@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -222,17 +223,28 @@ class CoarseLookup:
 
 
 def compute_coarse_lookup(
-    geocoder: Geocoder, grid: Grid, step: int, levels: Sequence[float] | np.ndarray, block_rows: int = 32
+    geocoder: Geocoder,
+    grid: Grid,
+    step: int,
+    levels: Sequence[float] | np.ndarray,
+    block_rows: int = 32,
+    threads: int = 1,
 ) -> CoarseLookup:
-    """Backward-geocode the lattice of ``grid`` at every height level (in blocks of lattice rows: bounded memory)."""
+    """Backward-geocode the lattice of ``grid`` at every height level, in blocks of lattice rows (bounded
+    memory) computed by ``threads`` threads (numpy releases the GIL)."""
     lat = lattice_grid(grid, step)
     lon, latd = grid_lonlat(lat)
     lv = np.sort(np.asarray(levels, dtype=np.float64))
     line = np.empty((lv.size, lat.height, lat.width))
     slant = np.empty_like(line)
-    for k, h in enumerate(lv):
-        for a, b in row_bands(lat.height, block_rows):
-            line[k, a:b], slant[k, a:b] = geocoder.radar_coordinates(lon[a:b], latd[a:b], np.full(lon[a:b].shape, h))
+
+    def block(k: int, a: int, b: int) -> None:
+        line[k, a:b], slant[k, a:b] = geocoder.radar_coordinates(lon[a:b], latd[a:b], np.full(lon[a:b].shape, lv[k]))
+
+    jobs = [(k, a, b) for k in range(lv.size) for a, b in row_bands(lat.height, block_rows)]
+    with ThreadPoolExecutor(max_workers=max(1, int(threads))) as pool:
+        for fut in [pool.submit(block, *j) for j in jobs]:
+            fut.result()
     srgr_lines, sr0, coef = geocoder.srgr_tables()
     return CoarseLookup(
         step=int(step),
@@ -493,7 +505,9 @@ def run_terrain(
     Chunked: the lookup is computed once on the coarse lattice (every ``lookup_step`` px, at
     heights at most ``level_spacing_m`` apart with a DEM) and shared by every polarisation; each ``tile`` × ``tile``
     output tile interpolates it, reads only the GRD window it needs from ``in_nc``, resamples every
-    polarisation (numba, ``threads`` threads) and is streamed into the COG (:func:`pipeline_lib.cog.cog_writer`).
+    polarisation (numba, ``threads`` threads) and is streamed into the COG (:func:`pipeline_lib.cog.cog_writer`)
+    by one writer thread, so a tile's compression overlaps the next tile's work; the coarse lookup's
+    row blocks are computed by ``threads`` threads.
     """
     if lookup_step < 1 or tile < 1:
         raise ValueError(f"run_terrain: lookup_step {lookup_step} and tile {tile} must be positive")
@@ -505,7 +519,7 @@ def run_terrain(
             levels, datum = np.zeros(1), "WGS84 ellipsoid (h = 0, no DEM)"
         else:
             levels, datum = height_levels(Path(dem), grid, lookup_step, level_spacing_m)
-        coarse = compute_coarse_lookup(geocoder, grid, lookup_step, levels)
+        coarse = compute_coarse_lookup(geocoder, grid, lookup_step, levels, threads=threads)
         covered = False
         tags = {
             "product": str(src.attrs.get("product", "")),
@@ -529,21 +543,32 @@ def run_terrain(
                 band_tags=[{"polarisation": p, "units": "dB"} for p in pols],
             ) as dst,
         ):
-            for r0, r1 in row_bands(grid.height, tile):
-                for c0, c1 in row_bands(grid.width, tile):
-                    rows, cols = slice(r0, r1), slice(c0, c1)
-                    heights = tile_heights(Path(dem), grid, rows, cols) if dem is not None else None
-                    line, pixel = interp_lookup(coarse, rows, cols, heights)
-                    out = np.full((len(pols), r1 - r0, c1 - c0), np.nan, dtype=np.float32)
-                    win = _grd_window(line, pixel, src.line0, src.pixel0, src.shape)
-                    if win is not None:
-                        wr, wc = win
-                        for k in range(len(pols)):
-                            band = src.read(k, wr, wc)
-                            sample_db(band, src.line0 + wr.start, src.pixel0 + wc.start, line, pixel, out=out[k])
-                            del band
-                        covered = covered or bool(np.isfinite(out[0]).any())
-                    dst.write(out, window=Window(c0, r0, c1 - c0, r1 - r0))  # type: ignore[arg-type]
+            writer = ThreadPoolExecutor(max_workers=1)  # one writer: the tile's compression overlaps the next tile
+            pending: Future[None] | None = None
+            try:
+                for r0, r1 in row_bands(grid.height, tile):
+                    for c0, c1 in row_bands(grid.width, tile):
+                        rows, cols = slice(r0, r1), slice(c0, c1)
+                        heights = tile_heights(Path(dem), grid, rows, cols) if dem is not None else None
+                        line, pixel = interp_lookup(coarse, rows, cols, heights)
+                        out = np.full((len(pols), r1 - r0, c1 - c0), np.nan, dtype=np.float32)
+                        win = _grd_window(line, pixel, src.line0, src.pixel0, src.shape)
+                        if win is not None:
+                            wr, wc = win
+                            for k in range(len(pols)):
+                                band = src.read(k, wr, wc)
+                                sample_db(band, src.line0 + wr.start, src.pixel0 + wc.start, line, pixel, out=out[k])
+                                del band
+                            covered = covered or bool(np.isfinite(out[0]).any())
+                        del line, pixel
+                        if pending is not None:
+                            pending.result()
+                        window = Window(c0, r0, c1 - c0, r1 - r0)  # type: ignore[arg-type]
+                        pending = writer.submit(dst.write, out, window=window)
+                if pending is not None:
+                    pending.result()
+            finally:
+                writer.shutdown(wait=True)
             if not covered:
                 raise CoverageError(
                     f"{in_nc}: the calibrated window does not cover the grid; rerun calibration with a larger margin"
