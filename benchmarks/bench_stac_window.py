@@ -1,4 +1,4 @@
-"""Bytes a windowed STAC-asset read fetches over HTTP (issue 11 part 2), against the file size.
+"""Bytes a windowed STAC-asset read fetches over HTTP (DESIGN §4), against the file size.
 
 Writes one 10980 x 10980 px uint16 COG (a full Sentinel-2 10 m band's shape; smooth field + noise, ZSTD,
 512 px tiles, our COG options) and serves it from a loopback HTTP server that honours range requests

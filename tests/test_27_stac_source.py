@@ -1,4 +1,4 @@
-"""The STAC source (issue 11 part 2) against a real recorded Earth Search response replayed on loopback,
+"""The STAC source (DESIGN §4) against a real recorded Earth Search response replayed on loopback,
 with COGs served over loopback HTTP range requests: windowed reads (bytes counted), arrays identical to
 the files path on the same COGs, and the bad inputs (404, not a COG, no overlap, endless paging,
 an expired signature re-signed)."""

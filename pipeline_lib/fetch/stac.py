@@ -1,4 +1,4 @@
-"""The ``stac`` source: Sentinel-1/2 COGs found through a STAC API, read by window (issue 11 part 2).
+"""The ``stac`` source: Sentinel-1/2 COGs found through a STAC API, read by window (DESIGN §4).
 
 Search (STAC API - Item Search, https://api.stacspec.org/v1.0.0/item-search) with pystac-client
 over the grid's lon/lat bounds and the configured dates ± ``pair_tolerance_days``, per modality's
