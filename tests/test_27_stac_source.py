@@ -96,9 +96,14 @@ def _replay(srv: LoopbackServer, endless: bool = False) -> None:
     srv.route("POST", "/v1/search", search)
 
 
+@pytest.fixture(scope="module")
+def cog_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return _cogs(tmp_path_factory.mktemp("cogs"))
+
+
 @pytest.fixture
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    files = _cogs(tmp_path_factory.mktemp("cogs"))
+def api(cog_files: dict[str, Path]) -> Iterator[Api]:
+    files = cog_files
     with LoopbackServer() as srv:
         _replay(srv)
         host = CogHost(srv)
