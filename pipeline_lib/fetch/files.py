@@ -329,9 +329,12 @@ def select_files(
                     f"{nearby or 'none'}); widen pair_tolerance_days, change the date or add the file"
                 )
             c = ok[0]
-            chosen.append(
-                dataclasses.replace(
-                    c, date=d.isoformat(), reason=f"closest {kind} file to {d} ({gap(c):.2f} d): {c.uri}"
+            if c.source == "stac":
+                cloud = (
+                    f"lowest cloud cover ({c.cloud_cover:g} %), " if clear_first and c.cloud_cover is not None else ""
                 )
-            )
+                reason = f"{cloud}{gap(c):.2f} d from {d} within {tol:g} d: STAC item {c.product_id}"
+            else:
+                reason = f"closest {kind} file to {d} ({gap(c):.2f} d): {c.uri}"
+            chosen.append(dataclasses.replace(c, date=d.isoformat(), reason=reason))
     return chosen
