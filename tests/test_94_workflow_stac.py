@@ -1,4 +1,4 @@
-"""The stac source in the workflow (issue 11 part 2): a region whose search goes to a STAC API (the
+"""The stac source in the workflow (docs/DESIGN.md §4): a region whose search goes to a STAC API (the
 recorded Earth Search response, replayed on loopback, with two more dates derived from its S2 item)
 and whose S2 COG is read by window from loopback HTTP: grid -> search -> ingest_s2, no SAFE rules."""
 
