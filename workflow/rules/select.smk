@@ -12,7 +12,9 @@ rule validation_stack:
     input:
         s1=lambda wc: expand(
             "results/{{region}}/s1/{date}.tif",
-            date=validation_dates(wc.region, wc.experiment, wc.val),
+            date=s1_dates(
+                wc.region, validation_dates(wc.region, wc.experiment, wc.val)
+            ),
         ),
         s2=lambda wc: expand(
             "results/{{region}}/s2/{date}.tif",
@@ -34,6 +36,9 @@ rule validation_stack:
     params:
         experiment=lambda wc: validation_cfg(wc.region, wc.experiment, wc.val),
         dates=lambda wc: validation_dates(wc.region, wc.experiment, wc.val),
+        s1_dates=lambda wc: s1_dates(
+            wc.region, validation_dates(wc.region, wc.experiment, wc.val)
+        ),
     script:
         "../scripts/stack.py"
 
@@ -48,7 +53,7 @@ rule validation_train:
     benchmark:
         "benchmarks/runs/{region}/validation_train/{experiment}/{val}/seed{seed}/{variant}.tsv"
     wildcard_constraints:
-        variant="tirsit|tirsit_noadv|no_uc|no_sg|no_uc_sg|pix2pix",
+        variant=TRAIN_VARIANTS,
     conda:
         "../../envs/torch.yaml"
     threads: lambda wc: region_cfg(wc.region)["train"]["threads"]
