@@ -427,7 +427,43 @@ def summarise(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             for e in rows_e:
                 cells = [_ms(table.get((e, m, subset, metric), [])) for m in cols]
                 out.append(f"| {e} | " + " | ".join(cells) + " |")
+    out.extend(_versus(table, exps, methods, "tirsit"))
+    out.extend(_versus(table, exps, methods, "blend"))
     return "\n".join(out) + "\n"
+
+
+def _versus(table: dict[tuple[str, str, str, str], list[float]], exps: list[str], methods: list[str], ref: str
+            ) -> list[str]:  # fmt: skip
+    """Per method: wins over ``ref`` (mean RMSE over seeds, all pixels) and the geometric-mean RMSE ratio,
+    separately for the real chips' SAR→visible, visible→SWIR and the demo."""
+
+    def mean(e: str, m: str) -> float:
+        v = table.get((e, m, "all", "rmse"), [])
+        return float(np.mean(v)) if v else math.nan
+
+    groups = {
+        "real SAR→visible": [e for e in exps if "_s2v_" in e and not e.startswith("demo")],
+        "real visible→SWIR": [e for e in exps if "_v2s_" in e and not e.startswith("demo")],
+        "demo": [e for e in exps if e.startswith("demo")],
+    }
+    lines = [f"\n## RMSE against {ref} (mean over seeds; wins/experiments, geometric-mean ratio)\n",
+             "| method | " + " | ".join(groups) + " |", "|---" * (len(groups) + 1) + "|"]  # fmt: skip
+    for m in sorted(set(methods), key=_order):
+        if m == ref:
+            continue
+        cells = []
+        for es in groups.values():
+            pairs = [(mean(e, m), mean(e, ref)) for e in es]
+            pairs = [(a, b) for a, b in pairs if math.isfinite(a) and math.isfinite(b) and b > 0]
+            if not pairs:
+                cells.append("–")
+                continue
+            wins = sum(a < b for a, b in pairs)
+            ratio = math.exp(float(np.mean([math.log(a / b) for a, b in pairs])))
+            cells.append(f"{wins}/{len(pairs)}, ×{ratio:.3f}")
+        if any(c != "–" for c in cells):
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return lines
 
 
 if __name__ == "__main__":
