@@ -171,7 +171,8 @@ def _baselines(stacks: dict[str, dict[str, Any]], work: Path) -> dict[str, dict[
                 continue
             pred = work / "pred" / name / f"{b}.tif"
             unc = work / "pred" / name / f"{b}_uncertainty.tif" if reg.get_variant(b).uncertainty else None
-            run_predict(s["stack"], b, None, pred, unc, _params(0), threads=1, device="cpu")
+            if not pred.is_file():  # deterministic; concurrent runs (one per seed) share them
+                run_predict(s["stack"], b, None, pred, unc, _params(0), threads=1, device="cpu")
             out[name][b] = (pred, unc)
     return out
 
@@ -189,10 +190,15 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "bench_quality")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "quality.csv")
     ap.add_argument("--merge", type=Path, nargs="+", default=None, help="only merge these CSVs into --out (+ .md)")
+    ap.add_argument("--evaluate-only", action="store_true",
+                    help="score the predictions already in --work (an interrupted run; no shortcut slopes)")  # fmt: skip
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.merge:
         merge(args.merge, args.out)
+        return
+    if args.evaluate_only:
+        evaluate_from_disk(args)
         return
     PARAMS["max_steps"] = args.steps
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -246,6 +252,45 @@ def main() -> None:
     args.out.with_suffix(".json").write_text(json.dumps(meta), encoding="utf-8")
     print(summary)
     print(json.dumps(meta))
+
+
+def evaluate_from_disk(args: argparse.Namespace) -> None:
+    """Score whatever predictions of ``--seeds`` are in ``--work`` (e.g. after an interrupted run)."""
+    import re
+
+    exps = [e for e in realts.EXPERIMENTS if e[1] in args.experiments]
+    stacks = {}
+    for region, name, task, _, _ in exps:
+        for n in (name, f"{name}_auto"):
+            st = args.work / "stacks" / f"{n}.nc"
+            if st.is_file():
+                stacks[n] = {"region": region, "task": task, "stack": st, "truth": args.work / "truth" / f"{n}.tif"}
+    base: dict[str, dict[str, tuple[Path, Path | None]]] = defaultdict(dict)
+    results: list[dict[str, Any]] = []
+    pat = re.compile(r"^(?P<m>.+)_s(?P<s>\d+)$")
+    for n in stacks:
+        for tif in sorted((args.work / "pred" / n).glob("*.tif")):
+            if tif.stem.endswith("_uncertainty"):
+                continue
+            unc = tif.with_name(f"{tif.stem}_uncertainty.tif")
+            hit = pat.match(tif.stem)
+            if hit is None:
+                base[n][tif.stem] = (tif, unc if unc.is_file() else None)
+            elif int(hit["s"]) in args.seeds:
+                results.append({"method": hit["m"], "seed": int(hit["s"]), "pred": tif,
+                                "unc": unc if unc.is_file() else None, "experiment": n})  # fmt: skip
+    done = [e for e in exps if e[1] in base]
+    rows = evaluate_all(done, stacks, base, results, args.seeds, args.work)
+    with open(args.out, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=["experiment", "task", "region", "seed", "method", "subset", "metric",
+                                           "value"], lineterminator="\n")  # fmt: skip
+        w.writeheader()
+        w.writerows(rows)
+    meta = {"machine": platform.platform(), "workers": args.workers, "seeds": args.seeds, "params": PARAMS,
+            "wall_s": 0.0, "trainings": len(results), "train_s_median": None,
+            "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}  # fmt: skip
+    args.out.with_suffix(".md").write_text(summarise(rows, meta), encoding="utf-8")
+    args.out.with_suffix(".json").write_text(json.dumps(meta), encoding="utf-8")
 
 
 def merge(parts: list[Path], out: Path) -> None:
@@ -326,6 +371,32 @@ def _ms(values: list[float]) -> str:
     return f"{np.mean(v):.4f} ± {np.std(v, ddof=1):.4f}"
 
 
+_PAPER = ("neighbour_j", "neighbour_k", "blend", "pix2pix", "tirsit", "tirsit_noadv", "no_uc", "no_sg", "no_uc_sg")
+_REF = ("blend", "tirsit")
+
+
+def _is_ref(m: str) -> bool:
+    return m in _REF
+
+
+def _order(m: str) -> tuple[int, int, str]:
+    if m in _PAPER:
+        return (0, _PAPER.index(m), m)
+    if m.endswith("_auto") or m.endswith("_allpairs"):
+        return (2, 0 if m.startswith("blend") else 1, m)
+    return (1, 0, m)
+
+
+GROUPS: tuple[tuple[str, Callable[[str], bool]], ...] = (
+    ("the paper's variants and the baselines", lambda m: m in _PAPER),
+    ("shortcut departures (part 3) vs blend and tirsit", lambda m: _is_ref(m) or _order(m)[0] == 1),
+    (
+        "whole series (part 2): _auto = guides: auto, _allpairs = trained on all pairs, 2 guides at prediction",
+        lambda m: _is_ref(m) or m in ("no_uc", "no_uc_sg") or _order(m)[0] == 2,
+    ),
+)
+
+
 def summarise(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     """Markdown tables (mean ± sd over seeds): RMSE all / changed, SSIM, CC, Spearman, shortcut slopes."""
     table: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
@@ -337,22 +408,62 @@ def summarise(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             methods.append(r["method"])
         if r["experiment"] not in exps:
             exps.append(r["experiment"])
-    out = [f"# Quality benchmark ({meta['date_utc']} UTC, {meta['machine']}, {meta['workers']} workers)\n",
-           f"params {json.dumps(meta['params'])}, seeds {meta['seeds']}, wall {meta['wall_s']} s, "
-           f"{meta['trainings']} trainings (median {meta['train_s_median']} s each)\n"]  # fmt: skip
+    g = meta.get
+    out = [f"# Quality benchmark ({g('date_utc')} UTC, {g('machine')}, {g('workers')} workers)\n",
+           f"params {json.dumps(g('params'))}, seeds {g('seeds')}, wall {g('wall_s')} s, "
+           f"{g('trainings')} trainings (median {g('train_s_median')} s each)\n"]  # fmt: skip
     for subset, metric in (("all", "rmse"), ("changed", "rmse"), ("all", "ssim"), ("all", "cc"),
                            ("changed", "cc"), ("all", "spearman_unc"), ("all", "shortcut_slope"),
                            ("all", "truth_slope")):  # fmt: skip
-        cols = [m for m in methods if any((e, m, subset, metric) in table for e in exps)]
-        if not cols:
-            continue
-        out.append(f"\n## {metric} ({subset} pixels)\n")
-        out.append("| experiment | " + " | ".join(cols) + " |")
-        out.append("|---" * (len(cols) + 1) + "|")
-        for e in exps:
-            cells = [_ms(table.get((e, m, subset, metric), [])) for m in cols]
-            out.append(f"| {e} | " + " | ".join(cells) + " |")
+        present = sorted((m for m in methods if any((e, m, subset, metric) in table for e in exps)), key=_order)
+        for group, pick in GROUPS:
+            cols = [m for m in present if pick(m)]
+            rows_e = [e for e in exps if any((e, m, subset, metric) in table for m in cols if not _is_ref(m))]
+            if not cols or not rows_e:
+                continue
+            out.append(f"\n## {metric} ({subset} pixels) — {group}\n")
+            out.append("| experiment | " + " | ".join(cols) + " |")
+            out.append("|---" * (len(cols) + 1) + "|")
+            for e in rows_e:
+                cells = [_ms(table.get((e, m, subset, metric), [])) for m in cols]
+                out.append(f"| {e} | " + " | ".join(cells) + " |")
+    out.extend(_versus(table, exps, methods, "tirsit"))
+    out.extend(_versus(table, exps, methods, "blend"))
     return "\n".join(out) + "\n"
+
+
+def _versus(table: dict[tuple[str, str, str, str], list[float]], exps: list[str], methods: list[str], ref: str
+            ) -> list[str]:  # fmt: skip
+    """Per method: wins over ``ref`` (mean RMSE over seeds, all pixels) and the geometric-mean RMSE ratio,
+    separately for the real chips' SAR→visible, visible→SWIR and the demo."""
+
+    def mean(e: str, m: str) -> float:
+        v = table.get((e, m, "all", "rmse"), [])
+        return float(np.mean(v)) if v else math.nan
+
+    groups = {
+        "real SAR→visible": [e for e in exps if "_s2v_" in e and not e.startswith("demo")],
+        "real visible→SWIR": [e for e in exps if "_v2s_" in e and not e.startswith("demo")],
+        "demo": [e for e in exps if e.startswith("demo")],
+    }
+    lines = [f"\n## RMSE against {ref} (mean over seeds; wins/experiments, geometric-mean ratio)\n",
+             "| method | " + " | ".join(groups) + " |", "|---" * (len(groups) + 1) + "|"]  # fmt: skip
+    for m in sorted(set(methods), key=_order):
+        if m == ref:
+            continue
+        cells = []
+        for es in groups.values():
+            pairs = [(mean(e, m), mean(e, ref)) for e in es]
+            pairs = [(a, b) for a, b in pairs if math.isfinite(a) and math.isfinite(b) and b > 0]
+            if not pairs:
+                cells.append("–")
+                continue
+            wins = sum(a < b for a, b in pairs)
+            ratio = math.exp(float(np.mean([math.log(a / b) for a, b in pairs])))
+            cells.append(f"{wins}/{len(pairs)}, ×{ratio:.3f}")
+        if any(c != "–" for c in cells):
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return lines
 
 
 if __name__ == "__main__":

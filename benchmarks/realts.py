@@ -61,6 +61,8 @@ def _write(data: np.ndarray, names: list[str], src: Any, out: Path, tags: dict[s
 
 
 def _s2(path: Path, out: Path, nodata: float | None, scale: float) -> Path:
+    if out.is_file():  # already converted (the conversion is deterministic)
+        return out
     with rasterio.open(path) as src:
         desc = list(src.descriptions)
         raw = np.stack([src.read(_band(desc, b)).astype(np.float64) for b in S2_BANDS])
@@ -78,6 +80,8 @@ def _s2(path: Path, out: Path, nodata: float | None, scale: float) -> Path:
 
 
 def _s1(path: Path, out: Path) -> Path:
+    if out.is_file():
+        return out
     with rasterio.open(path) as src:
         desc = list(src.descriptions)
         data = np.stack([src.read(_band(desc, b)).astype(np.float64) for b in ("VV", "VH")])
