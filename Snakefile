@@ -18,6 +18,7 @@ include: "workflow/rules/grid.smk"
 include: "workflow/rules/stacks.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/select.smk"
+include: "workflow/rules/gapfill.smk"
 include: "workflow/rules/report.smk"
 
 

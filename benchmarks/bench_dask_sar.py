@@ -1,4 +1,4 @@
-"""dask against the hand-written row bands of the Sentinel-1 chain (issue 14 part 7), on the full-size GRD.
+"""dask against the hand-written row bands of the Sentinel-1 chain (DESIGN §8), on the full-size GRD.
 
 Two pairs, each variant in its own process, rounds interleaved (hand, dask, hand, dask, …), the same
 ``--threads``:

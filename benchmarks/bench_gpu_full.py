@@ -1,4 +1,4 @@
-"""The paper's full training schedule on a large stack, timed: train + full-scene prediction (issue 12 part 1).
+"""The paper's full training schedule on a large stack, timed: train + full-scene prediction (DESIGN §6).
 
 Renders the demo world (``benchmarks/realts.py``, :func:`realts.demo_world`) on a 512² 10 m grid,
 mirror-tiled to ``--size``² (rendering 2048² directly costs minutes on one core),

@@ -1,4 +1,4 @@
-"""Quality benchmark on the real time-series chips and the demo world (issue 12 parts 1–3).
+"""Quality benchmark on the real time-series chips and the demo world (DESIGN §6).
 
 For every experiment of :data:`realts.EXPERIMENTS` the stacks are built with the project's own
 :func:`pipeline_lib.stacks.run_stack` from the chips (``benchmarks/realts.py``), then every variant
@@ -19,7 +19,7 @@ networks train on every ordered pair of those dates and predict (a) with all of 
 and (b) with the experiment's two guides (``<v>_allpairs``); ``blend_auto`` is the N-guide blend.
 
 Output: ``--out`` CSV (one row per experiment, seed, method, subset, metric) and a Markdown summary
-beside it (mean ± sd over seeds). Extra methods (e.g. the ``selected`` prediction of issue 12 part 4)
+beside it (mean ± sd over seeds). Extra methods (e.g. the ``selected`` prediction, DESIGN §6)
 join through :data:`EXTRA_METHODS`: name → function(stack_nc, work_dir, seed) → (pred_tif, unc_tif).
 
 Usage (≈ 30 min on 2 idle cores for the real chips, 3 seeds):

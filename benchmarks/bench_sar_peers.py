@@ -1,4 +1,4 @@
-"""The Sentinel-1 chain against its peers on one full-size GRD: this project, OTB's CLI chain, sarsen (issue 15 part 4).
+"""The Sentinel-1 chain against its peers on one full-size GRD: this project, OTB's CLI chain, sarsen (DESIGN §8).
 
 Input: the full-size ESA-layout GRD of :mod:`fullscene_grd` (26102 × 16705 px, VV + VH, with the TIFF tags
 ESA writes, which OTB needs). Grids (10 m, UTM 33N, WGS84 ellipsoid, no DEM):
@@ -11,7 +11,7 @@ it reports one, peak RSS from ``os.wait4``), ``--threads`` threads each:
 
 - ``ours``: calibrate (thermal noise removed) → Lee sigma 7×7 → terrain correction, VV only, as the
   workflow's three jobs (each process imports what the rule's script imports, then times its call);
-- ``otb``: OTB 8 (Debian ``otb-bin``, the engine of CNES's S1Tiling): ``SARCalibration`` (noise removal on)
+- ``otb``: OTB 8 (Debian ``otb-bin``, the engine of CNES's S1Tiling): ``SARCalibration`` (``-removenoise true``, σ0)
   → ``Despeckle`` (Lee, radius 3 = 7×7, 4.4 looks) → ``OrthoRectification`` (linear, grid spacing 40,
   default elevation 0 = ellipsoid), files in between. On ``30km`` OTB reads the same GRD window as ours:
   the calibration output is cropped by its writer's ``?&box=`` (``ExtractROI`` before calibration would
@@ -20,7 +20,7 @@ it reports one, peak RSS from ``os.wait4``), ``--threads`` threads each:
 
 Rounds are interleaved (all tools of a grid, then again; the order rotates each round) so that changing
 machine load hits every tool alike: compare ratios within a run. Agreement: our VV σ0 dB vs OTB's σ0
-(linear → dB) and vs sarsen's β0 as σ0 (:mod:`pipeline_lib.sar.compare`): median Δ, median and p95 |Δ|,
+(linear → dB) and vs sarsen's β0 as σ0 (:mod:`tools.sar_compare`): median Δ, median and p95 |Δ|,
 offset by phase correlation.
 
 ``otb-bin`` is installed with apt when it is missing, the user is root and ``CI`` is not set; otherwise
@@ -131,11 +131,13 @@ def run_ours(safe: Path, grid_json: Path, out: Path, work: Path, threads: int, e
 
 def grd_window(safe: Path, grid: Grid) -> tuple[slice, slice]:
     """The GRD window our calibration reads for ``grid`` (ellipsoid, 64 px margin)."""
-    from pipeline_lib.sar.product import find_pol_files, parse_member, read_image_info
+    from pipeline_lib.safe import open_product
+    from pipeline_lib.sar.product import find_pol_files, read_image_info
     from pipeline_lib.sar.window import RangeDoppler, grid_window
 
-    files = find_pol_files(safe, "VV", need_measurement=False)
-    ann = parse_member(safe, files.annotation)
+    with open_product(safe) as reader:
+        files = find_pol_files(reader, "VV", need_measurement=False)
+        ann = reader.parse_xml(files.annotation)
     info = read_image_info(ann)
     rd = RangeDoppler.from_annotation(ann, info)
     return grid_window(rd, grid, (info.number_of_lines, info.number_of_samples), 64)
@@ -159,7 +161,10 @@ def run_otb(
         "GDAL_NUM_THREADS": str(threads),
     }
     cmds = {
-        "calibration": [f"{otb_bin}/{OTB_APPS[0]}", "-in", str(tiff), "-out", f"{cal}{box}", "float"],
+        "calibration": [
+            *(f"{otb_bin}/{OTB_APPS[0]}", "-in", str(tiff), "-out", f"{cal}{box}", "float"),
+            *("-removenoise", "true", "-lut", "sigma"),
+        ],
         "despeckle": [
             f"{otb_bin}/{OTB_APPS[1]}",
             *("-in", str(cal), "-out", str(fil), "float"),
@@ -168,7 +173,7 @@ def run_otb(
         "ortho": [
             f"{otb_bin}/{OTB_APPS[2]}",
             *("-io.in", str(fil), "-io.out", str(out), "float"),
-            *("-map", "utm", "-map.utm.zone", "33", "-map.utm.northhem", "1"),
+            *("-map", "utm", "-map.utm.zone", "33", "-map.utm.northhem", "true"),
             *("-outputs.mode", "auto", "-outputs.ulx", str(x0 + res / 2), "-outputs.uly", str(y0 - res / 2)),
             *("-outputs.sizex", str(grid.width), "-outputs.sizey", str(grid.height)),
             *("-outputs.spacingx", str(res), "-outputs.spacingy", str(-res)),
@@ -183,7 +188,7 @@ def run_otb(
 
 
 def run_sarsen(safe: Path, grid: Grid, out: Path, work: Path, threads: int, env: dict[str, str]) -> dict[str, Any]:
-    from pipeline_lib.sar.compare import ellipsoid_dem
+    from tools.sar_compare import ellipsoid_dem
 
     dem = ellipsoid_dem(grid, work / "sarsen_dem.tif")
     span_file = work / "sarsen.span"
@@ -200,7 +205,7 @@ def run_sarsen(safe: Path, grid: Grid, out: Path, work: Path, threads: int, env:
 
 
 def agreement(ours: Path, other: Path, tool: str, safe: Path) -> dict[str, float]:
-    from pipeline_lib.sar import compare
+    from tools import sar_compare as compare
 
     if tool == "sarsen":
         stats = compare.compare_with_sarsen(ours, other, safe, polarisation="VV")["bands"]["VV"]
@@ -212,13 +217,13 @@ def agreement(ours: Path, other: Path, tool: str, safe: Path) -> dict[str, float
 
 
 def coverage(path: Path) -> float:
-    """Fraction of finite pixels of band 1."""
+    """Fraction of pixels of band 1 with data (finite and not 0: OTB fills outside the swath with 0)."""
     import numpy as np
     import rasterio
 
     with rasterio.open(path) as src:
         a = src.read(1)
-    return float(np.isfinite(a).mean() if a.dtype.kind == "f" else (a != 0).mean())
+    return float((np.isfinite(a) & (a != 0)).mean())
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:

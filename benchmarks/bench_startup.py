@@ -1,4 +1,4 @@
-"""Start-up cost of every rule's script: a fresh Python importing what the script imports (issue 15 part 2).
+"""Start-up cost of every rule's script: a fresh Python importing what the script imports (DESIGN §8).
 
 For each ``workflow/scripts/*.py`` the imports are read from the script's syntax tree (every branch but
 the SNAP backend's, which is gpt's own process), and a fresh interpreter runs just those imports; the

@@ -7,8 +7,8 @@ workflow does. The demo is rendered straight from :func:`pipeline_lib.demo.surfa
 on a 10 m grid (no SAR/optical product chain; seeded 4.4-look gamma speckle on σ0), which is the
 same world the demo products are rendered from — an adapter, not the demo's full chain.
 
-Experiments (the chips' README, "Suggested experiments"; issue 12): see :data:`EXPERIMENTS`.
-``guides: auto`` (issue 12 part 2) picks every clear target-modality date within ``window_days`` of
+Experiments (the chips' README, "Suggested experiments"; DESIGN §6): see :data:`EXPERIMENTS`.
+``guides: auto`` (DESIGN §6) picks every clear target-modality date within ``window_days`` of
 the target (:func:`pipeline_lib.guides.auto_guides`).
 """
 

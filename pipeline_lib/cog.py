@@ -108,10 +108,8 @@ def _write_stac_sidecar(path: str | os.PathLike[str], tags: Mapping[str, str] | 
 
 
 #: GDAL block cache while staging, converting and re-reading a streamed COG (MB): bounds the memory, not the
-#: image size. Outside it GDAL's default (5 % of RAM, 1.2 GB on 24 GB) applies, and the read-back of a
-#: full-scene COG filled it: measured 1.2 GB of the 1.8 GB peak of terrain correction on a 16000² grid.
-#: Measured on an 8000² σ0 COG (2 bands, 2 cores): conversion 6.4 s with no cache, 4.7 s at 16 MB,
-#: 4.4 s at 64 MB, no faster at 256 MB (which adds 250 MB of RSS).
+#: image size. Outside it GDAL's default (5 % of RAM) applies, and the read-back of a full-scene COG fills
+#: it; 64 MB converts as fast as larger caches (BENCHMARKS.md, "COG conversion and GDAL cache").
 STREAM_CACHE_MB = 64
 
 
@@ -166,7 +164,7 @@ def cog_writer(
             ) as dst:
                 _describe(dst, descriptions, tags, band_tags)
                 yield dst
-            # LEVEL=1 measured 2.4x faster than the default level 9 on σ0 float32, same size
+            # LEVEL=1: much faster than the default level 9 on σ0 float32 at the same size (BENCHMARKS.md)
             rasterio.shutil.copy(stage, tmp, **COG_OPTIONS, LEVEL=1)
         finally:
             with contextlib.suppress(FileNotFoundError):

@@ -157,7 +157,7 @@ def load_region(slug: str, regions_dir: str | Path, defaults: Mapping[str, Any] 
 
 class _NoTimestampLoader(yaml.SafeLoader):
     """SafeLoader that keeps dates as strings: ``2022-02-30`` unquoted must become our ConfigError, not a
-    ``ValueError`` from PyYAML's timestamp constructor (issue 13, case 5)."""
+    ``ValueError`` from PyYAML's timestamp constructor (bad-input matrix, DESIGN §9)."""
 
 
 _NoTimestampLoader.yaml_implicit_resolvers = {

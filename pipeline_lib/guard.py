@@ -2,7 +2,7 @@
 
 Readers of SAFE metadata (manifest, annotation, calibration, noise, ``MTD_MSIL2A.xml``) convert text
 with ``int``/``float``/``datetime.fromisoformat`` and index into parsed lists; a damaged or truncated file
-makes those raise ``ValueError``, ``IndexError`` … deep inside. The mutation fuzzer of issue 13
+makes those raise ``ValueError``, ``IndexError`` … deep inside. The mutation fuzzer (DESIGN §9)
 (``tests/test_84_fuzz_safe.py``) found such tracebacks; :func:`corrupt_metadata` turns them into a
 :class:`~pipeline_lib.errors.ProductError` that names the file, as the house rules require.
 """

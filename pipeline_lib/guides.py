@@ -1,4 +1,4 @@
-"""Guide dates chosen from the time series: ``guides: auto`` (issue 12 part 2; DESIGN §6 "more than two guides").
+"""Guide dates chosen from the time series: ``guides: auto`` (DESIGN §6 "more than two guides").
 
 A model trained on one guide pair sees one change (64–100 px of it on the real chips); with N guide
 dates every ordered pair (j, k) is a training example (:func:`pipeline_lib.model.data.epoch_patches`)

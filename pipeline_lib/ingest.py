@@ -1,4 +1,4 @@
-"""Analysis-ready rasters onto the region grid: the ``files`` source's S1/S2 COGs (issue 11).
+"""Analysis-ready rasters onto the region grid: the ``files`` source's S1/S2 COGs (DESIGN §4).
 
 One function, :func:`ingest_raster`, turns one user file (any GDAL raster: GeoTIFF, COG, or a COG
 read through ``/vsicurl/``) into the grid COGs every later stage reads (docs/CONTRACTS.md):
@@ -132,7 +132,7 @@ def _read_masked(ds: rasterio.io.DatasetReader, index: int, window: Window, noda
     if nd is not None and not (isinstance(nd, float) and math.isnan(nd)):
         bad |= data == nd
     data[bad] = np.nan
-    return data
+    return np.asarray(data)
 
 
 @dataclass(frozen=True)

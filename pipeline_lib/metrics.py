@@ -64,7 +64,7 @@ def valid_mask(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = No
         if mask.shape != pred.shape:
             raise ValueError(f"metrics: mask shape {mask.shape} differs from image shape {pred.shape}")
         ok &= mask.astype(bool)
-    return ok
+    return np.asarray(ok)
 
 
 def rmse(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None) -> float:
@@ -92,7 +92,7 @@ def cc(pred: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None) -> f
 
 
 def _gauss(x: np.ndarray) -> np.ndarray:
-    return ndimage.gaussian_filter(x, sigma=SSIM_SIGMA, truncate=SSIM_TRUNCATE, mode="reflect")
+    return np.asarray(ndimage.gaussian_filter(x, sigma=SSIM_SIGMA, truncate=SSIM_TRUNCATE, mode="reflect"))
 
 
 def ssim_map(pred: np.ndarray, truth: np.ndarray, data_range: float) -> np.ndarray:
@@ -107,7 +107,7 @@ def ssim_map(pred: np.ndarray, truth: np.ndarray, data_range: float) -> np.ndarr
     cxy = _gauss(x * y) - mx * my
     c1 = (SSIM_K1 * data_range) ** 2
     c2 = (SSIM_K2 * data_range) ** 2
-    return ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+    return np.asarray(((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2)))
 
 
 def ssim(pred: np.ndarray, truth: np.ndarray, data_range: float, mask: np.ndarray | None = None) -> float:

@@ -223,7 +223,7 @@ def sidecar_is_current(tif: str | os.PathLike[str]) -> bool:
         asset = json.loads(side.read_text(encoding="utf-8"))["assets"]["data"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    return (
+    return bool(
         asset.get("href") == f"./{path.name}"
         and asset.get("file:size") == path.stat().st_size
         and asset.get("file:checksum") == file_checksum(path)

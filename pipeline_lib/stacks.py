@@ -195,66 +195,34 @@ def build_stack(
     for g in guides:
         sg, vs, p = load(src_mod, g, src_bands)
         tg, vt, _ = load(tgt_mod, g, tgt_bands)
-        if _grid_key(p) != _grid_key(prof):
-            raise ProductError(
-                f"{paths[src_mod][g]}: not on the same grid as {paths[src_mod][target]}; rerun the reprojection"
-            )
-        if not (vs & vt).any():
-            raise CoverageError(
-                f"{paths[src_mod][g]} and {paths[tgt_mod][g]}: no pixel is valid in both on guide date {g}; "
-                "check the two products overlap the AOI or choose another guide date"
-            )
+        _check_guide(paths[src_mod][g], paths[tgt_mod][g], g, p, prof, paths[src_mod][target], vs & vt)
         s_g.append(sg)
         t_g.append(tg)
         v_g.append(vs & vt)
-    if not v_si.any():
-        raise CoverageError(
-            f"{paths[src_mod][target]}: no valid pixel on the target date {target}; "
-            "check the product covers the AOI or choose another target date"
-        )
-    if _grid_key(prof_t) != _grid_key(prof):
-        raise ProductError(
-            f"{paths[tgt_mod][target]}: not on the same grid as {paths[src_mod][target]}; rerun the reprojection"
-        )
+    _check_target(paths[src_mod][target], paths[tgt_mod][target], target, v_si, prof, prof_t)
     tr = prof["transform"]
-    x = tr.c + (np.arange(prof["width"]) + 0.5) * tr.a
     y = tr.f + (np.arange(prof["height"]) + 0.5) * tr.e
-    sg_arr = np.stack(s_g)
-    coords = {"guide_date": ("guide", guides), "band_s": list(src_bands), "band_t": list(tgt_bands), "y": y, "x": x}
+    x = tr.c + (np.arange(prof["width"]) + 0.5) * tr.a
     src_attrs = {"units": src_units, "long_name": "sigma nought" if src_mod == "s1" else "surface reflectance"}
     tgt_attrs = {"units": tgt_units, "long_name": "surface reflectance"}
-    ds = xr.Dataset(
-        {
-            "S_i": (("band_s", "y", "x"), s_i, {**src_attrs, "description": f"source on the target date {target}"}),
-            "S_g": (("guide", "band_s", "y", "x"), sg_arr, {**src_attrs, "description": "source on the guide dates"}),
-            "T_g": (
-                ("guide", "band_t", "y", "x"),
-                np.stack(t_g),
-                {**tgt_attrs, "description": "target on the guide dates"},
-            ),
-            "dS_ig": (
-                ("guide", "band_s", "y", "x"),
-                (s_i[np.newaxis] - sg_arr).astype(np.float32),
-                {**src_attrs, "description": "S_i - S_g"},
-            ),
-            "valid_i": (
-                ("y", "x"),
-                v_si.astype(np.uint8),
-                {"description": "source valid on the target date", **_FLAGS},
-            ),
-            "valid_g": (
-                ("guide", "y", "x"),
-                np.stack(v_g).astype(np.uint8),
-                {"description": "source and target valid on the guide date", **_FLAGS},
-            ),
-        },
-        coords=coords,
+    attrs = {
+        "experiment": name,
+        "task": task,
+        "target_date": target,
+        "crs": prof["crs"],
+        "transform": [float(v) for v in (tr.a, tr.b, tr.c, tr.d, tr.e, tr.f)],
+    }
+    ds = _stack_dataset(
+        s_i,
+        np.stack(s_g),
+        np.stack(t_g),
+        v_si,
+        np.stack(v_g),
+        src_attrs,
+        tgt_attrs,
+        coords={"guide_date": ("guide", guides), "band_s": list(src_bands), "band_t": list(tgt_bands), "y": y, "x": x},
         attrs={
-            "experiment": name,
-            "task": task,
-            "target_date": target,
-            "crs": prof["crs"],
-            "transform": [float(v) for v in (tr.a, tr.b, tr.c, tr.d, tr.e, tr.f)],
+            **attrs,
             "source_range": json.dumps(band_ranges(src_bands)),
             "target_range": json.dumps(band_ranges(tgt_bands)),
             "offsets_applied": json.dumps(applied, sort_keys=True),
@@ -266,20 +234,83 @@ def build_stack(
             "target_kind": kinds[tgt_mod],
         },
     )
-    ds["y"].attrs.update(units="m", standard_name="projection_y_coordinate")
-    ds["x"].attrs.update(units="m", standard_name="projection_x_coordinate")
     truth = xr.Dataset(
         {"T_i": (("band_t", "y", "x"), t_i), "valid": (("y", "x"), v_ti.astype(np.uint8))},
         coords={"band_t": list(tgt_bands), "y": y, "x": x},
-        attrs={
-            "experiment": name,
-            "task": task,
-            "target_date": target,
-            "crs": prof["crs"],
-            "transform": ds.attrs["transform"],
-        },
+        attrs=attrs,
     )
     return ds, truth
+
+
+def _check_guide(
+    src: Path, tgt: Path, date: str, prof: Mapping[str, Any], ref_prof: Mapping[str, Any], ref: Path, both: np.ndarray
+) -> None:
+    """A guide date's source is on the target date's grid and has pixels valid in source and target."""
+    if _grid_key(prof) != _grid_key(ref_prof):
+        raise ProductError(f"{src}: not on the same grid as {ref}; rerun the reprojection")
+    if not both.any():
+        raise CoverageError(
+            f"{src} and {tgt}: no pixel is valid in both on guide date {date}; "
+            "check the two products overlap the AOI or choose another guide date"
+        )
+
+
+def _check_target(
+    src: Path, tgt: Path, date: str, valid: np.ndarray, prof: Mapping[str, Any], prof_t: Mapping[str, Any]
+) -> None:
+    """The target date's source has valid pixels and its target image is on the same grid."""
+    if not valid.any():
+        raise CoverageError(
+            f"{src}: no valid pixel on the target date {date}; "
+            "check the product covers the AOI or choose another target date"
+        )
+    if _grid_key(prof_t) != _grid_key(prof):
+        raise ProductError(f"{tgt}: not on the same grid as {src}; rerun the reprojection")
+
+
+def _stack_dataset(
+    s_i: np.ndarray,
+    s_g: np.ndarray,
+    t_g: np.ndarray,
+    valid_i: np.ndarray,
+    valid_g: np.ndarray,
+    src_attrs: Mapping[str, str],
+    tgt_attrs: Mapping[str, str],
+    coords: Mapping[str, Any],
+    attrs: Mapping[str, Any],
+) -> xr.Dataset:
+    """The stack's variables (CONTRACTS.md "Stack NetCDF") with CF attributes; never T_i."""
+    ds = xr.Dataset(
+        {
+            "S_i": (
+                ("band_s", "y", "x"),
+                s_i,
+                {**src_attrs, "description": f"source on the target date {attrs['target_date']}"},
+            ),
+            "S_g": (("guide", "band_s", "y", "x"), s_g, {**src_attrs, "description": "source on the guide dates"}),
+            "T_g": (("guide", "band_t", "y", "x"), t_g, {**tgt_attrs, "description": "target on the guide dates"}),
+            "dS_ig": (
+                ("guide", "band_s", "y", "x"),
+                (s_i[np.newaxis] - s_g).astype(np.float32),
+                {**src_attrs, "description": "S_i - S_g"},
+            ),
+            "valid_i": (
+                ("y", "x"),
+                valid_i.astype(np.uint8),
+                {"description": "source valid on the target date", **_FLAGS},
+            ),
+            "valid_g": (
+                ("guide", "y", "x"),
+                valid_g.astype(np.uint8),
+                {"description": "source and target valid on the guide date", **_FLAGS},
+            ),
+        },
+        coords=dict(coords),
+        attrs=dict(attrs),
+    )
+    ds["y"].attrs.update(units="m", standard_name="projection_y_coordinate")
+    ds["x"].attrs.update(units="m", standard_name="projection_x_coordinate")
+    return ds
 
 
 def run_stack(

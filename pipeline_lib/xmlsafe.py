@@ -24,9 +24,14 @@ def parse_xml(source: str | os.PathLike[str] | bytes, *, name: str | None = None
     """
     label = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
     try:
+        root: Element
         if isinstance(source, bytes):
-            return SafeET.fromstring(source, forbid_dtd=True, forbid_entities=True, forbid_external=True)
-        return SafeET.parse(os.fspath(source), forbid_dtd=True, forbid_entities=True, forbid_external=True).getroot()
+            root = SafeET.fromstring(source, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+        else:
+            root = SafeET.parse(
+                os.fspath(source), forbid_dtd=True, forbid_entities=True, forbid_external=True
+            ).getroot()
+        return root
     except FileNotFoundError as exc:
         raise ProductError(f"{label}: file not found; check the product is complete") from exc
     except Exception as exc:  # defusedxml raises several unrelated types

@@ -1,4 +1,4 @@
-"""The files source (issue 11 parts 1 and 5): discovery, pairing, ingestion of real analysis-ready chips
+"""The files source (DESIGN §4): discovery, pairing, ingestion of real analysis-ready chips
 (data/real-ts) onto the grid, and each bad input as a one-line error naming the file, nothing written."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""guides: auto — clear dates within a window around the target (issue 12 part 2)."""
+"""guides: auto — clear dates within a window around the target (DESIGN §6)."""
 
 from __future__ import annotations
 

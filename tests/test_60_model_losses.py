@@ -1,4 +1,4 @@
-"""The shortcut G(·, T_g) = −T_g + c: zero on the paper's L_con, non-zero on the departures (issue 12 part 3).
+"""The shortcut G(·, T_g) = −T_g + c: zero on the paper's L_con, non-zero on the departures (DESIGN §11).
 
 A linear world T = A·S + b (per pixel) has the true difference G(S_ab, T_b) = A·S_ab, which must
 score zero on every uniqueness term; the degenerate generator −T_g + c must score zero on L_con

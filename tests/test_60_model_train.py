@@ -96,7 +96,7 @@ def test_deterministic_capped_and_checkpoint_content(stack: Path, tmp_path: Path
     ck = load_checkpoint(a)
     assert ck["step"] == 6 and len(ck["history"]) == 6 and ck["complete"]
     assert ck["band_s"] == ["VV", "VH"] and ck["band_t"] == ["B04", "B03", "B02"]
-    assert ck["source_range"] == [[-30.0, 5.0], [-35.0, 0.0]] and ck["target_range"][0] == [0.0, 0.5]
+    assert ck["source_range"] == [[-25.0, 0.0], [-25.0, 0.0]] and ck["target_range"][0] == [0.0, 0.5]
     assert ck["params"]["lambda_con"] == 2.0 and ck["params"]["max_steps"] == 6
     assert ck["discriminator"] is not None and "torch_rng" in ck
     # capped schedule: lr2 from 60/80 of the run on, D trains for the first 60/80 of it

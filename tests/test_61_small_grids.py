@@ -1,4 +1,4 @@
-"""Small and odd grids (issue 11 part 3): every epoch has patches, the schedule counts real steps,
+"""Small and odd grids (DESIGN §6): every epoch has patches, the schedule counts real steps,
 training and tiled prediction work on grids from 32 px (smaller patch when needed, reflection-padded tiles).
 """
 

@@ -1,4 +1,4 @@
-"""Property-based tests (issue 13): AOI → grid → search footprint over the globe, dates and pairing, scene choice.
+"""Property-based tests (DESIGN §3, §9): AOI → grid → search footprint over the globe, dates and pairing, scene choice.
 
 Invariants (hypothesis; deterministic: ``derandomize=True``, bounded ``max_examples``; set
 ``PIPELINE_HYPOTHESIS_EXAMPLES`` to run more by hand):

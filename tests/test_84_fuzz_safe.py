@@ -1,4 +1,4 @@
-"""Mutation fuzzer over the real SAFE fixtures (issue 13): only the project's own errors escape, naming the file.
+"""Mutation fuzzer over the real SAFE fixtures (DESIGN §9): only the project's own errors escape, naming the file.
 
 Each case clones one real product from ``tests/data/fixtures`` (``fixture_variants.clone``: the fixture
 is never touched), applies one seeded mutation to one of its metadata files and runs the readers the

@@ -1,4 +1,4 @@
-"""Issue 13: the eight inputs a new user got wrong results or tracebacks from, each on a real fixture.
+"""The bad-input matrix, part two (DESIGN §9): the eight inputs a new user got wrong results or tracebacks from, each on a real fixture.
 
 Every test derives its input from ``tests/data/fixtures`` (see ``fixture_variants``) or from a real
 region file, in ``tmp_path``; the fixtures themselves are never changed.

@@ -1,4 +1,4 @@
-"""A real region end to end (issue 11): the shipped wc-belgium-patch-2018 region file, read through the
+"""A real region end to end (DESIGN §4): the shipped wc-belgium-patch-2018 region file, read through the
 files source from data/real-ts, with a CI-sized training cap, down to a report that opens in Chromium.
 
 The region file is used as shipped except for the training budget (max_steps 3, one network variant)

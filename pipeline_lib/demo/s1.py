@@ -130,7 +130,7 @@ def _interp_vectors(
     cols = np.stack([np.interp(pp, px, v) for px, v in zip(pixels, values, strict=True)])  # (nvec, npix)
     idx = np.clip(np.searchsorted(lines, ll, side="right") - 1, 0, len(lines) - 2)
     w = np.clip((ll - lines[idx]) / (lines[idx + 1] - lines[idx]), 0.0, 1.0)
-    return cols[idx] * (1 - w)[:, None] + cols[idx + 1] * w[:, None]
+    return np.asarray(cols[idx] * (1 - w)[:, None] + cols[idx + 1] * w[:, None])
 
 
 def sigma_lut(calibration: Element, ll: np.ndarray, pp: np.ndarray) -> np.ndarray:
@@ -158,7 +158,7 @@ def noise_power(noise: Element, ll: np.ndarray, pp: np.ndarray) -> np.ndarray:
         if cols.any() and rows.any():
             vals = np.interp(ll[rows], _floats(blk.find("line")), _floats(blk.find("noiseAzimuthLut")))
             az[np.ix_(rows, cols)] = vals[:, None]
-    return rng * az
+    return np.asarray(rng * az)
 
 
 @dataclass(frozen=True)

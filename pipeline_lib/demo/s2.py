@@ -144,7 +144,7 @@ def s2_window_for(bounds: tuple[float, float, float, float]) -> S2Window:
 
 
 def _to_dn(refl: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(refl * BOA_QUANTIFICATION - BOA_ADD_OFFSET), 1, 65535).astype(np.uint16)
+    return np.asarray(np.clip(np.rint(refl * BOA_QUANTIFICATION - BOA_ADD_OFFSET), 1, 65535).astype(np.uint16))
 
 
 def render_s2(win: S2Window, when: date, seed: int = 0) -> dict[str, np.ndarray]:
@@ -157,7 +157,7 @@ def render_s2(win: S2Window, when: date, seed: int = 0) -> dict[str, np.ndarray]
     surf = simulate_surface(xx, yy, when, seed)
 
     def down(a: np.ndarray) -> np.ndarray:
-        return a.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+        return np.asarray(a.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3)))
 
     out: dict[str, np.ndarray] = {b: _to_dn(surf[b]) for b in BANDS_10M}
     out.update({b: _to_dn(down(surf[b])) for b in BANDS_20M})

@@ -136,7 +136,25 @@ def simulate_surface(x_m: np.ndarray, y_m: np.ndarray, when: date | datetime, se
     t = _days(when)
     x0, y0 = demo_center_xy()
     u, v = x - x0, y - y0
+    centre, water, wet = _river(x, y, u, v, t, seed)
+    land = _land_cover(x, y, u, centre, t, seed)
+    out = {**_sar_bands(land, water, wet), **_optical_bands(land, water, wet)}
+    cloud, core = _cloud(out, x, y, u, v, t, seed)
+    for name in S2_BANDS:
+        out[name] = np.clip(out[name], 0.0, 1.0).astype(np.float32)
+    out["cloud"] = cloud.astype(np.float32)
+    out["cloud_core"] = core.astype(np.float32)
+    out["water"] = water.astype(np.float32)
+    out["landcover"] = np.where(
+        water > 0.5, 0, np.where((land["cls"] == 1) & (land["veg_frac"] > 0.5), 1, np.where(land["cls"] == 3, 3, 2))
+    ).astype(np.uint8)
+    return out
 
+
+def _river(
+    x: np.ndarray, y: np.ndarray, u: np.ndarray, v: np.ndarray, t: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(corridor centre line u, water fraction, wet-soil fraction) of the retreating flood at day ``t``."""
     # River corridor: meandering centre line running roughly north-south through the AOI.
     centre = 520.0 * np.sin(2 * np.pi * v / 3400.0) + 0.12 * v + 180.0 * _fbm(np.zeros_like(v), v, 2500.0, seed, 1, 2)
     dist = np.abs(u - centre) + 140.0 * _fbm(x, y, 700.0, seed, 2)
@@ -147,9 +165,13 @@ def simulate_surface(x_m: np.ndarray, y_m: np.ndarray, when: date | datetime, se
     wet = np.zeros_like(x)
     for lag in (4.0, 8.0, 12.0):
         wet = np.maximum(wet, _sigmoid((flood_halfwidth_m(max(t - lag, -30.0)) - dist) / 25.0) * np.exp(-lag / 10.0))
-    wet = np.clip(wet - water, 0.0, 1.0)
+    return centre, water, np.clip(wet - water, 0.0, 1.0)
 
-    # Parcels and their land cover.
+
+def _land_cover(
+    x: np.ndarray, y: np.ndarray, u: np.ndarray, centre: np.ndarray, t: float, seed: int
+) -> dict[str, np.ndarray]:
+    """Parcels and their land cover: class, vegetation fraction (harvests), vigour, texture, parcel offset (dB)."""
     pi, pj = _parcels(x, y, seed)
     r = _hash01(pi, pj, seed, 21)
     urban_bias = _sigmoid((np.abs(u - centre) - 1400.0) / 200.0) * 0.25  # towns away from the river
@@ -162,38 +184,54 @@ def simulate_surface(x_m: np.ndarray, y_m: np.ndarray, when: date | datetime, se
     vigour = 0.85 + 0.3 * _hash01(pi, pj, seed, 24) + 0.004 * t
     texture = _fbm(x, y, 90.0, seed, 3, 2)
     parcel_db = 2.0 * (_hash01(pi, pj, seed, 25) - 0.5)
+    return {"cls": cls, "veg_frac": veg_frac, "vigour": vigour, "texture": texture, "parcel_db": parcel_db}
 
-    veg = _VEG[:, None] * np.ones((1, x.size))
-    soil = _SOIL[:, None] * np.ones((1, x.size))
-    urb = _URBAN[:, None] * np.ones((1, x.size))
-    land_is_urban = (cls == 3).ravel()
-    soil_frac = (1.0 - veg_frac.ravel()) * (~land_is_urban)
-    vf = veg_frac.ravel()
-    uf = land_is_urban.astype(np.float64)
 
+def _fractions(land: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat (vegetation, bare soil, urban) fractions of the land part of each pixel."""
+    land_is_urban = (land["cls"] == 3).ravel()
+    vf = land["veg_frac"].ravel()
+    return vf, (1.0 - vf) * (~land_is_urban), land_is_urban.astype(np.float64)
+
+
+def _sar_bands(land: dict[str, np.ndarray], water: np.ndarray, wet: np.ndarray) -> dict[str, np.ndarray]:
+    """σ0 (linear) per S1 band: blend in linear power; wet soil brighter by up to 4 dB, vegetation vigour ±1 dB."""
+    vf, soil_frac, uf = _fractions(land)
+    wf, wetf = water.ravel(), wet.ravel()
+    vigour, parcel_db, texture = land["vigour"].ravel(), land["parcel_db"].ravel(), land["texture"].ravel()
     out: dict[str, np.ndarray] = {}
-    wf = water.ravel()
-    wetf = wet.ravel()
-    # SAR: blend in linear power; wet soil brighter by up to 4 dB, vegetation vigour ±1 dB.
     for b, name in enumerate(S1_BANDS):
-        land_db_veg = veg[b] + 2.5 * (vigour.ravel() - 1.0) + parcel_db.ravel() + 1.0 * texture.ravel()
-        land_db_soil = soil[b] + 4.0 * wetf + parcel_db.ravel() + 1.5 * texture.ravel()
-        land_db_urb = urb[b] + 1.5 * parcel_db.ravel() + 2.0 * texture.ravel()
-        land = vf * 10 ** (land_db_veg / 10) + soil_frac * 10 ** (land_db_soil / 10) + uf * 10 ** (land_db_urb / 10)
-        water_lin = 10 ** ((_WATER[b] + 1.0 * texture.ravel()) / 10)
-        out[name] = (wf * water_lin + (1 - wf) * land).reshape(x.shape).astype(np.float32)
-    # Optical: linear mixing of reflectances; wet soil darker (strongly in SWIR).
+        land_db_veg = _VEG[b] + 2.5 * (vigour - 1.0) + parcel_db + 1.0 * texture
+        land_db_soil = _SOIL[b] + 4.0 * wetf + parcel_db + 1.5 * texture
+        land_db_urb = _URBAN[b] + 1.5 * parcel_db + 2.0 * texture
+        mixed = vf * 10 ** (land_db_veg / 10) + soil_frac * 10 ** (land_db_soil / 10) + uf * 10 ** (land_db_urb / 10)
+        water_lin = 10 ** ((_WATER[b] + 1.0 * texture) / 10)
+        out[name] = (wf * water_lin + (1 - wf) * mixed).reshape(water.shape).astype(np.float32)
+    return out
+
+
+def _optical_bands(land: dict[str, np.ndarray], water: np.ndarray, wet: np.ndarray) -> dict[str, np.ndarray]:
+    """Reflectance per S2 band (before cloud and clipping): linear mixing; wet soil darker (strongly in SWIR)."""
+    vf, soil_frac, uf = _fractions(land)
+    wf, wetf = water.ravel(), wet.ravel()
+    vigour, parcel_db, texture = land["vigour"].ravel(), land["parcel_db"].ravel(), land["texture"].ravel()
     wet_dark = np.array([0.80, 0.80, 0.78, 0.55, 0.50])
+    out: dict[str, np.ndarray] = {}
     for k, name in enumerate(S2_BANDS):
         b = 2 + k
-        gain = 1.0 + 0.12 * parcel_db.ravel() + 0.05 * texture.ravel()
-        veg_r = veg[b] * (1.0 + (0.25 if name == "B03" else 0.1) * (vigour.ravel() - 1.0)) * gain
-        soil_r = soil[b] * (1.0 - (1.0 - wet_dark[k]) * wetf) * gain
-        urb_r = urb[b] * gain
-        land = vf * veg_r + soil_frac * soil_r + uf * urb_r
-        out[name] = (wf * _WATER[b] * (1.0 + 0.1 * texture.ravel()) + (1 - wf) * land).reshape(x.shape)
+        gain = 1.0 + 0.12 * parcel_db + 0.05 * texture
+        veg_r = _VEG[b] * (1.0 + (0.25 if name == "B03" else 0.1) * (vigour - 1.0)) * gain
+        soil_r = _SOIL[b] * (1.0 - (1.0 - wet_dark[k]) * wetf) * gain
+        urb_r = _URBAN[b] * gain
+        mixed = vf * veg_r + soil_frac * soil_r + uf * urb_r
+        out[name] = (wf * _WATER[b] * (1.0 + 0.1 * texture) + (1 - wf) * mixed).reshape(water.shape)
+    return out
 
-    # Cloud patch on the cloudy date (optical only).
+
+def _cloud(
+    out: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, u: np.ndarray, v: np.ndarray, t: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The cloud patch of the cloudy date, mixed into ``out``'s S2 bands in place: (cloud, thick core) 0/1."""
     cloud = np.zeros(x.shape)
     core = np.zeros(x.shape)
     if abs(t - _days(CLOUDY_DATE)) < 1.0:
@@ -204,12 +242,4 @@ def simulate_surface(x_m: np.ndarray, y_m: np.ndarray, when: date | datetime, se
         opacity = np.where(core > 0, 1.0, 0.6)
         for k, name in enumerate(S2_BANDS):
             out[name] = np.where(cloud > 0, (1 - opacity) * out[name] + opacity * _CLOUD[2 + k], out[name])
-    for name in S2_BANDS:
-        out[name] = np.clip(out[name], 0.0, 1.0).astype(np.float32)
-    out["cloud"] = cloud.astype(np.float32)
-    out["cloud_core"] = core.astype(np.float32)
-    out["water"] = water.astype(np.float32)
-    out["landcover"] = np.where(
-        water > 0.5, 0, np.where((cls == 1) & (veg_frac > 0.5), 1, np.where(cls == 3, 3, 2))
-    ).astype(np.uint8)
-    return out
+    return cloud, core

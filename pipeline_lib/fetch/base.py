@@ -79,7 +79,7 @@ class SearchRequest:
     max_cloud_cover: float = 100.0
     extra: dict[str, object] = field(default_factory=dict)
     # Polarisations the S1 products must hold (sar.polarisations) and whether a source that can read
-    # its products (local) checks at search time that each one is complete (issue 13, case 6).
+    # its products (local) checks at search time that each one is complete (DESIGN §9).
     polarisations: tuple[str, ...] = ("VV", "VH")
     check_complete: bool = False
 
@@ -139,7 +139,7 @@ def _dedupe(candidates: Sequence[Scene]) -> list[Scene]:
 
 
 def _cloud_key(c: Scene) -> tuple[bool, float]:
-    """Known cloud cover ranks by value; unknown ranks after every known value (issue 13, case 4)."""
+    """Known cloud cover ranks by value; unknown ranks after every known value (DESIGN §9)."""
     return (c.cloud_cover is None, c.cloud_cover if c.cloud_cover is not None else 0.0)
 
 

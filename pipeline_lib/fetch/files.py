@@ -1,4 +1,4 @@
-"""The ``files`` source: analysis-ready Sentinel-1/2 time series a user already holds (issue 11).
+"""The ``files`` source: analysis-ready Sentinel-1/2 time series a user already holds (DESIGN §4).
 
 Exports from Google Earth Engine, openEO, Sentinel Hub or WorldCereal are per-date GeoTIFF/COG
 files. A region lists them per modality (``fetch.files.s1``, ``fetch.files.s2``) either explicitly,

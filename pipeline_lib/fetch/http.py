@@ -434,53 +434,35 @@ def download_file(
     part = _PartFile(dest.with_name(dest.name + ".part"), want_md5=bool(md5))
     if expected_size and part.size > expected_size:
         part.reset()
+
+    def exchange() -> int:
+        return _exchange(
+            session,
+            url,
+            part,
+            auth=auth,
+            auth_hosts=hosts,
+            policy=policy,
+            timeout_s=timeout_s,
+            chunk_bytes=chunk_bytes,
+            progress=progress,
+            expected_size=expected_size,
+        )
+
     attempt = 0
     mismatches = 0
     while True:
-        try:
-            if expected_size and part.size == expected_size:
-                total = expected_size  # a previous run got every byte: verify without a request
-            else:
-                total = _exchange(
-                    session,
-                    url,
-                    part,
-                    auth=auth,
-                    auth_hosts=hosts,
-                    policy=policy,
-                    timeout_s=timeout_s,
-                    chunk_bytes=chunk_bytes,
-                    progress=progress,
-                    expected_size=expected_size,
-                )
-            want = expected_size or total
-            if want and part.size < want:
-                raise _Retry(f"body ended at {part.size} of {want} B")
-        except _Retry as exc:
-            attempt += 1
-            if attempt >= policy.max_attempts:
-                raise FetchError(
-                    f"{url}: gave up after {attempt} attempts, last cause: {exc.cause}; retry later (the partial file is kept for resuming)"
-                ) from None
-            delay = backoff_delay(attempt, policy, exc.retry_after, rng)
-            log.info("%s: %s; retry %d/%d in %.1f s", dest.name, exc.cause, attempt, policy.max_attempts - 1, delay)
-            sleep(delay)
-            continue
-        problem = ""
-        if want and part.size != want:
-            problem = f"size {part.size} B, expected {want} B"
-        elif md5 and part.hasher is not None and part.hasher.hexdigest().lower() != md5.lower():
-            problem = f"MD5 {part.hasher.hexdigest()}, catalogue says {md5.lower()}"
-        if problem:
-            part.reset()
-            mismatches += 1
-            if mismatches > 1:
-                raise FetchError(
-                    f"{url}: downloaded twice and still wrong ({problem}); the product may be corrupt on the server, try later"
-                )
-            log.warning("%s: %s; deleted, downloading once more", dest.name, problem)
-            continue
-        break
+        want, attempt = _fetch_with_retries(exchange, part, url, dest.name, expected_size, attempt, policy, sleep, rng)
+        problem = _part_problem(part, want, md5)
+        if not problem:
+            break
+        part.reset()
+        mismatches += 1
+        if mismatches > 1:
+            raise FetchError(
+                f"{url}: downloaded twice and still wrong ({problem}); the product may be corrupt on the server, try later"
+            )
+        log.warning("%s: %s; deleted, downloading once more", dest.name, problem)
     with open(part.path, "rb+") as fh:
         os.fsync(fh.fileno())
     os.replace(part.path, dest)
@@ -488,6 +470,50 @@ def download_file(
         progress.close()
     log.info("%s: %d B verified (%s)", dest.name, part.size, "md5" if md5 else "size")
     return dest
+
+
+def _fetch_with_retries(
+    exchange: Callable[[], int],
+    part: _PartFile,
+    url: str,
+    name: str,
+    expected_size: int,
+    attempt: int,
+    policy: RetryPolicy,
+    sleep: Callable[[float], None],
+    rng: random.Random | None,
+) -> tuple[int, int]:
+    """Request (resuming) until the part file holds the whole body: (bytes wanted, attempts used so far).
+
+    Each failed request counts against ``policy.max_attempts`` (continuing from ``attempt``) and waits the
+    backoff delay; a part file already holding ``expected_size`` bytes is verified without a request.
+    """
+    while True:
+        try:
+            # a previous run got every byte: verify without a request
+            total = expected_size if expected_size and part.size == expected_size else exchange()
+            want = expected_size or total
+            if want and part.size < want:
+                raise _Retry(f"body ended at {part.size} of {want} B")
+            return want, attempt
+        except _Retry as exc:
+            attempt += 1
+            if attempt >= policy.max_attempts:
+                raise FetchError(
+                    f"{url}: gave up after {attempt} attempts, last cause: {exc.cause}; retry later (the partial file is kept for resuming)"
+                ) from None
+            delay = backoff_delay(attempt, policy, exc.retry_after, rng)
+            log.info("%s: %s; retry %d/%d in %.1f s", name, exc.cause, attempt, policy.max_attempts - 1, delay)
+            sleep(delay)
+
+
+def _part_problem(part: _PartFile, want: int, md5: str) -> str:
+    """Why the complete part file is wrong (size, then MD5), or "" when it checks out."""
+    if want and part.size != want:
+        return f"size {part.size} B, expected {want} B"
+    if md5 and part.hasher is not None and part.hasher.hexdigest().lower() != md5.lower():
+        return f"MD5 {part.hasher.hexdigest()}, catalogue says {md5.lower()}"
+    return ""
 
 
 def unpack_safe(zip_path: Path, dest: Path) -> Path:

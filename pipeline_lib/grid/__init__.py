@@ -76,7 +76,7 @@ class Grid:
             )
         west, east = float(np.min(lon)), float(np.max(lon))
         if east - west > 180.0 or west < -180.0 or east > 180.0:
-            # The edge crosses ±180°: a min/max box would span the other side of the globe (issue 13).
+            # The edge crosses ±180°: a min/max box would span the other side of the globe (DESIGN §3).
             raise ConfigError(
                 f"aoi: the grid {tuple(round(b) for b in self.bounds)} in {self.crs} crosses the antimeridian "
                 "(180°), which is not supported; choose an AOI on one side of 180° or split it into two regions"

@@ -41,9 +41,9 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import rasterio
@@ -104,7 +104,7 @@ def _upsampled_dft(spec: np.ndarray, size: int, upsample: int, offset_y: float, 
     pos = np.arange(size, dtype=np.float64)
     ker_y = np.exp(2j * np.pi / (ny * upsample) * np.outer(pos - offset_y, ky))
     ker_x = np.exp(2j * np.pi / (nx * upsample) * np.outer(kx, pos - offset_x))
-    return ker_y @ spec @ ker_x
+    return np.asarray(ker_y @ spec @ ker_x)
 
 
 def _peak_quality(surface: np.ndarray, iy: int, ix: int, radius: int = 3) -> float:
@@ -195,7 +195,7 @@ def _shift_2d(img: np.ndarray, dy: float, dx: float, order: int = 3) -> np.ndarr
     # a pixel is invalid when its bilinear footprint touches an invalid or outside pixel
     bad_shifted = ndimage.shift(bad.astype(np.float64), (dy, dx), order=1, mode="constant", cval=1.0)
     out[bad_shifted > 1e-3] = np.nan
-    return out
+    return np.asarray(out)
 
 
 def shift_image(arr: np.ndarray, dy: float, dx: float, order: int = 3) -> np.ndarray:
@@ -237,7 +237,7 @@ def gradient_magnitude(img: np.ndarray, sigma: float = 1.5) -> np.ndarray:
     mag = np.hypot(ndimage.sobel(smooth, axis=0), ndimage.sobel(smooth, axis=1))
     reach = int(math.ceil(3 * sigma)) + 1
     mag[ndimage.binary_dilation(bad, iterations=reach)] = np.nan
-    return mag
+    return np.asarray(mag)
 
 
 def read_bands(path: str | os.PathLike[str], names: list[str]) -> dict[str, np.ndarray]:
@@ -283,6 +283,14 @@ def measure_offset(
     }
 
 
+class _Limits(TypedDict):
+    """When a measured offset counts (:func:`measure_offset`'s keyword arguments)."""
+
+    threshold_px: float
+    min_quality: float
+    max_offset_px: float
+
+
 def compute_offsets(
     s1: Mapping[str, Mapping[str, np.ndarray]],
     s2: Mapping[str, Mapping[str, np.ndarray]],
@@ -308,14 +316,27 @@ def compute_offsets(
         reference_date = common[0] if common else (all_dates[0] if all_dates else None)
     if reference_date is None:
         raise ValueError("compute_offsets: no S1 or S2 dates given")
-    entries: list[dict[str, Any]] = []
-    corr: dict[str, dict[str, list[float]]] = {"s1": {}, "s2": {}}
+    limits = _Limits(threshold_px=threshold_px, min_quality=min_quality, max_offset_px=max_offset_px)
+    intra = _intra_offsets(s1, s2, reference_date, limits)
+    cross = {d: _cross_offset(s1[d], s2[d], d, reference_date, limits) for d in common}
+    return {
+        "reference_date": reference_date,
+        "reference": f"s2:{reference_date}",
+        **limits,
+        "method": "phase correlation, Tukey window, upsampled DFT (Guizar-Sicairos 2008), 1/100 px",
+        "convention": "mov(y, x) = ref(y - dy, x - dx); correct with shift_image(mov, -dy, -dx)",
+        "entries": [*intra.values(), *cross.values()],
+        "corrections": _corrections(sorted(s1), sorted(s2), reference_date, intra, cross),
+    }
 
-    def offset_of(entry: dict[str, Any] | None) -> tuple[float, float]:
-        if entry is None or not entry["corrected"]:
-            return 0.0, 0.0
-        return float(entry["dy"]), float(entry["dx"])
 
+def _intra_offsets(
+    s1: Mapping[str, Mapping[str, np.ndarray]],
+    s2: Mapping[str, Mapping[str, np.ndarray]],
+    reference_date: str,
+    limits: _Limits,
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every date vs the reference date within each modality (S1 VV dB; S2 B04 on pixels valid in both)."""
     intra: dict[tuple[str, str], dict[str, Any]] = {}
     for kind, images, band in (("s1", s1, S1_BAND), ("s2", s2, S2_BAND)):
         if reference_date not in images:
@@ -329,65 +350,67 @@ def compute_offsets(
             if kind == "s2":
                 vr, vm = _s2_valid(ref), _s2_valid(mov)
                 valid = None if vr is None or vm is None else (vr & vm)
-            e = measure_offset(
-                ref[band],
-                mov[band],
-                valid=valid,
-                threshold_px=threshold_px,
-                min_quality=min_quality,
-                max_offset_px=max_offset_px,
-            )
+            e = measure_offset(ref[band], mov[band], valid=valid, **limits)
             e.update(
                 role="applied", kind=kind, date=d, reference=f"{kind}:{reference_date}", moving=f"{kind}:{d}", band=band
             )
-            entries.append(e)
             intra[(kind, d)] = e
-    cross: dict[str, dict[str, Any]] = {}
-    for d in common:
-        b2 = s2[d]
-        opt = b2.get(S2_CROSS_BAND, b2[S2_BAND]).copy()
-        v2 = _s2_valid(b2)
-        if v2 is not None:
-            opt[~v2] = np.nan
-        e = measure_offset(
-            gradient_magnitude(opt),
-            gradient_magnitude(s1[d][S1_BAND]),
-            valid=None,
-            threshold_px=threshold_px,
-            min_quality=min_quality,
-            max_offset_px=max_offset_px,
-        )
-        role = "applied" if d == reference_date else "check"
-        if role == "check":
-            e["corrected"] = False  # S1 dates are tied to S2 through the reference date only
-        e.update(
-            role=role,
-            kind="s1_s2",
-            date=d,
-            reference=f"s2:{d}",
-            moving=f"s1:{d}",
-            band=f"grad({S1_BAND}) vs grad({S2_CROSS_BAND if S2_CROSS_BAND in b2 else S2_BAND})",
-        )
-        entries.append(e)
-        cross[d] = e
+    return intra
+
+
+def _cross_offset(
+    b1: Mapping[str, np.ndarray],
+    b2: Mapping[str, np.ndarray],
+    date: str,
+    reference_date: str,
+    limits: _Limits,
+) -> dict[str, Any]:
+    """S1 vs S2 on one date: gradient magnitude of VV vs of B11 (B04 without B11), S2-masked pixels as no data.
+
+    Only the reference date's entry is applied (it ties S1 to S2); the others are checks, never corrected.
+    """
+    opt = b2.get(S2_CROSS_BAND, b2[S2_BAND]).copy()
+    v2 = _s2_valid(b2)
+    if v2 is not None:
+        opt[~v2] = np.nan
+    e = measure_offset(gradient_magnitude(opt), gradient_magnitude(b1[S1_BAND]), valid=None, **limits)
+    role = "applied" if date == reference_date else "check"
+    if role == "check":
+        e["corrected"] = False  # S1 dates are tied to S2 through the reference date only
+    e.update(
+        role=role,
+        kind="s1_s2",
+        date=date,
+        reference=f"s2:{date}",
+        moving=f"s1:{date}",
+        band=f"grad({S1_BAND}) vs grad({S2_CROSS_BAND if S2_CROSS_BAND in b2 else S2_BAND})",
+    )
+    return e
+
+
+def _corrections(
+    s1_dates: Sequence[str],
+    s2_dates: Sequence[str],
+    reference_date: str,
+    intra: Mapping[tuple[str, str], Mapping[str, Any]],
+    cross: Mapping[str, Mapping[str, Any]],
+) -> dict[str, dict[str, list[float]]]:
+    """Each image's total offset from S2 on the reference date, from the corrected entries only."""
+
+    def offset_of(entry: Mapping[str, Any] | None) -> tuple[float, float]:
+        if entry is None or not entry["corrected"]:
+            return 0.0, 0.0
+        return float(entry["dy"]), float(entry["dx"])
+
+    corr: dict[str, dict[str, list[float]]] = {"s1": {}, "s2": {}}
     tie_y, tie_x = offset_of(cross.get(reference_date))
-    for d in sorted(s2):
+    for d in s2_dates:
         dy, dx = (0.0, 0.0) if d == reference_date else offset_of(intra.get(("s2", d)))
         corr["s2"][d] = [round(dy, 3), round(dx, 3)]
-    for d in sorted(s1):
+    for d in s1_dates:
         dy, dx = (0.0, 0.0) if d == reference_date else offset_of(intra.get(("s1", d)))
         corr["s1"][d] = [round(dy + tie_y, 3), round(dx + tie_x, 3)]
-    return {
-        "reference_date": reference_date,
-        "reference": f"s2:{reference_date}",
-        "threshold_px": threshold_px,
-        "min_quality": min_quality,
-        "max_offset_px": max_offset_px,
-        "method": "phase correlation, Tukey window, upsampled DFT (Guizar-Sicairos 2008), 1/100 px",
-        "convention": "mov(y, x) = ref(y - dy, x - dx); correct with shift_image(mov, -dy, -dx)",
-        "entries": entries,
-        "corrections": corr,
-    }
+    return corr
 
 
 def run_offsets(

@@ -55,7 +55,7 @@ def guide_weights(
         e = np.exp(logits - top)
         w = e / e.sum(axis=0)
     w[:, ~np.isfinite(top)] = np.nan
-    return w.astype(np.float32)
+    return np.asarray(w.astype(np.float32))
 
 
 def weighted_sum(images: np.ndarray, w: np.ndarray) -> np.ndarray:

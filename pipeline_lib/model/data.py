@@ -166,12 +166,12 @@ def normalise(x: np.ndarray, ranges: np.ndarray) -> np.ndarray:
     """(clip(x, lo, hi) − lo)/(hi − lo) per band; ``x`` has the band axis at −3. NaN stays NaN."""
     lo = ranges[:, 0].reshape(-1, 1, 1)
     hi = ranges[:, 1].reshape(-1, 1, 1)
-    return ((np.clip(x, lo, hi) - lo) / (hi - lo)).astype(np.float32)
+    return np.asarray(((np.clip(x, lo, hi) - lo) / (hi - lo)).astype(np.float32))
 
 
 def denormalise_diff(d: np.ndarray, ranges: np.ndarray) -> np.ndarray:
     """A normalised difference (band, y, x) back to physical units: d·(hi − lo)."""
-    return (d * (ranges[:, 1] - ranges[:, 0]).reshape(-1, 1, 1)).astype(np.float32)
+    return np.asarray((d * (ranges[:, 1] - ranges[:, 0]).reshape(-1, 1, 1)).astype(np.float32))
 
 
 def _ranges(ds: xr.Dataset, key: str, bands: list[str], path: Path) -> np.ndarray:
@@ -265,7 +265,7 @@ def patch_origins(valid: np.ndarray, patch: int, offset: tuple[int, int] = (0, 0
     full = count == patch * patch
     if valid.ndim == 2:
         return np.stack([y0[full], x0[full]], axis=1)
-    return full
+    return np.asarray(full)
 
 
 def valid_origins(valid: np.ndarray, patch: int) -> np.ndarray:

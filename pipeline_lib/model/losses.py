@@ -1,4 +1,4 @@
-"""The paper's uniqueness constraint L_con and three departures that remove its shortcut (issue 12 part 3).
+"""The paper's uniqueness constraint L_con and three departures that remove its shortcut (DESIGN §11).
 
 Notation (DESIGN §6): X_ab = X_a − X_b in normalised units, G(ΔS, guide) → ΔT̂ with the guide the
 image the difference is added to. The paper's L_con (eq. 6, with eq. 4's sign) is

@@ -145,7 +145,8 @@ class Generator(nn.Module):
             h = torch.cat([h, skips[self.levels - 2 - i]], dim=1)
         h = self.up_full(h)
         h = self.refine(torch.cat([h, x], dim=1))
-        return self.head(h)
+        out: torch.Tensor = self.head(h)
+        return out
 
 
 class PatchDiscriminator(nn.Module):
@@ -165,4 +166,5 @@ class PatchDiscriminator(nn.Module):
         )
 
     def forward(self, cond: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([cond, image], dim=1))
+        out: torch.Tensor = self.net(torch.cat([cond, image], dim=1))
+        return out

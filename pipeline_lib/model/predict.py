@@ -135,7 +135,7 @@ def _net_fn(g: Generator, device: torch.device, n_s: int, guided: bool) -> Calla
                     out = g(x, guide)
             else:
                 out = g(x, guide)
-        return out.float().cpu().numpy()
+        return np.asarray(out.float().cpu().numpy())
 
     return fn
 

@@ -273,7 +273,7 @@ class Trainer:
             n = b["t_jk"].shape[0]
             departure = self.consistency not in ("none", "paper") and self.lambda_con > 0
             with self._autocast():
-                if departure:  # issue 12 part 3 (pipeline_lib.model.losses); tirsit & co. take the branches below
+                if departure:  # DESIGN §11 (pipeline_lib.model.losses); tirsit & co. take the branches below
                     out_jk_dep, con_dep = departure_losses(self.consistency, self.g, b)
                     out = out_jk_dep
                 elif self.lambda_con > 0 and self.flags["guided"]:

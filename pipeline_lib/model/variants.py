@@ -13,7 +13,7 @@ Fields of a :class:`Variant`:
 - ``guided``: the guide encoder and feature masks (paper §III-B.2, eqs. 1–3);
 - ``consistency``: which uniqueness term the generator loss carries — ``"none"``, ``"paper"``
   (the paper's L_con, eq. 6 with eq. 4's sign) or one of the departures of
-  :mod:`pipeline_lib.model.losses` (issue 12 part 3: ``"cycle"``, ``"identity"``, ``"stopgrad"``);
+  :mod:`pipeline_lib.model.losses` (DESIGN §11: ``"cycle"``, ``"identity"``, ``"stopgrad"``);
 - ``adversarial``: the PatchGAN loss (λ_adv of the task; pix2pix's own GAN);
 - ``uncertainty``: several per-guide reconstructions, hence the uncertainty raster;
 - ``pix2pix``: S → T on the guide dates (no differences);
@@ -72,7 +72,7 @@ REGISTRY: tuple[Variant, ...] = (
     Variant("no_sg", "w/o SG", True, consistency="paper", uncertainty=True),
     Variant("no_uc_sg", "w/o UC, w/o SG", True, uncertainty=True),
     Variant("pix2pix", "pix2pix", True, adversarial=True, pix2pix=True),
-    # Issue 12 part 3: departures from the paper's L_con that remove G(·, T_g) = −T_g + c (not listed
+    # DESIGN §11: departures from the paper's L_con that remove G(·, T_g) = −T_g + c (not listed
     # until one beats tirsit on the real chips; all without L_adv, like tirsit_noadv).
     Variant(
         "tirsit_cycle",

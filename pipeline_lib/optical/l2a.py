@@ -265,7 +265,7 @@ def _open_band(reader: ProductReader, member: str) -> rasterio.io.DatasetReader:
 def _tile_disjoint(ds: rasterio.io.DatasetReader, grid: Grid) -> bool:
     left, bottom, right, top = transform_bounds(grid.crs, ds.crs, *grid.bounds, densify_pts=21)
     tl, tb, tr, tt = ds.bounds
-    return right <= tl or left >= tr or top <= tb or bottom >= tt
+    return bool(right <= tl or left >= tr or top <= tb or bottom >= tt)
 
 
 def run_l2a(product_path: Path, grid: Grid, out_tif: Path, resampling: str = "bilinear") -> None:
@@ -278,18 +278,50 @@ def run_l2a(product_path: Path, grid: Grid, out_tif: Path, resampling: str = "bi
         raise ConfigError(
             f"optical.resampling: {resampling!r} is not supported; use one of {sorted(RESAMPLING_METHODS)}"
         )
-    kernel = RESAMPLING_METHODS[resampling]
-    reader = open_product(product_path)
+    with open_product(product_path) as reader:
+        meta = _read_metadata(reader, product_path)
+        label = meta.product_id or str(product_path)
+        valid, scl_tags = _scl_valid(reader, meta, grid, label)
+        bands, band_tags = _reflectance_bands(reader, meta, grid, resampling, label)
+    for refl in bands:
+        valid &= np.isfinite(refl)
+    if not valid.any():
+        raise ProductError(
+            f"S2 product {label}: all pixels cloudy/nodata over the AOI; choose another date or raise max cloud cover"
+        )
+    data = np.stack([np.where(valid, b, np.float32(np.nan)) for b in bands] + [valid.astype(np.float32)])
+    tags: Mapping[str, str] = {
+        "product": meta.product_id,
+        "tile_id": meta.tile_id,
+        "sensing_time": meta.sensing_time.isoformat(),
+        "processing_baseline": meta.processing_baseline,
+        "resampling": resampling,
+        "valid_fraction": f"{float(valid.mean()):.6f}",
+    }
+    write_cog(
+        data,
+        out_tif,
+        crs=grid.crs,
+        transform=grid.transform,
+        descriptions=[*OUTPUT_BANDS, "valid"],
+        tags=tags,
+        band_tags=[*band_tags, scl_tags],
+    )
+
+
+def _read_metadata(reader: ProductReader, product_path: Path) -> L2AMetadata:
+    """The product's MTD_MSIL2A.xml; ProductError when it is not an L2A product."""
     mtd_member = "MTD_MSIL2A.xml"
     if not reader.exists(mtd_member):
         raise ProductError(
             f"S2 product {product_path} has no MTD_MSIL2A.xml; it is not an L2A product or is incomplete; give a Sentinel-2 L2A .SAFE/zip or re-download it"
         )
-    meta = read_l2a_metadata(reader.parse_xml(mtd_member), product=f"{product_path}:{mtd_member}")
-    available = set(reader.members())
-    label = meta.product_id or str(product_path)
+    return read_l2a_metadata(reader.parse_xml(mtd_member), product=f"{product_path}:{mtd_member}")
 
-    scl_member, scl_res = select_band_file(meta, "SCL", available, label)
+
+def _scl_valid(reader: ProductReader, meta: L2AMetadata, grid: Grid, label: str) -> tuple[np.ndarray, dict[str, str]]:
+    """Grid pixels not masked by the SCL (any overlapping masked SCL pixel invalidates), and the band's tags."""
+    scl_member, scl_res = select_band_file(meta, "SCL", set(reader.members()), label)
     with _open_band(reader, scl_member) as ds:
         if _tile_disjoint(ds, grid):
             raise CoverageError(
@@ -302,8 +334,23 @@ def run_l2a(product_path: Path, grid: Grid, out_tif: Path, resampling: str = "bi
         scl, scl_transform = got
         masked = (~scl_valid_mask(scl)).astype(np.float32)
         invalid = warp_to_grid(masked, scl_transform, ds.crs, grid, Resampling.max)
-    valid = invalid == 0.0  # NaN (outside the tile) and 1.0 (masked) are invalid
+    tags = {
+        "band": "valid",
+        "source_file": scl_member,
+        "source_resolution_m": str(scl_res),
+        "resampling": "max of the SCL masked indicator (any overlapping masked SCL pixel invalidates)",
+        "scl_masked_classes": ",".join(str(c) for c in SCL_MASKED_CLASSES),
+        "long_name": "1 valid, 0 masked by SCL/nodata",
+    }
+    return invalid == 0.0, tags  # NaN (outside the tile) and 1.0 (masked) are invalid
 
+
+def _reflectance_bands(
+    reader: ProductReader, meta: L2AMetadata, grid: Grid, resampling: str, label: str
+) -> tuple[list[np.ndarray], list[dict[str, str]]]:
+    """Each of OUTPUT_BANDS as reflectance on ``grid`` (NaN outside the tile or nodata), with its band tags."""
+    kernel = RESAMPLING_METHODS[resampling]
+    available = set(reader.members())
     bands: list[np.ndarray] = []
     band_tags: list[dict[str, str]] = []
     for band in OUTPUT_BANDS:
@@ -320,7 +367,6 @@ def run_l2a(product_path: Path, grid: Grid, out_tif: Path, resampling: str = "bi
                 dn, transform = got
                 src = dn_to_reflectance(dn, meta.offsets[band], meta.quantification, meta.nodata_dn, meta.saturated_dn)
                 refl = warp_to_grid(src, transform, ds.crs, grid, kernel)
-        valid &= np.isfinite(refl)
         bands.append(refl)
         band_tags.append(
             {
@@ -335,35 +381,4 @@ def run_l2a(product_path: Path, grid: Grid, out_tif: Path, resampling: str = "bi
                 "long_name": f"surface reflectance {band}",
             }
         )
-    if not valid.any():
-        raise ProductError(
-            f"S2 product {label}: all pixels cloudy/nodata over the AOI; choose another date or raise max cloud cover"
-        )
-    data = np.stack([np.where(valid, b, np.float32(np.nan)) for b in bands] + [valid.astype(np.float32)])
-    band_tags.append(
-        {
-            "band": "valid",
-            "source_file": scl_member,
-            "source_resolution_m": str(scl_res),
-            "resampling": "max of the SCL masked indicator (any overlapping masked SCL pixel invalidates)",
-            "scl_masked_classes": ",".join(str(c) for c in SCL_MASKED_CLASSES),
-            "long_name": "1 valid, 0 masked by SCL/nodata",
-        }
-    )
-    tags: Mapping[str, str] = {
-        "product": meta.product_id,
-        "tile_id": meta.tile_id,
-        "sensing_time": meta.sensing_time.isoformat(),
-        "processing_baseline": meta.processing_baseline,
-        "resampling": resampling,
-        "valid_fraction": f"{float(valid.mean()):.6f}",
-    }
-    write_cog(
-        data,
-        out_tif,
-        crs=grid.crs,
-        transform=grid.transform,
-        descriptions=[*OUTPUT_BANDS, "valid"],
-        tags=tags,
-        band_tags=band_tags,
-    )
+    return bands, band_tags

@@ -57,7 +57,7 @@ JPEG_SIGNATURE = b"\xff\xd8\xff"
 
 def stretch(band: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """Linear stretch of ``band`` from [lo, hi] to [0, 1], clipped; NaN stays NaN."""
-    return np.clip((np.asarray(band, dtype=np.float32) - lo) / (hi - lo), 0.0, 1.0)
+    return np.asarray(np.clip((np.asarray(band, dtype=np.float32) - lo) / (hi - lo), 0.0, 1.0))
 
 
 def composite(channels: Sequence[np.ndarray], valid: np.ndarray | None = None) -> np.ndarray:

@@ -25,31 +25,35 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
 import rasterio.errors
 import rasterio.io
-import xarray as xr
 from rasterio.windows import Window
 from shapely.geometry import MultiPoint, box
 
 from pipeline_lib.errors import CoverageError, ProductError
 from pipeline_lib.grid import Grid
+from pipeline_lib.guard import corrupt_metadata
 from pipeline_lib.safe import open_product
 from pipeline_lib.sar.chunks import create_sigma0, row_bands
+from pipeline_lib.sar.lut import CalibrationLut, parse_sigma_lut
 from pipeline_lib.sar.noise import NoiseModel, is_void, noise_power, parse_noise
 from pipeline_lib.sar.product import (
     PolFiles,
     find_pol_files,
     measurement_uri,
-    open_sigma_lut,
     read_geolocation_grid,
     read_image_info,
 )
 from pipeline_lib.sar.window import RangeDoppler, grid_window, height_range
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 __all__ = [
     "SIGMA0_FLOOR",
@@ -64,7 +68,7 @@ __all__ = [
 #: floor for σ0 after thermal-noise subtraction (linear, −50 dB)
 SIGMA0_FLOOR = 1e-5
 #: GDAL block cache while reading the measurement (MB). Each line is read once, so caching buys nothing,
-#: and GDAL's default (5 % of RAM) grew the full-scene peak RSS to 1.5 GB on a 23 GB machine.
+#: and GDAL's default (5 % of RAM) would make the peak RSS depend on the node's RAM (BENCHMARKS.md).
 READ_CACHE_MB = 32
 
 
@@ -77,20 +81,25 @@ def calibrate_sigma0(dn: np.ndarray, sigma_lut: np.ndarray, noise: np.ndarray | 
     return sigma0.astype(np.float32)
 
 
-def interp_lut(lut: xr.DataArray, lines: np.ndarray, pixels: np.ndarray) -> np.ndarray:
-    """A calibration LUT on (line, pixel) interpolated linearly onto the window (as xarray-sentinel)."""
+def interp_lut(lut: CalibrationLut | xr.DataArray, lines: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """A calibration LUT on (line, pixel) interpolated linearly onto the window (as xarray-sentinel).
+
+    ``lut``: :class:`pipeline_lib.sar.lut.CalibrationLut` (the chain's, numpy) or xarray-sentinel's DataArray.
+    """
+    if isinstance(lut, CalibrationLut):
+        return lut.interp(np.asarray(lines), np.asarray(pixels))
     return np.asarray(lut.interp(line=np.asarray(lines), pixel=np.asarray(pixels)).values, dtype=np.float64)
 
 
 def _polyfit_2d(x: np.ndarray, y: np.ndarray, z: np.ndarray, deg: int = 3) -> np.ndarray:
     terms = [x**i * y**j for i in range(deg + 1) for j in range(deg + 1 - i)]
     coef, *_ = np.linalg.lstsq(np.stack(terms, axis=1), z, rcond=None)
-    return coef
+    return np.asarray(coef)
 
 
 def _polyval_2d(coef: np.ndarray, x: np.ndarray, y: np.ndarray, deg: int = 3) -> np.ndarray:
     terms = [x**i * y**j for i in range(deg + 1) for j in range(deg + 1 - i)]
-    return np.stack(terms, axis=-1) @ coef
+    return np.asarray(np.stack(terms, axis=-1) @ coef)
 
 
 def lonlat_to_line_pixel(gcp: dict[str, np.ndarray], lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -168,7 +177,7 @@ def _open_measurement(uri: str, shape: tuple[int, int], label: str) -> rasterio.
 
 def calibrate_band(
     src: rasterio.io.DatasetReader,
-    lut: xr.DataArray,
+    lut: CalibrationLut | xr.DataArray,
     noise: NoiseModel | None,
     lines: np.ndarray,
     pixels: np.ndarray,
@@ -184,7 +193,7 @@ def calibrate_band(
     return calibrate_sigma0(dn, interp_lut(lut, lines, pixels), eta)
 
 
-Inputs = Sequence[tuple[PolFiles, xr.DataArray, NoiseModel | None]]
+Inputs = Sequence[tuple[PolFiles, CalibrationLut, NoiseModel | None]]
 
 
 def _calibrated_bands(
@@ -300,7 +309,9 @@ def _calibrate_files(
             )
             noise = None
             void.append(f.polarisation)
-        inputs.append((f, open_sigma_lut(f), noise))
+        with corrupt_metadata(f"{safe_path}/{f.calibration}"):
+            lut = parse_sigma_lut(f.reader.parse_xml(f.calibration), f"{safe_path}/{f.calibration}")
+        inputs.append((f, lut, noise))
     removed = thermal_noise and not void
     long_name = "sigma nought, thermal noise removed" if removed else "sigma nought (no thermal-noise removal)"
     attrs = {

@@ -7,10 +7,9 @@ the one xarray writes (``polarisation`` vlen-string coordinate, int64 ``line``/`
 full-product indices, float32 ``sigma0`` with NaN fill), so ``xarray.open_dataset`` reads them unchanged.
 
 Chunking: ``(1, CHUNK_LINES, CHUNK_PIXELS)`` = (1, 256, 1024): row bands write whole chunks and a
-terrain-correction tile reads only the chunks of its GRD window. Compression is off by default:
-measured on this 2-core machine on speckled float32 σ0 (1024 × 26102 px), zlib level 1 writes
-13 MB/s (ratio 0.81), level 4 15 MB/s (0.79), uncompressed 183 MB/s; zlib would dominate a full-scene
-run (3.5 GB per file ≈ 4 min) for 20 % of disk. ``complevel`` > 0 turns zlib + shuffle on.
+terrain-correction tile reads only the chunks of its GRD window. Compression is off by default: on
+speckled σ0 zlib writes an order of magnitude slower than uncompressed output for about 20 % of disk
+(BENCHMARKS.md, "σ0 NetCDF compression"). ``complevel`` > 0 turns zlib + shuffle on.
 """
 
 from __future__ import annotations
@@ -112,7 +111,7 @@ def create_sigma0(
     attrs: Mapping[str, Any],
     var_attrs: Mapping[str, Any],
     complevel: int = 0,
-) -> Iterator[netCDF4.Variable]:
+) -> Iterator[netCDF4.Variable[Any]]:
     """Create the σ0 NetCDF atomically and yield its ``sigma0`` variable to be filled band by band."""
     with atomic_path(out_nc, suffix=".nc") as tmp:
         ds = netCDF4.Dataset(tmp, "w", format="NETCDF4")

@@ -15,17 +15,18 @@ import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from xml.etree.ElementTree import Element
 
 import numpy as np
-import xarray as xr
-import xarray_sentinel
 
 from pipeline_lib.errors import ProductError
 from pipeline_lib.guard import corrupt_metadata
 from pipeline_lib.safe import ProductReader
 from pipeline_lib.xmlsafe import parse_xml
+
+if TYPE_CHECKING:  # xarray and xarray-sentinel are imported on use: the calibrate job needs neither
+    import xarray as xr
 
 __all__ = [
     "ImageInfo",
@@ -182,6 +183,8 @@ def _xs_input(reader: ProductReader, member: str) -> io.StringIO:
 
 def open_orbit(files: PolFiles) -> xr.Dataset:
     """Orbit state vectors (``position``, ``velocity`` over ``azimuth_time``) via xarray-sentinel."""
+    import xarray_sentinel
+
     files.reader.parse_xml(files.annotation)
     with corrupt_metadata(f"{files.product}/{files.annotation}", catch=(Exception,)):
         return xarray_sentinel.sentinel1.open_orbit_dataset(_xs_input(files.reader, files.annotation)).load()
@@ -189,6 +192,8 @@ def open_orbit(files: PolFiles) -> xr.Dataset:
 
 def open_coordinate_conversion(files: PolFiles) -> xr.Dataset:
     """Slant-range ↔ ground-range polynomials (``sr0``, ``srgrCoefficients``) via xarray-sentinel."""
+    import xarray_sentinel
+
     files.reader.parse_xml(files.annotation)
     with corrupt_metadata(f"{files.product}/{files.annotation}", catch=(Exception,)):
         return xarray_sentinel.sentinel1.open_coordinate_conversion_dataset(
@@ -198,6 +203,8 @@ def open_coordinate_conversion(files: PolFiles) -> xr.Dataset:
 
 def open_calibration(files: PolFiles) -> xr.Dataset:
     """The calibration LUTs (``sigmaNought``, ``betaNought``, ``gamma``, ``dn``) on their (line, pixel) grid."""
+    import xarray_sentinel
+
     files.reader.parse_xml(files.calibration)
     with corrupt_metadata(f"{files.product}/{files.calibration}", catch=(Exception,)):
         ds: Any = xarray_sentinel.sentinel1.open_calibration_dataset(

@@ -220,38 +220,10 @@ def build_graph(
     Terrain-Correction → Write (GeoTIFF), parameters as SNAP names them (values as strings)."""
     pols = ",".join(p.upper() for p in polarisations)
     sigma_bands = ",".join(f"Sigma0_{p.upper()}" for p in polarisations)
-    x0, y0 = grid.transform.c, grid.transform.f
-    terrain = {
-        "sourceBands": sigma_bands,
-        "demName": dem.name,
-        **(
-            {
-                "externalDEMFile": str(dem.file),
-                "externalDEMNoDataValue": repr(float(dem.nodata)),
-                "externalDEMApplyEGM": "true" if dem.apply_egm else "false",
-            }
-            if dem.file is not None
-            else {}
-        ),
-        "demResamplingMethod": "BILINEAR_INTERPOLATION",
-        "imgResamplingMethod": "BILINEAR_INTERPOLATION",
-        "pixelSpacingInMeter": repr(float(grid.resolution_m)),
-        "mapProjection": map_projection(grid.crs),
-        # Pixel edges on the grid's own lattice: the warp onto the grid is then a pure crop.
-        "alignToStandardGrid": "true",
-        "standardGridOriginX": repr(float(x0)),
-        "standardGridOriginY": repr(float(y0)),
-        "nodataValueAtSea": "false",
-        "saveSelectedSourceBand": "true",
-        "applyRadiometricNormalization": "false",
-    }
-    chain: list[tuple[str, str, dict[str, str]]] = [
-        ("Read", "Read", {"file": str(product_file), "formatName": "SENTINEL-1"}),
-    ]
+    chain: list[tuple[str, dict[str, str]]] = [("Read", {"file": str(product_file), "formatName": "SENTINEL-1"})]
     if apply_orbit:
         chain.append(
             (
-                "Apply-Orbit-File",
                 "Apply-Orbit-File",
                 {"orbitType": "Sentinel Precise (Auto Download)", "polyDegree": "3", "continueOnFail": "false"},
             )
@@ -259,11 +231,9 @@ def build_graph(
     chain += [
         (
             "ThermalNoiseRemoval",
-            "ThermalNoiseRemoval",
             {"selectedPolarisations": pols, "removeThermalNoise": "true", "reIntroduceThermalNoise": "false"},
         ),
         (
-            "Calibration",
             "Calibration",
             {
                 "selectedPolarisations": pols,
@@ -274,15 +244,49 @@ def build_graph(
                 "outputImageInComplex": "false",
             },
         ),
-        ("Speckle-Filter", "Speckle-Filter", {"sourceBands": sigma_bands, **speckle}),
-        ("Terrain-Correction", "Terrain-Correction", terrain),
-        ("Write", "Write", {"file": str(out_file), "formatName": "GeoTIFF", "deleteOutputOnFailure": "true"}),
+        ("Speckle-Filter", {"sourceBands": sigma_bands, **speckle}),
+        ("Terrain-Correction", _terrain_parameters(sigma_bands, grid, dem)),
+        ("Write", {"file": str(out_file), "formatName": "GeoTIFF", "deleteOutputOnFailure": "true"}),
     ]
+    return _graph_element(chain)
+
+
+def _terrain_parameters(sigma_bands: str, grid: Grid, dem: DemSpec) -> dict[str, str]:
+    """Terrain-Correction parameters: the DEM, bilinear resampling, and output pixels on the grid's lattice."""
+    external = (
+        {
+            "externalDEMFile": str(dem.file),
+            "externalDEMNoDataValue": repr(float(dem.nodata)),
+            "externalDEMApplyEGM": "true" if dem.apply_egm else "false",
+        }
+        if dem.file is not None
+        else {}
+    )
+    return {
+        "sourceBands": sigma_bands,
+        "demName": dem.name,
+        **external,
+        "demResamplingMethod": "BILINEAR_INTERPOLATION",
+        "imgResamplingMethod": "BILINEAR_INTERPOLATION",
+        "pixelSpacingInMeter": repr(float(grid.resolution_m)),
+        "mapProjection": map_projection(grid.crs),
+        # Pixel edges on the grid's own lattice: the warp onto the grid is then a pure crop.
+        "alignToStandardGrid": "true",
+        "standardGridOriginX": repr(float(grid.transform.c)),
+        "standardGridOriginY": repr(float(grid.transform.f)),
+        "nodataValueAtSea": "false",
+        "saveSelectedSourceBand": "true",
+        "applyRadiometricNormalization": "false",
+    }
+
+
+def _graph_element(chain: Sequence[tuple[str, Mapping[str, str]]]) -> Element:
+    """A linear gpt graph: one node per (operator, parameters), node id = operator, each reading the previous."""
     root = Element("graph", id="Graph")
     SubElement(root, "version").text = "1.0"
     previous: str | None = None
-    for node_id, operator, params in chain:
-        node = SubElement(root, "node", id=node_id)
+    for operator, params in chain:
+        node = SubElement(root, "node", id=operator)
         SubElement(node, "operator").text = operator
         sources = SubElement(node, "sources")
         if previous is not None:
@@ -290,7 +294,7 @@ def build_graph(
         par = SubElement(node, "parameters", {"class": "com.bc.ceres.binding.dom.XppDomElement"})
         for name, value in params.items():
             SubElement(par, name).text = value
-        previous = node_id
+        previous = operator
     return root
 
 

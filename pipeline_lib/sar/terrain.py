@@ -22,29 +22,16 @@ Full-scene path (:func:`run_terrain`), chunked so memory is bounded by the tile,
    window the tile touches is read from the filtered NetCDF; :func:`sample_db` resamples every
    polarisation bilinearly (numba ``prange``, ``threads``) and the tile is streamed into the COG.
 
-Lookup interpolation error against the exact per-pixel lookup (:func:`compute_lookup`, same heights),
-Euclidean in GRD pixels, measured with this module (default step 32):
+Accuracy bound: the lattice interpolation must stay within 0.05 GRD px of the exact per-pixel lookup
+(:func:`compute_lookup`, same heights). Step 32 with height levels 500 m apart stays more than 10× inside it,
+and the zero-Doppler tolerance is tightened because sarsen's default (1 m, "all points of a call") makes the
+result depend on the batching; the measured errors per step and level spacing are in BENCHMARKS.md
+("Design measurements moved out of module docstrings"). The per-pixel functions (:func:`compute_lookup`,
+:func:`resample_by_lookup`) remain as the reference.
 
-- demo region 512² with the Rome DEM (8–87 m): step 16 max 4e-4 (p99 4e-4); step 32 max 1.3e-3 (p99 1.3e-3);
-- demo region 512², ellipsoid: step 16 max 3e-4; step 32 max 1.2e-3 (p99 1.2e-3);
-- whole scene (grid 21597 × 29105 px at 10 m, ellipsoid, 14 011 random in-swath pixels): step 32 max
-  2.7e-3 (p99 2.5e-3); step 64 max 1.1e-2 (p99 9.9e-3); step 128 max 4.3e-2 (p99 4.0e-2).
-- height (256², heights uniform in 0–4000 m, step 16): 2 levels 0.17 px, 3 levels 0.042 px, 5 levels
-  (≈ 1000 m apart) 0.011 px, 9 levels 0.003 px; 500 m spacing keeps it ≤ 0.003 px.
-
-Step 32 with 500 m levels is thus more than 10× inside the 0.05 px bound. Two findings shaped this:
-interpolating the ground-range pixel itself (instead of the slant range) plus sarsen's default
-zero-Doppler tolerance (1 m, "all points of a call", so results depend on the batching) gave 0.05–0.09 px
-at step 32 on the whole scene.
-
-The per-pixel functions (:func:`compute_lookup`, :func:`resample_by_lookup`) remain as the reference.
-
-Memory (peak RSS, ellipsoid, VV + VH, 2 threads, sampled every 0.1 s): ≈ 310 MB of imports and orbit;
-per 2048² tile ≈ 150 MB (float64 line/pixel 64 MB, float32 output 32 MB, GRD window ≈ 22 MB per
-polarisation plus the netCDF read's copy); the GDAL cache of the COG writer (64 MB). 700 MB on 4000²,
-8000² and 16000² grids and 684 MB on the whole scene (21597 × 29105): it does not grow with the grid.
-It was 1.8 GB on 16000² before the COG read-back ran under the writer's cache cap (GDAL's default cache,
-5 % of RAM, filled during the read-back) and :func:`_grd_window` stopped making tile-sized temporaries.
+Memory is bounded by the tile, not the grid: per 2048² tile float64 line/pixel (64 MB), float32 output
+(32 MB) and the GRD windows it touches, plus the COG writer's capped GDAL cache; measured peaks are in
+BENCHMARKS.md.
 
 Vertical datum: DEMs such as the Rome 30 m DEM carry EGM96 heights. They are converted to ellipsoidal
 heights with PROJ (EPSG:4326+5773 → EPSG:4979) when the EGM96 geoid grid (``us_nga_egm96_15.tif``) is
@@ -60,6 +47,7 @@ import contextlib
 import logging
 import warnings
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -250,13 +238,13 @@ def resample_by_lookup(band: np.ndarray, line0: int, pixel0: int, line: np.ndarr
     h, w = band.shape
     out = map_coordinates(np.asarray(band, dtype=np.float64), [rows, cols], order=1, mode="constant", cval=np.nan)
     out[(rows < 0) | (rows > h - 1) | (cols < 0) | (cols > w - 1)] = np.nan
-    return out
+    return np.asarray(out)
 
 
 def sigma0_to_db(sigma0: np.ndarray) -> np.ndarray:
     """10·log10(σ0), float32; NaN stays NaN."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        return (10.0 * np.log10(sigma0)).astype(np.float32)
+        return np.asarray((10.0 * np.log10(sigma0)).astype(np.float32))
 
 
 def lattice_grid(grid: Grid, step: int) -> Grid:
@@ -288,17 +276,28 @@ class CoarseLookup:
 
 
 def compute_coarse_lookup(
-    geocoder: Geocoder, grid: Grid, step: int, levels: Sequence[float] | np.ndarray, block_rows: int = 32
+    geocoder: Geocoder,
+    grid: Grid,
+    step: int,
+    levels: Sequence[float] | np.ndarray,
+    block_rows: int = 32,
+    threads: int = 1,
 ) -> CoarseLookup:
-    """Backward-geocode the lattice of ``grid`` at every height level (in blocks of lattice rows: bounded memory)."""
+    """Backward-geocode the lattice of ``grid`` at every height level, in blocks of lattice rows (bounded
+    memory) computed by ``threads`` threads (numpy releases the GIL)."""
     lat = lattice_grid(grid, step)
     lon, latd = grid_lonlat(lat)
     lv = np.sort(np.asarray(levels, dtype=np.float64))
     line = np.empty((lv.size, lat.height, lat.width))
     slant = np.empty_like(line)
-    for k, h in enumerate(lv):
-        for a, b in row_bands(lat.height, block_rows):
-            line[k, a:b], slant[k, a:b] = geocoder.radar_coordinates(lon[a:b], latd[a:b], np.full(lon[a:b].shape, h))
+
+    def block(k: int, a: int, b: int) -> None:
+        line[k, a:b], slant[k, a:b] = geocoder.radar_coordinates(lon[a:b], latd[a:b], np.full(lon[a:b].shape, lv[k]))
+
+    jobs = [(k, a, b) for k in range(lv.size) for a, b in row_bands(lat.height, block_rows)]
+    with ThreadPoolExecutor(max_workers=max(1, int(threads))) as pool:
+        for fut in [pool.submit(block, *j) for j in jobs]:
+            fut.result()
     srgr_lines, sr0, coef = geocoder.srgr_tables()
     return CoarseLookup(
         step=int(step),
@@ -586,7 +585,9 @@ def run_terrain(
     Chunked: the lookup is computed once on the coarse lattice (every ``lookup_step`` px, at
     heights at most ``level_spacing_m`` apart with a DEM) and shared by every polarisation; each ``tile`` × ``tile``
     output tile interpolates it, reads only the GRD window it needs from ``in_nc``, resamples every
-    polarisation (numba, ``threads`` threads) and is streamed into the COG (:func:`pipeline_lib.cog.cog_writer`).
+    polarisation (numba, ``threads`` threads) and is streamed into the COG (:func:`pipeline_lib.cog.cog_writer`)
+    by one writer thread, so a tile's compression overlaps the next tile's work; the coarse lookup's
+    row blocks are computed by ``threads`` threads.
     """
     if lookup_step < 1 or tile < 1:
         raise ValueError(f"run_terrain: lookup_step {lookup_step} and tile {tile} must be positive")
@@ -598,7 +599,7 @@ def run_terrain(
             levels, datum = np.zeros(1), "WGS84 ellipsoid (h = 0, no DEM)"
         else:
             levels, datum = height_levels(Path(dem), grid, lookup_step, level_spacing_m)
-        coarse = compute_coarse_lookup(geocoder, grid, lookup_step, levels)
+        coarse = compute_coarse_lookup(geocoder, grid, lookup_step, levels, threads=threads)
         covered = False
         tags = {
             "product": str(src.attrs.get("product", "")),
@@ -622,21 +623,32 @@ def run_terrain(
                 band_tags=[{"polarisation": p, "units": "dB"} for p in pols],
             ) as dst,
         ):
-            for r0, r1 in row_bands(grid.height, tile):
-                for c0, c1 in row_bands(grid.width, tile):
-                    rows, cols = slice(r0, r1), slice(c0, c1)
-                    heights = tile_heights(Path(dem), grid, rows, cols) if dem is not None else None
-                    line, pixel = interp_lookup(coarse, rows, cols, heights)
-                    out = np.full((len(pols), r1 - r0, c1 - c0), np.nan, dtype=np.float32)
-                    win = _grd_window(line, pixel, src.line0, src.pixel0, src.shape)
-                    if win is not None:
-                        wr, wc = win
-                        for k in range(len(pols)):
-                            band = src.read(k, wr, wc)
-                            sample_db(band, src.line0 + wr.start, src.pixel0 + wc.start, line, pixel, out=out[k])
-                            del band
-                        covered = covered or bool(np.isfinite(out[0]).any())
-                    dst.write(out, window=Window(c0, r0, c1 - c0, r1 - r0))  # type: ignore[arg-type]
+            writer = ThreadPoolExecutor(max_workers=1)  # one writer: the tile's compression overlaps the next tile
+            pending: Future[None] | None = None
+            try:
+                for r0, r1 in row_bands(grid.height, tile):
+                    for c0, c1 in row_bands(grid.width, tile):
+                        rows, cols = slice(r0, r1), slice(c0, c1)
+                        heights = tile_heights(Path(dem), grid, rows, cols) if dem is not None else None
+                        line, pixel = interp_lookup(coarse, rows, cols, heights)
+                        out = np.full((len(pols), r1 - r0, c1 - c0), np.nan, dtype=np.float32)
+                        win = _grd_window(line, pixel, src.line0, src.pixel0, src.shape)
+                        if win is not None:
+                            wr, wc = win
+                            for k in range(len(pols)):
+                                band = src.read(k, wr, wc)
+                                sample_db(band, src.line0 + wr.start, src.pixel0 + wc.start, line, pixel, out=out[k])
+                                del band
+                            covered = covered or bool(np.isfinite(out[0]).any())
+                        del line, pixel
+                        if pending is not None:
+                            pending.result()
+                        window = Window(c0, r0, c1 - c0, r1 - r0)  # type: ignore[arg-type]
+                        pending = writer.submit(dst.write, out, window=window)
+                if pending is not None:
+                    pending.result()
+            finally:
+                writer.shutdown(wait=True)
             if not covered:
                 raise CoverageError(
                     f"{in_nc}: the calibrated window does not cover the grid; rerun calibration with a larger margin"

@@ -233,6 +233,9 @@ def region_report_inputs(wildcards):
         ev = evaluate_inputs(Namespace(region=region, experiment=exp))
         for key in ("truth", "stack", "preds", "uncertainty", "models"):
             inputs[f"{exp}__{key}"] = ev[key]
+    if cfg.get("gapfill"):
+        inputs["gapfill_fills"] = gapfill_products(wildcards)
+        inputs["gapfill_collection"] = f"results/{region}/gapfill/collection.json"
     return inputs
 
 
@@ -443,3 +446,54 @@ def mem_from_inputs(base_mb, factor):
 
 def runtime_from_inputs(base_min, per_mb_min):
     return lambda wildcards, input: int(base_min + per_mb_min * input.size_mb)
+
+
+# Gap-filled series (workflow/rules/gapfill.smk).
+def gapfill_cfg(region):
+    return region_cfg(region).get("gapfill")
+
+
+def gapfill_fill_dates(region):
+    from pipeline_lib.gapfill.run import gapfill_dates
+
+    cfg = gapfill_cfg(region)
+    if not cfg:
+        return []
+    try:
+        return gapfill_dates(region_cfg(region)["dates"], cfg)
+    except ConfigError as exc:
+        _fail(exc)
+
+
+def gapfill_tasks(region):
+    from pipeline_lib.gapfill.product import swir_task
+
+    return ["sar_to_visible", swir_task(gapfill_cfg(region)["swir"])]
+
+
+def gapfill_series(wildcards):
+    dates = region_cfg(wildcards.region)["dates"]
+    return {
+        "s1": expand(
+            "results/{region}/s1/{date}.tif", region=wildcards.region, date=dates
+        ),
+        "s2": expand(
+            "results/{region}/s2/{date}.tif", region=wildcards.region, date=dates
+        ),
+    }
+
+
+def gapfill_models(wildcards):
+    """The region's gap-fill models, in the order of gapfill_tasks (visible, then SWIR)."""
+    return [
+        f"results/{wildcards.region}/gapfill/models/{t}.pt"
+        for t in gapfill_tasks(wildcards.region)
+    ]
+
+
+def gapfill_products(wildcards):
+    return expand(
+        "results/{region}/gapfill/{date}.tif",
+        region=wildcards.region,
+        date=gapfill_fill_dates(wildcards.region),
+    )

@@ -6,6 +6,11 @@ rule metrics:
         lambda wc: expand(
             "results/{{region}}/metrics/{e}.json",
             e=[x["name"] for x in region_cfg(wc.region)["experiments"]],
+        )
+        + (
+            [f"results/{wc.region}/gapfill/metrics.json"]
+            if region_cfg(wc.region).get("gapfill")
+            else []
         ),
     output:
         json="results/{region}/metrics.json",

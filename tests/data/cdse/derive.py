@@ -31,7 +31,7 @@ CATALOGUE = "https://catalogue.dataspace.copernicus.eu/odata/v1"
 S1_TEMPLATE = datetime(2021, 12, 23, 5, 11, 22, tzinfo=UTC)  # the sarsen fixture scene
 S2_TIME = (10, 4, 1)  # 10:04:01 UTC, the S2 overpass time over 33TTG
 DEMO_DAYS = (0, 12, 24, 36)  # 2021-12-23, 2022-01-04, 2022-01-16, 2022-01-28
-S2_CLOUD = (3.5, 12.0, 64.0, 0.8)  # 2022-01-16 is the cloudy one (DESIGN.md demo world)
+S2_CLOUD = (3.5, 12.0, 64.0, 0.8)  # 2022-01-16 is the cloudy one (docs/CONTRACTS.md, "The demo world")
 
 
 def real_records(fixtures: Path = FIXTURES) -> list[dict[str, Any]]:

@@ -1,0 +1,68 @@
+"""The σ0 calibration LUT of a Sentinel-1 GRD, read and interpolated with numpy (no xarray on the calibrate path).
+
+Governing spec: S1-RS-MDA-52-7441 §9.3 / ESA-EOPG-CSCOP-TN-0002: the calibration annotation's
+``calibrationVectorList`` gives ``sigmaNought`` on a sparse (line, pixel) grid; values in between are
+interpolated bilinearly, as xarray-sentinel's ``calibrate_amplitude`` does with ``DataArray.interp``
+(linear in line and pixel, NaN outside the LUT's span). Parsing the XML here instead of through
+xarray-sentinel (xmlschema, xarray) keeps those imports out of the calibrate job's start-up;
+``tests/test_20_sar_lut.py`` checks the values against xarray-sentinel's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from xml.etree.ElementTree import Element
+
+import numpy as np
+
+from pipeline_lib.errors import ProductError
+
+__all__ = ["CalibrationLut", "parse_sigma_lut"]
+
+
+@dataclass(frozen=True)
+class CalibrationLut:
+    """A calibration LUT on its (line, pixel) grid: ``values[i, j]`` at ``lines[i]``, ``pixels[j]``."""
+
+    lines: np.ndarray
+    pixels: np.ndarray
+    values: np.ndarray
+
+    def interp(self, lines: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+        """Bilinear values on ``lines`` × ``pixels`` (float64), NaN outside the LUT's span."""
+        rows = np.array([np.interp(pixels, self.pixels, v) for v in self.values])  # along pixel, per LUT line
+        ln = np.asarray(lines, dtype=np.float64)
+        i0 = np.clip(np.searchsorted(self.lines, ln, side="right") - 1, 0, max(self.lines.size - 2, 0))
+        i1 = np.minimum(i0 + 1, self.lines.size - 1)
+        span = np.where(i1 > i0, self.lines[i1] - self.lines[i0], 1.0)
+        w = ((ln - self.lines[i0]) / span)[:, None]
+        out = (1.0 - w) * rows[i0] + w * rows[i1]
+        outside_l = (ln < self.lines[0]) | (ln > self.lines[-1])
+        pp = np.asarray(pixels, dtype=np.float64)
+        outside_p = (pp < self.pixels[0]) | (pp > self.pixels[-1])
+        out[outside_l, :] = np.nan
+        out[:, outside_p] = np.nan
+        return np.asarray(out, dtype=np.float64)
+
+
+def parse_sigma_lut(calibration: Element, label: str = "calibration") -> CalibrationLut:
+    """The ``sigmaNought`` LUT of a parsed calibration annotation; ProductError if it is malformed."""
+    vectors = calibration.findall("calibrationVectorList/calibrationVector")
+    try:
+        lines = np.array([int(v.findtext("line", "")) for v in vectors], dtype=np.float64)
+        pixels = [np.array((v.findtext("pixel") or "").split(), dtype=np.float64) for v in vectors]
+        # float32 as xarray-sentinel stores them (the XML carries 7 significant digits): identical σ0
+        values = [np.array((v.findtext("sigmaNought") or "").split(), dtype=np.float32) for v in vectors]
+    except ValueError as exc:
+        raise ProductError(f"{label}: unreadable calibration vector ({exc}); download the product again") from exc
+    if (
+        len(vectors) < 1
+        or any(
+            p.size == 0 or p.size != s.size or not np.array_equal(p, pixels[0])
+            for p, s in zip(pixels, values, strict=True)
+        )
+        or np.any(np.diff(lines) <= 0)
+        or np.any(np.diff(pixels[0]) <= 0)
+    ):
+        raise ProductError(f"{label}: calibration vectors are not on one ascending (line, pixel) grid; download again")
+    return CalibrationLut(lines=lines, pixels=pixels[0], values=np.stack(values).astype(np.float64))
