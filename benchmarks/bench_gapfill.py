@@ -1,4 +1,4 @@
-"""Gap-fill quality on the real Belgian 2018 series with real cloud masks (issue 16 part 3).
+"""Gap-fill quality on the real Belgian 2018 series with real cloud masks (DESIGN §8).
 
 Reads data/real-ts/wc-belgium-patch-2018/original/ (S2 L2A 10 m + 20 m netCDFs, 118 dates with SCL;
 S1 ascending, 159 dates; EPSG:32631, 64 × 64 px at 10 m; 20 m data repeated ×2). Each S2 date is

@@ -1,4 +1,4 @@
-"""Gap-fill cost: training vs prediction for an N-date series on a grid (issue 16 part 5).
+"""Gap-fill cost: training vs prediction for an N-date series on a grid (DESIGN §8).
 
 A synthetic series (smooth random reflectance and S1 fields, which is enough for timing: the
 network's cost does not depend on the values), every other date with a random 30 % cloud blob.

@@ -1,12 +1,12 @@
-"""Method choice without the truth on the real chips (issue 12 part 4): is ``selected`` safe and useful?
+"""Method choice without the truth on the real chips (DESIGN §6, method choice): is ``selected`` safe and useful?
 
-For every real experiment of issue 12 (data/real-ts/, README "Suggested experiments"): build the
+For every real experiment (data/real-ts/, README "Suggested experiments"): build the
 test stack and the gap-matched validation stacks straight from the chips (a small converter below,
 until the ``files`` source lands), train every network variant on each with every seed, score the
 validation experiments (:func:`pipeline_lib.model.select.run_validation`), choose by the margin rule
 from all validation seeds together (as the pipeline does) and score the *test* predictions of every
 method and of ``selected`` against T_i (mean over the test seeds). Prints a Markdown table and writes
-a CSV. Criteria (issue 12): selected never > 5 % worse than the blend, better than the blend on
+a CSV. Criteria (DESIGN §6): selected never > 5 % worse than the blend, better than the blend on
 every visible→SWIR experiment; how often it is the test winner, how far from the best.
 
 Cost: (1 + validations) × seeds × variants trainings per experiment (the budget is stated in the

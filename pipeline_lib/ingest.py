@@ -218,13 +218,16 @@ def ingest_bands(
     acquired: str,
     mask: tuple[str | Path, str | int] | None = None,
     label: str,
+    source: str = "files",
 ) -> None:
     """Output bands from (name, file, band selector) sources — one file, or one file per band as STAC
     assets are (any GDAL name, e.g. ``/vsicurl/https://...``) — onto the grid as the modality's COG.
 
     ``mask`` is the (file, band) of a class raster whose ``spec.mask_keep`` classes are clear;
-    ``label`` names the input in messages and the ``source_file`` tag.
+    ``label`` names the input in messages and the ``source_file`` tag, ``source`` the tag ``source``.
     """
+    if sorted(name for name, _, _ in sources) != sorted(spec.output_bands):
+        raise ValueError(f"ingest_bands: sources {[n for n, _, _ in sources]} differ from {spec.output_bands}")
     if spec.resampling not in RESAMPLING:
         raise ConfigError(f"{spec.key}.resampling: {spec.resampling!r}; use one of {sorted(RESAMPLING)}")
     kernel = RESAMPLING[spec.resampling]
@@ -262,9 +265,9 @@ def ingest_bands(
             f"{path}: no valid pixel over the grid (nodata{', masked' if mask is not None else ''}); "
             "remove this date or fix the nodata/mask settings"
         )
-    names = list(spec.output_bands)
+    names = [name for name, _, _ in sources]
     tags: dict[str, str] = {
-        "source": "files",
+        "source": source,
         "source_file": label,
         "source_bands": ",".join(f"{n}={i}" for n, i in zip(names, indexes, strict=True)),
         "scale": f"{spec.scale:g}",

@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 PHYSICAL_RANGES: dict[str, tuple[float, float]] = {
-    # Sentinel-1 σ0 in dB. DESIGN §6 (the paper) clips to [−25, 0]; real chips (issue 12, data/real-ts)
+    # Sentinel-1 σ0 in dB. DESIGN §6 (the paper) clips to [−25, 0]; real chips (data/real-ts)
     # have VH down to −33 dB (smooth fields, water; IW's noise-equivalent σ0 is about −22 to −30 dB)
     # and VV up to +8.6 dB (buildings, 2.9 % of a chip's pixels above 0 dB). The ranges below keep all of
     # those but 0.1 %: VH [−35, 0], VV [−30, +5]. What they still clip is counted (stack attr

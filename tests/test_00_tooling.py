@@ -107,7 +107,7 @@ def _checksums_hold(folder: Path) -> list[str]:
 
 def test_shipped_real_data_matches_its_recorded_checksums() -> None:
     """The real fixtures and chips live in the repository, byte-identical to their recorded sources."""
-    for folder in (REPO / "tests" / "data" / "fixtures", REPO / "data" / "real-ts"):
+    for folder in (REPO / "tests" / "data" / "fixtures", REPO / "tests" / "data" / "stac", REPO / "data" / "real-ts"):
         assert (folder / "README.md").is_file(), f"{folder} lacks its provenance README"
         assert not _checksums_hold(folder), f"{folder}: files differ from SHA256SUMS"
 

@@ -1,4 +1,4 @@
-"""Physical sanity on real inputs (issue 12 part 5): offsets corrected only when significant, by a shift
+"""Physical sanity on real inputs (DESIGN §5): offsets corrected only when significant, by a shift
 that cannot overshoot, and only if applied; normalisation ranges for real σ0 with clip counts;
 predicted reflectance clipped to [0, 1] with counts."""
 
@@ -49,7 +49,7 @@ def test_correct_offset_cannot_overshoot(dy: float, dx: float, seed: int) -> Non
 def test_cubic_shift_rings_where_the_correction_does_not() -> None:
     img = np.zeros((24, 24), np.float32)
     img[12, 12] = 0.9
-    assert np.nanmin(shift_image(img, 0.45, 0.0)) < -0.01  # what issue 12 saw: negative reflectance
+    assert np.nanmin(shift_image(img, 0.45, 0.0)) < -0.01  # what the real chips showed: negative reflectance
     assert np.nanmin(correct_offset(img, 0.45, 0.0)) >= 0.0
     np.testing.assert_allclose(correct_offset(img, 2, 1)[2:, 1:], img[:-2, :-1], atol=1e-6)  # integer: exact
 

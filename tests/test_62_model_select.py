@@ -1,4 +1,4 @@
-"""Method choice without the truth (issue 12 part 4): gap-matched validation plan, margin rule, and the
+"""Method choice without the truth (DESIGN §6, method choice): gap-matched validation plan, margin rule, and the
 whole select path run with the test's date i unreadable (no leakage), then scored by evaluation."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Gap-filled series (issue 16): guide choice, baselines, training, the product and its exactness, STAC, evaluation."""
+"""Gap-filled series (DESIGN §8): guide choice, baselines, training, the product and its exactness, STAC, evaluation."""
 
 from __future__ import annotations
 

@@ -583,7 +583,7 @@ def c_cfg_bad_device(tmp: Path, w: World) -> Callable[[], Any]:
     return _snakemake_n(w, "bad-device", r)
 
 
-# --------------------------------------------------------------------------------------------- issue 13 cases
+# --------------------------------------------------------------------------------- bad-input cases, round one
 # Real fixtures from tests/data/fixtures, cloned by fixture_variants (never edited in place).
 def _region_text(slug: str, old: str = "", new: str = "", extra: str = "") -> str:
     text = (REPO / "config/regions/ci-tiny.yaml").read_text().replace("region: ci-tiny", f"region: {slug}")
@@ -1107,7 +1107,7 @@ CASES = [
 ]
 
 
-# issue 13 (round two): config loading, local folders, scene choice, credentials, damaged metadata
+# bad inputs, round two: config loading, local folders, scene choice, credentials, damaged metadata
 S1F, S1Z, S2F = fx.S1_SAFE.name, fx.S1_ZIP.name, fx.S2_SAFE.name
 CASES += [
     _ok(Case(c_cfg_impossible_date_unquoted, ConfigError, ("bad-feb30.yaml", "2022-02-30"), output="results")),

@@ -252,7 +252,7 @@ def _rmse(block: dict, variant: str, scope: str) -> float:
 
 
 def test_demo_cloudy_date_is_filled_and_beats_linear_interpolation(demo_run: Path) -> None:
-    """Issue 16: 2022-01-16 comes out filled; with its real cloud mask laid over the clear 2022-01-04,
+    """Gap fill (DESIGN §8): 2022-01-16 comes out filled; with its real cloud mask laid over the clear 2022-01-04,
     the filled pixels beat per-pixel linear interpolation in time (mean RMSE, visible and SWIR)."""
     res = demo_run / "results" / "demo"
     with rasterio.open(res / "gapfill" / "2022-01-16.tif") as ds:
@@ -279,7 +279,7 @@ def test_demo_networks_add_value_over_the_blend(demo_run: Path) -> None:
 
 
 def test_demo_selected_is_safe_and_useful(demo_run: Path) -> None:
-    """Issue 12's bar for the recommended prediction (replaces issue 3's strict xfail on TIRSIT beating
+    """The bar for the recommended prediction (replaces the earlier strict xfail on TIRSIT beating
     every baseline, which the L_con shortcut explains): ``selected`` — chosen on gap-matched validation
     experiments without the truth — is never more than 5 % worse than the blend, beats the blend on
     visible→SWIR, and its uncertainty ranks its absolute error (Spearman ≥ 0.5) in most experiments."""

@@ -100,7 +100,7 @@ def test_aoi_outside_every_product_fails_the_search(tmp_path: Path) -> None:
 
 
 def test_replaced_local_product_reruns_its_download(tmp_path: Path, local_products: Path) -> None:
-    """Issue 13, case 7: the user replaces a product in their folder; a plain rerun uses the new copy."""
+    """Bad input (DESIGN §9): the user replaces a product in their folder; a plain rerun uses the new copy."""
     work = _workdir(tmp_path, local_products)
     snakemake(work, "--cores", "1", "results/local-tiny/scenes.csv")
     user = next((work.parent / "local").glob("S1B_*20220104T*.SAFE"))

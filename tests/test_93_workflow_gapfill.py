@@ -1,4 +1,4 @@
-"""Gap-fill rules on a ci-tiny-sized region with the demo's cloudy date (issue 16): products, STAC, metrics, report."""
+"""Gap-fill rules on a ci-tiny-sized region with the demo's cloudy date (DESIGN §8): products, STAC, metrics, report."""
 
 from __future__ import annotations
 

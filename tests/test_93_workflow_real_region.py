@@ -109,3 +109,18 @@ def test_real_region_report_opens_in_chromium(real_run: Path, tmp_path: Path) ->
     m = re.search(r"images=(\d+) broken=(\d+)", r.stdout)
     assert m, r.stdout[-2000:] + r.stderr[-2000:]
     assert int(m.group(1)) >= 8 and int(m.group(2)) == 0, m.group(0)
+
+
+def test_a_declared_unit_the_files_contradict_fails_naming_the_file(tmp_path: Path) -> None:
+    work = _workdir(tmp_path / "bad")
+    region_file = work / "config" / "regions" / f"{SLUG}.yaml"
+    region = yaml.safe_load(region_file.read_text(encoding="utf-8"))
+    region["fetch"]["files"]["s1"]["unit"] = "linear"  # the files hold dB
+    region_file.write_text(yaml.safe_dump(region, sort_keys=False), encoding="utf-8")
+    target = f"results/{SLUG}/s1/2018-07-08.tif"
+    r = snakemake(work, "--cores", "1", target, check=False)
+    assert r.returncode != 0
+    log = (work / "logs" / SLUG / "ingest_s1" / "2018-07-08.log").read_text()
+    line = next(ln for ln in log.splitlines() if "ProductError" in ln)
+    assert "s1_20180708T174047.tif: declared linear power but" in line and "unit: db" in line
+    assert not (work / target).exists() and not list((work / "results" / SLUG / "s1").glob("*.tif"))

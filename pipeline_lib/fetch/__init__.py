@@ -48,7 +48,11 @@ def make_source(name: str, settings: dict[str, Any]) -> Source:
         from pipeline_lib.fetch.files import FilesSource, modality_specs
 
         return FilesSource(modality_specs(settings.get("files")))
-    raise ConfigError(f"fetch.source: unknown source {name!r}; use demo, cdse, dhus, local or files")
+    if name == "stac":
+        from pipeline_lib.fetch.stac import StacSource, stac_settings
+
+        return StacSource(stac_settings(settings.get("stac") or {}))
+    raise ConfigError(f"fetch.source: unknown source {name!r}; use demo, cdse, dhus, local, files or stac")
 
 
 def run_search(
@@ -92,6 +96,12 @@ def run_search(
 
         assert isinstance(source, FilesSource)
         chosen = select_files(candidates, request, list(source.specs))
+    elif fetch["source"] == "stac":
+        from pipeline_lib.fetch.files import select_files
+        from pipeline_lib.fetch.stac import StacSource
+
+        assert isinstance(source, StacSource)
+        chosen = select_files(candidates, request, list(source.settings.collections), prefer_clear=True)
     else:
         try:
             chosen = select_scenes(candidates, request)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -295,8 +295,13 @@ class FilesSource:
         raise FetchError(f"{scene.uri}: the files source reads files in place; nothing to download")
 
 
-def select_files(candidates: Sequence[Scene], request: SearchRequest, modalities: Sequence[str]) -> list[Scene]:
-    """Per configured date and modality, the closest file within ``pair_tolerance_days`` (ties: earlier)."""
+def select_files(
+    candidates: Sequence[Scene], request: SearchRequest, modalities: Sequence[str], *, prefer_clear: bool = False
+) -> list[Scene]:
+    """Per configured date and modality, the closest file within ``pair_tolerance_days`` (ties: earlier).
+
+    ``prefer_clear``: among S2 candidates within the tolerance the lowest cloud cover wins, then the closest.
+    """
     tol = request.pair_tolerance_days
     chosen: list[Scene] = []
     for d in request.dates:
@@ -308,7 +313,15 @@ def select_files(candidates: Sequence[Scene], request: SearchRequest, modalities
             def gap(c: Scene, noon: datetime = noon) -> float:
                 return abs((c.sensing_time.astimezone(UTC) - noon).total_seconds()) / 86400.0
 
-            ok = sorted((c for c in pool if gap(c) <= tol), key=lambda c: (gap(c), c.sensing_time))
+            clear_first = prefer_clear and modality == "s2"
+
+            def rank(
+                c: Scene, gap: Callable[[Scene], float] = gap, clear_first: bool = clear_first
+            ) -> tuple[float, float, datetime]:
+                cloud = (c.cloud_cover or 0.0) if clear_first else 0.0
+                return (cloud, gap(c), c.sensing_time)
+
+            ok = sorted((c for c in pool if gap(c) <= tol), key=rank)
             if not ok:
                 nearby = ", ".join(f"{Path(c.uri).name} ({gap(c):.1f} d)" for c in sorted(pool, key=gap)[:3])
                 raise SceneNotFoundError(
@@ -316,9 +329,12 @@ def select_files(candidates: Sequence[Scene], request: SearchRequest, modalities
                     f"{nearby or 'none'}); widen pair_tolerance_days, change the date or add the file"
                 )
             c = ok[0]
-            chosen.append(
-                dataclasses.replace(
-                    c, date=d.isoformat(), reason=f"closest {kind} file to {d} ({gap(c):.2f} d): {c.uri}"
+            if c.source == "stac":
+                cloud = (
+                    f"lowest cloud cover ({c.cloud_cover:g} %), " if clear_first and c.cloud_cover is not None else ""
                 )
-            )
+                reason = f"{cloud}{gap(c):.2f} d from {d} within {tol:g} d: STAC item {c.product_id}"
+            else:
+                reason = f"closest {kind} file to {d} ({gap(c):.2f} d): {c.uri}"
+            chosen.append(dataclasses.replace(c, date=d.isoformat(), reason=reason))
     return chosen

@@ -173,7 +173,7 @@ def product_state(path: Path) -> str:
 
     Changes when the user replaces the product (new inodes, even with preserved times, e.g. ``cp -a``)
     or edits a file; "absent" when it is gone. The download rule takes it as a parameter, so a plain
-    rerun re-links a replaced product (issue 13, case 7) without hashing gigabytes at DAG time.
+    rerun re-links a replaced product (DESIGN §9) without hashing gigabytes at DAG time.
     """
     if not path.exists():
         return "absent"

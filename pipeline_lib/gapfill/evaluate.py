@@ -1,6 +1,6 @@
-"""Honest evaluation of the gap fill: real cloud masks of other dates laid over clear dates (issue 16 part 3).
+"""Honest evaluation of the gap fill: real cloud masks of other dates laid over clear dates (DESIGN §8).
 
-Governing text: DESIGN §7 (metrics, changed pixels), issue 16.
+Governing text: DESIGN §7 (metrics, changed pixels).
 
 - :func:`borrow_masks`: evaluation dates are (nearly) clear dates; each gets the real cloud/shadow
   mask of another date of the same series whose cloud cover is partial. Evaluation dates are never

@@ -1,6 +1,6 @@
 """One TIRSIT model per region and task, trained on the clear pairs of a whole series; per-pixel guided fill.
 
-Governing text: DESIGN §6 (the method, N guides), §8 (gap-filled series); paper §III; issue 16.
+Governing text: DESIGN §6 (the method, N guides), §8 (gap-filled series); paper §III.
 
 **Tasks** (:data:`SERIES_TASKS`): ``sar_to_visible`` (VV, VH → B04, B03, B02), ``sar_to_swir``
 (VV, VH → B11, B12: SWIR directly from SAR, a third task) and ``visible_to_swir`` (B04, B03, B02 →

@@ -1,7 +1,7 @@
 """The gap-filled product of a date: observed where clear, predicted under clouds, with source and uncertainty.
 
 Governing text: DESIGN §8 ("predicted pixels carry a source flag and an uncertainty; observed clear
-pixels are never changed"); issue 16 part 1; STAC 1.1 (Item, Collection).
+pixels are never changed"); STAC 1.1 (Item, Collection).
 
 Bands of ``gapfill/{date}.tif`` (float32, NaN nodata): B04, B03, B02, B11, B12 surface reflectance
 — the observed value, copied bit for bit, where the date is clear; the prediction where it is cloudy,

@@ -1,6 +1,6 @@
 """Entry points of the gap-fill rules (docs/CONTRACTS.md "Gap-filled series"): train, fill, collection, evaluate.
 
-Governing text: issue 16; DESIGN §8. Settings arrive as explicit arguments (the rule's ``params``),
+Governing text: DESIGN §8. Settings arrive as explicit arguments (the rule's ``params``),
 never from config or the environment. The evaluation masks (:func:`pipeline_lib.gapfill.evaluate.borrow_masks`,
 seeded by ``gapfill.seed``) are removed from the series before training, so one model per region
 and task serves both the product and an evaluation that never saw the masked truth.

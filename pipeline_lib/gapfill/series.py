@@ -1,6 +1,6 @@
 """A co-registered S1 + S2 time series on one grid, per-pixel guide choice and the temporal baselines.
 
-Governing text: DESIGN §6 ("more than two guide dates"), §8 ("gap-filled series"); issue 16.
+Governing text: DESIGN §6 ("more than two guide dates"), §8 ("gap-filled series").
 
 - :class:`Series` holds every date of a region: S1 σ0 (dB) and S2 L2A reflectance in physical units,
   NaN where unusable, with per-date validity masks (S2 valid = clear by SCL and all bands finite).

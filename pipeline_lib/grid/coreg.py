@@ -21,7 +21,7 @@ the total offset of every S1 and S2 image relative to the common reference (S2 o
 date), composed from the entries marked ``corrected``; :mod:`pipeline_lib.stacks` applies it with
 :func:`correct_offset`.
 
-Which offsets are corrected (issue 12 part 5, from the real chips):
+Which offsets are corrected (DESIGN §5, from the real chips):
 
 - only *significant* ones: magnitude above ``threshold_px`` (schema default 1 px: on composites and
   on S2's own multi-temporal registration, sub-pixel estimates are within the noise and resampling
@@ -31,7 +31,7 @@ Which offsets are corrected (issue 12 part 5, from the real chips):
 - an entry is marked ``corrected`` only if the corrections table uses it. The table composes S2
   dates from their S2 entries and S1 dates from their S1 entries plus the S1–S2 tie of the reference
   date; the S1–S2 entries of the other dates are consistency checks (``role: "check"``) and are
-  never applied, so they are never marked corrected (they were, which is the bug issue 12 found);
+  never applied, so they are never marked corrected (they were, a bug the real chips exposed);
 - the correction is a bilinear shift (:func:`correct_offset`), which cannot overshoot: every
   output pixel is a convex combination of input pixels, so reflectance stays in its range (the cubic
   spline of :func:`shift_image` rang a bright pixel to −0.10 reflectance).

@@ -9,10 +9,10 @@ Governing text: docs/CONTRACTS.md ("Stack NetCDF"), DESIGN §6, paper §IV-C.1 /
   inputs get 0 where unusable (the loss and the outputs never use such pixels).
 - Patches (``patch_px``, 64 by default: five stride-2 levels need a multiple of 32, the paper's 50
   is not) come only from wholly valid areas. An **epoch** is one pass over the non-overlapping patch
-  grid of the valid area; each epoch shifts that grid by a random offset within the slack the grid
-  leaves (``(n − patch) mod patch`` px per axis, so the grid always holds as many whole patches per
-  axis as fit: a 64 px patch on a 100 px grid shifts by 0–36 px, on a 64 px grid not at all) and
-  visits its patches in random order, each with a random ordered guide pair (j, k) valid over the whole
+  grid of the valid area; each epoch shifts that grid by a random offset (< one patch) — on an axis
+  shorter than two patches, folded into the slack the grid leaves (``(n − patch) mod patch`` px: a
+  64 px patch on a 100 px grid shifts by 0–36 px, on a 64 px grid not at all), so every axis holds
+  at least one whole patch — and visits its patches in random order, each with a random ordered guide pair (j, k) valid over the whole
   patch (so with two guides the reverse pair kj is the free augmentation of DESIGN §6) and, when
   ``augment`` is on, one of the 8 flips/rotations (our choice: the paper states no augmentation).
   When clouds or nodata leave no fully valid patch on an epoch's shifted grid, the epoch draws as
@@ -312,9 +312,16 @@ def fit_patch_px(valid_i: np.ndarray | None, valid_g: np.ndarray, patch: int, mu
 
 
 def _axis_offset(rng: np.random.Generator, n: int, patch: int) -> int:
-    """Random shift of the patch grid along an axis of ``n`` px: within the slack left by the whole patches."""
-    slack = (n - patch) % patch if n >= patch else 0
-    return int(rng.integers(slack + 1))
+    """Random shift (< one patch) of the patch grid along an axis of ``n`` px.
+
+    A shift that would leave no whole patch on the axis (only possible when n < 2·patch) is folded
+    into the slack the grid leaves, ``(n − patch) mod patch``; larger grids keep the plain shift.
+    """
+    offset = int(rng.integers(patch))
+    if n - offset < patch:
+        slack = (n - patch) % patch if n >= patch else 0
+        offset %= slack + 1
+    return offset
 
 
 def epoch_patches(

@@ -18,7 +18,7 @@
   bands) and the absolute error (mean over bands) over the valid pixels, for each variant whose
   uncertainty raster is given.
 
-- ``selected`` (issue 12 part 4), when the select rule's outputs are given: the recommended
+- ``selected`` (DESIGN §6, method choice), when the select rule's outputs are given: the recommended
   prediction's test metrics (``rmse``/``ssim``/``cc`` and ``changed``, on the same pixels as every
   variant), which ``method`` it is and why, the validation table (mean ± sd RMSE per method over
   validation experiments and seeds) beside the test ranking, the Spearman ρ between the validation

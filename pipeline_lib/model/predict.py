@@ -12,7 +12,7 @@
   (eq. 1), so tiled ≠ untiled bit for bit; tests check that errors along seams are no larger.
 - Grids smaller than ``tile_px`` (from 32 px) run as one tile of the smallest multiple of 2^levels that
   holds them, padded by reflection (:func:`fit_tile_px`); the padding is cropped from the output.
-- Network predictions are clipped to the physical range of reflectance, [0, 1] (issue 12: up to
+- Network predictions are clipped to the physical range of reflectance, [0, 1] (real chips: up to
   1.4 % of predicted reflectances were negative on the real chips); the file's tags
   ``clipped_below`` / ``clipped_above`` count the clipped values (evaluation reports them in
   ``info.clipped_predictions``). Baselines are observed values and are never changed.

@@ -1,6 +1,6 @@
-"""Choosing the method per experiment without the truth: gap-matched temporal validation (issue 12, part 4).
+"""Choosing the method per experiment without the truth: gap-matched temporal validation (DESIGN §6, method choice).
 
-DESIGN §6 "Method choice without the truth", made careful by what the real chips showed (issue 12):
+DESIGN §6 "Method choice without the truth", made careful by what the real chips showed:
 
 - **Gap-matched validation experiments.** The test predicts T_i from guides at signed day offsets
   o_g = t_g − t_i. A validation experiment predicts a *known* date v from guides of the region's
@@ -8,7 +8,7 @@ DESIGN §6 "Method choice without the truth", made careful by what the real chip
   offsets sorted in time order (days). Date i is never used, neither as a validation target nor as a
   guide, so neither S_i nor T_i enters validation. Naive leave-one-out (predict a guide date from the
   remaining ones) forces wider gaps than the test has, which hurts the no-network baselines more than
-  the networks, and ranked methods unrelated to the test (issue 12: Spearman −0.08/+0.15 over 9
+  the networks, and ranked methods unrelated to the test (real chips: Spearman −0.08/+0.15 over 9
   methods); gap-matched ones tracked the test (+0.63…+0.90). The best validation experiment of each
   distinct target date is kept, the ``validations`` cheapest overall.
 - **Several seeds.** Every network is trained once per validation experiment and seed; its

@@ -1,4 +1,4 @@
-"""The gap-fill section of the region report (issue 16 part 4): time strip, per-date shares, evaluation table.
+"""The gap-fill section of the region report (DESIGN §8): time strip, per-date shares, evaluation table.
 
 Strip: per filled date, the S2 image before (cloudy/masked pixels magenta) and after filling (pixels
 with no prediction possible magenta), true colour 0..0.3 and SWIR 0..0.5 (the fixed stretches of

@@ -165,12 +165,12 @@ def outline_points(grid: Grid, n_edge: int = 33, n_inner: int = 9) -> tuple[np.n
 def height_range(dem: Path | None, grid: Grid) -> tuple[float, float]:
     """Lowest and highest ellipsoidal height terrain correction uses on ``grid``: (0, 0) without a DEM.
 
-    With a DEM, the span of the height levels of :func:`pipeline_lib.sar.terrain.height_levels` (the
+    With a DEM, the span of the height levels of :func:`pipeline_lib.sar.heights.height_levels` (the
     DEM's range over the grid, EGM96 → ellipsoid, padded by 10 % + 10 m) at the default lattice step.
     """
     if dem is None:
         return 0.0, 0.0
-    from pipeline_lib.sar.terrain import LEVEL_SPACING_M, LOOKUP_STEP, height_levels  # numba: DEM jobs only
+    from pipeline_lib.sar.heights import LEVEL_SPACING_M, LOOKUP_STEP, height_levels  # DEM jobs only
 
     levels, _ = height_levels(Path(dem), grid, LOOKUP_STEP, LEVEL_SPACING_M)
     return float(levels[0]), float(levels[-1])

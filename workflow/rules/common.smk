@@ -44,8 +44,8 @@ for _slug, _region in REGIONS.items():
     _warn_credentials(_slug, _region)
 
 
-def _files_regions():
-    """Slugs of the region files whose fetch.source is `files` (read at parse time, without validation:
+def _ard_regions():
+    """Slugs of the region files whose fetch.source is `files` or `stac` (read at parse time, unvalidated:
     the rules making s1/{date}.tif and s2/{date}.tif differ by source, so their region constraints do).
     """
     import yaml
@@ -59,15 +59,15 @@ def _files_regions():
             continue  # load_region reports it when the region is used
         fetch = raw.get("fetch") if isinstance(raw, dict) else None
         source = fetch.get("source", fallback) if isinstance(fetch, dict) else fallback
-        if source == "files":
+        if source in ("files", "stac"):
             slugs.append(path.stem)
     return slugs
 
 
-_FILES_ALT = "|".join(_files_regions()) or "(?!)"
-# region wildcards of the files source's ingest rules, and of the SAFE chains (download, SAR, optical)
-FILES_REGION = rf"(?:{_FILES_ALT})"
-SAFE_REGION = rf"(?!(?:{_FILES_ALT})(?![a-z0-9-]))[a-z0-9][a-z0-9-]*"
+_ARD_ALT = "|".join(_ard_regions()) or "(?!)"
+# region wildcards of the ingest rules (files and stac sources) and of the SAFE chains (download, SAR, optical)
+ARD_REGION = rf"(?:{_ARD_ALT})"
+SAFE_REGION = rf"(?!(?:{_ARD_ALT})(?![a-z0-9-]))[a-z0-9][a-z0-9-]*"
 
 
 wildcard_constraints:
@@ -130,7 +130,7 @@ def scenes_for(wildcards):
 
 def local_product_state(wildcards):
     """Fingerprint of the user's own product behind a `local` scene ("" for other sources): a params
-    value, so replacing or editing the product in fetch.local_dir reruns its download (issue 13).
+    value, so replacing or editing the product in fetch.local_dir reruns its download (DESIGN §9).
     """
     from pipeline_lib.fetch.local import product_state
 
@@ -174,9 +174,18 @@ def product_for(mission_prefix):
 
 
 def has_s1(region):
-    """False for a files-source region without Sentinel-1 (fetch.files.s1 null): no s1/{date}.tif."""
+    """False for a files/stac region without Sentinel-1 (s1 null): it has no s1/{date}.tif."""
     fetch = region_cfg(region)["fetch"]
-    return fetch["source"] != "files" or bool(fetch["files"].get("s1"))
+    if fetch["source"] == "files":
+        return bool(fetch["files"].get("s1"))
+    if fetch["source"] == "stac":
+        from pipeline_lib.fetch.stac import stac_settings
+
+        try:
+            return "s1" in stac_settings(fetch["stac"]).collections
+        except PipelineError as exc:
+            _fail(exc)
+    return True
 
 
 def s1_dates(region, dates):
@@ -199,9 +208,13 @@ def grid_inputs(wildcards):
 
 
 def ard_file(modality):
-    """Input function: the file scenes.csv selected for {date} of a files-source region."""
+    """Input function: the file scenes.csv selected for {date} of a files-source region (none for stac:
+    its assets are read over HTTP, but the scene table is still needed)."""
 
     def get(wildcards):
+        if region_cfg(wildcards.region)["fetch"]["source"] == "stac":
+            scenes_for(wildcards)  # waits for the search checkpoint
+            return []
         for scene in scenes_for(wildcards):
             if scene.date == wildcards.date and scene.mission == modality.upper():
                 return scene.uri
@@ -316,7 +329,7 @@ def evaluate_inputs(wildcards):
     }
 
 
-# Method choice without the truth (issue 12 part 4; pipeline_lib.model.select).
+# Method choice without the truth (DESIGN §6, method choice; pipeline_lib.model.select).
 def select_params(region):
     from pipeline_lib.model.select import SelectParams
 

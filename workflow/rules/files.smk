@@ -1,6 +1,7 @@
-# The files source (fetch.source: files): the user's analysis-ready S1/S2 rasters, selected per date
-# by the search checkpoint (scenes.csv), read in place and put on the grid. These rules replace
-# download, calibrate, speckle, terrain_correct and optical for such regions (region constraints).
+# Analysis-ready sources: `files` (the user's per-date rasters, read in place) and `stac` (COG assets of
+# STAC items, read by window over HTTP). The search checkpoint selects one per date (scenes.csv); these
+# rules put it on the grid. They replace download, calibrate, speckle, terrain_correct and optical
+# for such regions (region constraints).
 
 
 rule ingest_s1:
@@ -14,14 +15,16 @@ rule ingest_s1:
     benchmark:
         "benchmarks/runs/{region}/ingest_s1/{date}.tsv"
     wildcard_constraints:
-        region=FILES_REGION,
+        region=ARD_REGION,
     conda:
         "../../envs/geo.yaml"
     resources:
         mem_mb=mem_raster(500, 300),
         runtime=runtime_raster(5, 1),
     params:
+        source=rcfg("fetch", "source"),
         files=rcfg("fetch", "files", "s1"),
+        stac=rcfg("fetch", "stac"),
         scenes="results/{region}/scenes.csv",
     script:
         "../scripts/ingest.py"
@@ -38,14 +41,16 @@ rule ingest_s2:
     benchmark:
         "benchmarks/runs/{region}/ingest_s2/{date}.tsv"
     wildcard_constraints:
-        region=FILES_REGION,
+        region=ARD_REGION,
     conda:
         "../../envs/geo.yaml"
     resources:
         mem_mb=mem_raster(500, 300),
         runtime=runtime_raster(5, 1),
     params:
+        source=rcfg("fetch", "source"),
         files=rcfg("fetch", "files", "s2"),
+        stac=rcfg("fetch", "stac"),
         scenes="results/{region}/scenes.csv",
     script:
         "../scripts/ingest.py"

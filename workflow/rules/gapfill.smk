@@ -1,4 +1,4 @@
-# Gap-filled S2 series (issue 16): one model per region and task on the whole series, a filled
+# Gap-filled S2 series (DESIGN §8): one model per region and task on the whole series, a filled
 # COG + STAC item per date, the series' STAC collection and the masked-pixel evaluation.
 
 

@@ -1,4 +1,4 @@
-# Method choice without the truth (issue 12 part 4): gap-matched validation experiments on known
+# Method choice without the truth (DESIGN §6, method choice): gap-matched validation experiments on known
 # dates (never the target date), every network retrained per validation experiment and seed, and the
 # margin rule that writes pred/{experiment}/selected.tif, the pipeline's recommended prediction.
 

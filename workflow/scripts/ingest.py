@@ -1,4 +1,4 @@
-"""Rules ingest_s1/ingest_s2: one analysis-ready file of the files source onto the grid as a COG."""
+"""Rules ingest_s1/ingest_s2: the file (files source) or STAC item (stac source) selected for the date, onto the grid."""
 
 from pathlib import Path
 
@@ -9,17 +9,20 @@ from pipeline_lib.ingest import ingest_raster
 from pipeline_lib.jobs import job
 
 with job(snakemake) as log:
+    p = snakemake.params
     modality = snakemake.rule.removeprefix("ingest_")
     date = snakemake.wildcards.date
-    scene = next(
-        s for s in read_scene_table(snakemake.params.scenes) if s.date == date and s.mission == modality.upper()
-    )
-    ingest_raster(
-        Path(snakemake.input.raster),
-        modality_spec(modality, snakemake.params.files),
-        read_grid(snakemake.input.grid),
-        Path(snakemake.output[0]),
-        date=date,
-        acquired=scene.sensing_time.isoformat(),
-    )
-    log.info("%s %s <- %s (%s)", modality, date, snakemake.input.raster, scene.reason)
+    scene = next(s for s in read_scene_table(p.scenes) if s.date == date and s.mission == modality.upper())
+    grid = read_grid(snakemake.input.grid)
+    out = Path(snakemake.output[0])
+    if p.source == "stac":
+        from pipeline_lib.fetch.stac import ingest_stac_scene, stac_settings
+
+        settings = stac_settings(p.stac)
+        ingest_stac_scene(
+            scene, settings.specs[modality], grid, out, date=date, mask_keep=settings.mask_keep, sign=settings.sign
+        )
+    else:
+        spec = modality_spec(modality, p.files)
+        ingest_raster(Path(snakemake.input.raster), spec, grid, out, date=date, acquired=scene.sensing_time.isoformat())
+    log.info("%s %s <- %s (%s)", modality, date, scene.product_id, scene.reason)
