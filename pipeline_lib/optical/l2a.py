@@ -152,7 +152,7 @@ def _read_l2a_metadata(mtd: Element | bytes, product: str) -> L2AMetadata:
     if offset_els:
         by_id = {int(el.get("band_id", "-1")): float((el.text or "nan").strip()) for el in offset_els}
         offsets = {name: by_id[i] for name, i in band_ids.items() if i in by_id}
-        # a non-finite offset turns every reflectance into NaN/inf, later misread as "all cloudy" (fuzzer, issue 13)
+        # a non-finite offset turns every reflectance into NaN/inf, later misread as "all cloudy" (DESIGN §9; found by tests/test_84_fuzz_safe.py)
         bad = sorted(name for name, v in offsets.items() if not abs(v) < float("inf"))
         if bad:
             raise ProductError(
