@@ -1002,9 +1002,22 @@ def c_calibration_vector_truncated(tmp: Path, w: World) -> Callable[[], Any]:
     )
 
 
+def c_calibration_lut_infinite(tmp: Path, w: World) -> Callable[[], Any]:
+    return _s1_meta(
+        tmp, r"calibration/calibration-", lambda t: re.sub(r"(<sigmaNought[^>]*>)(\S+)", r"\g<1>1e309", t, count=1)
+    )
+
+
 def c_s2_offset_not_a_number(tmp: Path, w: World) -> Callable[[], Any]:
     p = fx.clone(fx.S2_SAFE, tmp / "p")
     fx.edit(p / "MTD_MSIL2A.xml", lambda t: re.sub(r'(<BOA_ADD_OFFSET band_id="2">)[^<]*', r"\1abc", t))
+    return lambda: run_l2a(p, make_centered_grid((-8.3123, 52.9726), (N, N)), tmp / "out/s2.tif")
+
+
+def c_s2_offset_infinite(tmp: Path, w: World) -> Callable[[], Any]:
+    """Found by the fuzzer (case 138 of 150): 1e309 parses as inf and every pixel looked 'cloudy'."""
+    p = fx.clone(fx.S2_SAFE, tmp / "p")
+    fx.edit(p / "MTD_MSIL2A.xml", lambda t: re.sub(r'(<BOA_ADD_OFFSET band_id="3">)[^<]*', r"\g<1>1e309", t))
     return lambda: run_l2a(p, make_centered_grid((-8.3123, 52.9726), (N, N)), tmp / "out/s2.tif")
 
 
@@ -1151,7 +1164,9 @@ CASES += [
     _ok(Case(c_annotation_lines_nan, ProductError, (S1F, "annotation/s1b-iw-grd-vv"))),
     _ok(Case(c_annotation_without_geolocation, ProductError, (S1F, "annotation/s1b-iw-grd-vv", "geolocation"))),
     _ok(Case(c_calibration_vector_truncated, ProductError, (S1F, "calibration-s1b-iw-grd-vv"))),
+    _ok(Case(c_calibration_lut_infinite, ProductError, (S1F, "calibration-s1b-iw-grd-vv", "sigmaNought"))),
     _ok(Case(c_s2_offset_not_a_number, ProductError, (S2F, "MTD_MSIL2A.xml"))),
+    _ok(Case(c_s2_offset_infinite, ProductError, (S2F, "MTD_MSIL2A.xml", "BOA_ADD_OFFSET"))),
     _ok(Case(c_zero_noise_tables, None, ())),
 ]
 

@@ -7,7 +7,7 @@ pipeline runs on it:
 - S1 GRD (sarsen ``.SAFE`` folder, pyroSAR 2021 zip): ``manifest.safe``, the annotation, calibration
   and noise XML → local-source identity and completeness (``describe_product``, ``s1_problem``) and
   every metadata stage of calibration and terrain correction (``find_pol_files``, ``read_image_info``,
-  ``read_geolocation_grid``, ``find_window``, ``parse_noise``, ``open_sigma_lut``, ``open_orbit``,
+  ``read_geolocation_grid``, ``find_window``, ``parse_noise``, ``parse_sigma_lut``, ``open_sigma_lut``, ``open_orbit``,
   ``open_coordinate_conversion``);
 - S2 L2A (stactools ``.SAFE``): ``MTD_MSIL2A.xml`` → identity, completeness and ``run_l2a`` on a
   32 × 32 px grid over clear pixels;
@@ -44,6 +44,7 @@ from pipeline_lib.grid import make_centered_grid
 from pipeline_lib.optical import run_l2a
 from pipeline_lib.safe import open_product
 from pipeline_lib.sar.calibration import find_window
+from pipeline_lib.sar.lut import parse_sigma_lut
 from pipeline_lib.sar.noise import is_void, parse_noise
 from pipeline_lib.sar.product import (
     find_pol_files,
@@ -86,7 +87,8 @@ def read_s1(product: Path, grid: object, pols: tuple[str, ...], has_measurement:
                 product=product.name,
             )  # type: ignore[arg-type]
             is_void(parse_noise(reader.parse_xml(f.noise), f"{product}/{f.noise}"))
-            open_sigma_lut(f).load()
+            parse_sigma_lut(reader.parse_xml(f.calibration), f"{product}/{f.calibration}")  # as calibration does
+            open_sigma_lut(f).load()  # the xarray-sentinel reader the comparisons with sarsen use
             open_orbit(f).load()
             open_coordinate_conversion(f).load()
 

@@ -137,9 +137,9 @@ def _read_l2a_metadata(mtd: Element | bytes, product: str) -> L2AMetadata:
         raise ProductError(
             f"{product}: BOA_QUANTIFICATION_VALUE {quant_text!r} is not a number; re-download the product"
         ) from exc
-    if not quantification > 0:
+    if not 0 < quantification < float("inf"):
         raise ProductError(
-            f"{product}: BOA_QUANTIFICATION_VALUE {quantification} must be positive; re-download the product"
+            f"{product}: BOA_QUANTIFICATION_VALUE {quantification} must be positive and finite; re-download the product"
         )
 
     band_ids = {
@@ -152,6 +152,12 @@ def _read_l2a_metadata(mtd: Element | bytes, product: str) -> L2AMetadata:
     if offset_els:
         by_id = {int(el.get("band_id", "-1")): float((el.text or "nan").strip()) for el in offset_els}
         offsets = {name: by_id[i] for name, i in band_ids.items() if i in by_id}
+        # a non-finite offset turns every reflectance into NaN/inf, later misread as "all cloudy" (DESIGN §9; found by tests/test_84_fuzz_safe.py)
+        bad = sorted(name for name, v in offsets.items() if not abs(v) < float("inf"))
+        if bad:
+            raise ProductError(
+                f"{product}: BOA_ADD_OFFSET of {', '.join(bad)} is not a finite number; re-download the product"
+            )
     elif baseline >= (4, 0):
         raise ProductError(
             f"{product}: processing baseline {baseline_text} requires BOA_ADD_OFFSET_VALUES_LIST but it is missing; re-download the product"

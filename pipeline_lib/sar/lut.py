@@ -65,4 +65,7 @@ def parse_sigma_lut(calibration: Element, label: str = "calibration") -> Calibra
         or np.any(np.diff(pixels[0]) <= 0)
     ):
         raise ProductError(f"{label}: calibration vectors are not on one ascending (line, pixel) grid; download again")
+    if not all(np.all(np.isfinite(v) & (v > 0)) for v in values):
+        # σ0 = DN²/A²: a zero, negative or infinite A gives inf/0 silently (DESIGN §9)
+        raise ProductError(f"{label}: sigmaNought values must be finite and positive; download the product again")
     return CalibrationLut(lines=lines, pixels=pixels[0], values=np.stack(values).astype(np.float64))
