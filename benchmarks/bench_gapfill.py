@@ -132,7 +132,7 @@ def write_summary(runs: list[dict], out: Path, meta: dict) -> None:
         for sub in ("all", "changed"):
             methods = [m for m in runs[0][group][sub] if m != "pixels"]
             summary[group][sub] = {
-                f"{m}.{metric}": float(np.mean([r[group][sub][m][metric]["mean"] for r in runs]))
+                f"{m}.{metric}": float(np.nanmean([r[group][sub][m][metric]["mean"] for r in runs]))
                 for m in methods
                 for metric in ("rmse", "ssim", "cc")
             }

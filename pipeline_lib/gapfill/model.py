@@ -20,7 +20,8 @@ disc_epochs/(epochs1 + epochs2).
 
 **Fill of a date** (:func:`predict_date`): each pixel that needs a value gets its guides from
 :func:`pipeline_lib.gapfill.series.choose_guides`; for every distinct guide date g in use the
-network runs once over the grid (overlapping tiles) and gives R_g = T_g + G(S_i − S_g, T_g)·(hi − lo);
+network runs once (overlapping tiles) and gives R_g = T_g + G(S_i − S_g, T_g)·(hi − lo);
+the network runs only on the window around the pixels that guide serves, grown by the tile overlap;
 a pixel's value is Σ_s w_s R_{g_s} over its own guide slots, with w the softmax of −k·a_g (a_g the
 mean-filtered |S_i − S_g|, the paper's eqs. 10–12 for N guides); the uncertainty is the weighted
 pairwise spread of its reconstructions (|R_j − R_k| for two guides). The blend baseline is the same
@@ -297,6 +298,16 @@ def _net(ck: dict[str, Any] | None, device: torch.device) -> tuple[Any, bool]:
     return g, variant_flags(ck["variant"])["guided"]
 
 
+def _bbox(mask: np.ndarray, margin: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Row and column ranges [start, stop) of the true pixels of ``mask``, grown by ``margin``."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    h, w = mask.shape
+    return (
+        (max(0, int(rows[0]) - margin), min(h, int(rows[-1]) + 1 + margin)),
+        (max(0, int(cols[0]) - margin), min(w, int(cols[-1]) + 1 + margin)),
+    )
+
+
 def predict_date(
     series: Series,
     task_name: str,
@@ -355,8 +366,10 @@ def predict_date(
                 with torch.inference_mode():
                     return np.asarray(g_net(x, gd).float().cpu().numpy())
 
-            d = predict_tiled(fn, inp.astype(np.float32), n_t, tile_px, overlap_px)
-            r = r + denormalise_diff(d, t_range)
+            # Only the window around the pixels this guide serves (plus the tile overlap as context).
+            (y0, y1), (x0, x1) = _bbox(use.any(axis=0), overlap_px)
+            d = predict_tiled(fn, inp[:, y0:y1, x0:x1].astype(np.float32), n_t, tile_px, overlap_px)
+            r[:, y0:y1, x0:x1] += denormalise_diff(d, t_range)
         for s in range(fill.guides):
             m = use[s]
             recon[s][:, m] = r[:, m]
