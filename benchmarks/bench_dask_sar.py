@@ -6,7 +6,8 @@ Two pairs, each variant in its own process, rounds interleaved (hand, dask, hand
 - Lee sigma: :func:`pipeline_lib.sar.speckle.run_speckle` (row bands with halo rows in a thread pool,
   one writer) against ``dask.array.map_overlap`` (``depth`` = the same halo rows, ``boundary="none"``,
   chunks of the same band height × full width) over the calibrated NetCDF, stored with ``da.store``
-  (lock: netCDF4 is not thread-safe), dask's threaded scheduler; the same streaming Z98 first;
+  with one lock shared by reads and writes (HDF5 is not thread-safe, even across files: separate
+  locks crashed), dask's threaded scheduler; the same streaming Z98 first;
 - calibration: :func:`pipeline_lib.sar.calibration.run_calibrate` (thread pool, one writer) against
   ``dask.array.map_blocks`` of :func:`pipeline_lib.sar.calibration.calibrate_band` per row band (one
   measurement handle per thread) stored with ``da.store``, threaded scheduler.
@@ -38,6 +39,8 @@ VARIANTS = ("speckle-hand", "speckle-dask", "calibrate-hand", "calibrate-dask")
 
 def speckle_dask(in_nc: Path, out_nc: Path, threads: int, band_rows: int = 256) -> None:
     """Lee sigma of every polarisation with dask.array.map_overlap (same Z98, halo and band height)."""
+    import threading
+
     import dask
     import dask.array as da
     import numpy as np
@@ -47,6 +50,9 @@ def speckle_dask(in_nc: Path, out_nc: Path, threads: int, band_rows: int = 256) 
 
     window, target, sigma = 7, 3, 0.9
     halo = halo_rows(window, target)
+    # one lock for reads and writes: HDF5 (under netCDF4) is not thread-safe across files either; with
+    # separate read and store locks the first run crashed (malloc: mismatching next->prev_size)
+    hdf5 = threading.Lock()
     with open_sigma0(in_nc) as src:
         looks = float(src.attrs["number_of_looks"])
         n, w = src.shape
@@ -54,14 +60,14 @@ def speckle_dask(in_nc: Path, out_nc: Path, threads: int, band_rows: int = 256) 
             for k in range(len(src.polarisations)):
                 bands = row_bands(n, band_rows)
                 z98 = z98_streaming(lambda k=k, bands=bands: (src.read(k, slice(a, b)) for a, b in bands))
-                lazy = da.from_array(src.ds["sigma0"], chunks=(1, band_rows, w), lock=True)[k]
+                lazy = da.from_array(src.ds["sigma0"], chunks=(1, band_rows, w), lock=hdf5)[k]
 
                 def filt(block: np.ndarray, z98: float = z98) -> np.ndarray:
                     return lee_sigma(np.ma.filled(block, np.nan), looks, window, target, sigma, z98=z98)
 
                 out = lazy.map_overlap(filt, depth={0: halo, 1: 0}, boundary="none", dtype=np.float32)
                 with dask.config.set(scheduler="threads", num_workers=threads):
-                    da.store(out, _VarSlice(var, k), lock=True)
+                    da.store(out, _VarSlice(var, k), lock=hdf5)
 
 
 class _VarSlice:

@@ -21,7 +21,7 @@ it reports one, peak RSS from ``os.wait4``), ``--threads`` threads each:
 Rounds are interleaved (all tools of a grid, then again; the order rotates each round) so that changing
 machine load hits every tool alike: compare ratios within a run. Agreement: our VV σ0 dB vs OTB's σ0
 (linear → dB) and vs sarsen's β0 as σ0 (:mod:`tools.sar_compare`): median Δ, median and p95 |Δ|,
-offset by phase correlation.
+offset by phase correlation (on ``scene``: over the central 4096² px, in bounded memory).
 
 ``otb-bin`` is installed with apt when it is missing, the user is root and ``CI`` is not set; otherwise
 the OTB runs are skipped (stated in the output).
@@ -204,8 +204,30 @@ def run_sarsen(safe: Path, grid: Grid, out: Path, work: Path, threads: int, env:
     return {"terrain_correction": res}
 
 
-def agreement(ours: Path, other: Path, tool: str, safe: Path) -> dict[str, float]:
+def central_crop(path: Path, dest: Path, size: int) -> Path:
+    """The central ``size``² window of a raster as its own GeoTIFF (agreement on a whole scene in bounded memory)."""
+    import rasterio
+    from rasterio.windows import Window
+    from rasterio.windows import transform as window_transform
+
+    with rasterio.open(path) as src:
+        win = Window(max((src.width - size) // 2, 0), max((src.height - size) // 2, 0), size, size)
+        data = src.read(window=win)
+        profile = {**src.profile, "driver": "GTiff", "width": data.shape[2], "height": data.shape[1]}
+        profile.update(transform=window_transform(win, src.transform), tiled=False, compress=None)
+        profile.pop("blockxsize", None), profile.pop("blockysize", None)
+        with rasterio.open(dest, "w", **profile) as dst:
+            dst.write(data)
+            dst.descriptions = src.descriptions
+    return dest
+
+
+def agreement(ours: Path, other: Path, tool: str, safe: Path, crop: int = 0) -> dict[str, float]:
     from tools import sar_compare as compare
+
+    if crop:
+        ours = central_crop(ours, ours.with_name(f"crop-{ours.name}"), crop)
+        other = central_crop(other, other.with_name(f"crop-{other.name}"), crop)
 
     if tool == "sarsen":
         stats = compare.compare_with_sarsen(ours, other, safe, polarisation="VV")["bands"]["VV"]
@@ -220,10 +242,14 @@ def coverage(path: Path) -> float:
     """Fraction of pixels of band 1 with data (finite and not 0: OTB fills outside the swath with 0)."""
     import numpy as np
     import rasterio
+    from rasterio.windows import Window
 
+    filled = 0
     with rasterio.open(path) as src:
-        a = src.read(1)
-    return float((np.isfinite(a) & (a != 0)).mean())
+        for r0 in range(0, src.height, 1024):  # row bands: bounded memory on a whole scene
+            a = src.read(1, window=Window(0, r0, src.width, min(1024, src.height - r0)))
+            filled += int((np.isfinite(a) & (a != 0)).sum())
+        return filled / (src.width * src.height)
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -294,7 +320,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         ours_tif = work / f"ours-{gname}.tif"
         for tool in gtools:
             if tool != "ours" and ours_tif.exists():
-                agr = agreement(ours_tif, work / f"{tool}-{gname}.tif", tool, safe)
+                # the whole scene is compared on its central 4096² px (memory)
+                agr = agreement(ours_tif, work / f"{tool}-{gname}.tif", tool, safe, 4096 if gname == "scene" else 0)
                 results.append({"grid": gname, "agreement": f"ours vs {tool}", **agr})
                 print(f"{gname:6s} agreement ours vs {tool}: {agr}", flush=True)
         for tool in gtools:
