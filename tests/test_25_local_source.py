@@ -102,7 +102,7 @@ def test_download_links_and_verifies(folder: Path, tmp_path: Path) -> None:
     with pytest.raises(FetchError, match=r"is a zip .*request .*\.zip"):
         src.download(s1, tmp_path / "raw" / f"{s1.product_id}.SAFE")
     # a changed file that no longer holds the product of the table (a replaced file holding the same
-    # product is used as it is: tests/test_85_issue13_fixes.py)
+    # product is used as it is: tests/test_85_user_input_fixes.py)
     stale = dataclasses.replace(s1, checksum="md5:" + "0" * 32, product_id=s1.product_id.replace("8255", "0000"))
     with pytest.raises(FetchError, match="changed since the search"):
         src.download(stale, tmp_path / "raw" / "stale.zip")
