@@ -9,7 +9,7 @@ import dataclasses
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -440,3 +440,35 @@ def test_stac_s1_keeps_one_relative_orbit(tmp_path: Path) -> None:
     assert s1[0].reason.endswith("; relative orbit 129 (covers 2 of 2 dates; orbits 56 set aside)")
     table = {(s.date, s.mission): s.reason for s in read_scene_table(tmp_path / "s.csv")}
     assert "relative orbit 129" in table[("2023-10-08", "S1")] and "orbit" not in table[("2023-10-08", "S2")]
+
+
+def _cand(pid: str, mission: str, when: str, orbit: int | None = None, cloud: float | None = None) -> Scene:
+    t = datetime.fromisoformat(when).replace(tzinfo=UTC)
+    return Scene(pid, mission, "c", t, "", relative_orbit=orbit, cloud_cover=cloud, source="stac", uri="{}")
+
+
+def test_select_stac_orbit_ties_and_gaps() -> None:
+    from pipeline_lib.errors import SceneNotFoundError
+    from pipeline_lib.fetch.stac import select_stac
+
+    s2 = [_cand(f"s2-{d}", "S2", f"2023-10-{d:02d}T12:00", cloud=1.0) for d in (8, 14, 20)]
+    s1 = [
+        _cand("a", "S1", "2023-10-08T06:00", 129),
+        _cand("b", "S1", "2023-10-14T06:00", 129),
+        _cand("c", "S1", "2023-10-08T18:00", 56),
+        _cand("d", "S1", "2023-10-20T18:00", 56),
+    ]
+    req = SearchRequest((0, 0, 1, 1), [date(2023, 10, 8), date(2023, 10, 14), date(2023, 10, 20)], 1)
+    # 129 and 56 cover two dates each: the lower number wins (as select_scenes); 10-14 is on 129 only
+    with pytest.raises(
+        SceneNotFoundError,
+        match=r"2023-10-14: no S1 file .*\(nearest: c \(5.8 d\).*only relative orbit 56 is kept \(it covers 2 of 3 dates; items on orbits 129",
+    ):
+        select_stac([*s2, *s1], req, ["s1", "s2"])
+    two = SearchRequest((0, 0, 1, 1), [date(2023, 10, 8), date(2023, 10, 14)], 1)
+    got = select_stac([*s2, *s1], two, ["s1", "s2"])
+    assert [c.product_id for c in got if c.mission == "S1"] == ["a", "b"]  # 129 covers both dates
+    # items without sat:relative_orbit: the closest, no orbit in the reason
+    plain = [dataclasses.replace(c, relative_orbit=None) for c in s1]
+    got = select_stac([*s2, *plain], two, ["s1", "s2"])
+    assert [c.product_id for c in got if c.mission == "S1"] == ["a", "b"] and "orbit" not in got[0].reason

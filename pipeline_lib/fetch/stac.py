@@ -250,13 +250,15 @@ def select_stac(candidates: Sequence[Scene], request: SearchRequest, modalities:
     try:
         chosen = select_files(keep, request, modalities, prefer_clear=True)
     except SceneNotFoundError as exc:
-        if "S1" not in str(exc).split(";")[0]:
+        if "no S1 file" not in str(exc):
             raise
         raise SceneNotFoundError(
             f"{exc}; only relative orbit {orbit} is kept (it covers {covered} of {len(request.dates)} dates; "
             f"items on orbits {', '.join(others)} were set aside)"
         ) from None
-    why = f"relative orbit {orbit} (covers {covered} of {len(request.dates)} dates"
+    if orbit is None and not others:
+        return chosen  # no item gives sat:relative_orbit: nothing to keep constant
+    why = f"relative orbit {orbit if orbit is not None else 'unknown'} (covers {covered} of {len(request.dates)} dates"
     why += f"; orbits {', '.join(others)} set aside)" if others else ")"
     return [dataclasses.replace(c, reason=f"{c.reason}; {why}") if c.mission == "S1" else c for c in chosen]
 
