@@ -285,7 +285,7 @@ def test_a_failed_read_leaves_no_cache_entry(api: Api, tmp_path: Path) -> None:
     cache = tmp_path / "raw"
     with pytest.raises(ProductError, match=r"B03.tif: answered HTTP 404"):
         ingest_stac_scene(scene, settings.specs["s2"], _grid(), tmp_path / "o.tif", date="2023-10-08", cache_dir=cache)
-    names = sorted(p.name.split("-")[0] for p in cache.rglob("*") if p.is_file())
+    names = sorted(p.name.split("-")[0] for p in cache.rglob("*") if p.is_file() and p.suffix != ".lock")
     assert names == ["B04"]  # the band read before the 404 is kept whole; no partial file of B03
     assert not (tmp_path / "o.tif").exists()
 
@@ -472,3 +472,25 @@ def test_select_stac_orbit_ties_and_gaps() -> None:
     plain = [dataclasses.replace(c, relative_orbit=None) for c in s1]
     got = select_stac([*s2, *plain], two, ["s1", "s2"])
     assert [c.product_id for c in got if c.mission == "S1"] == ["a", "b"] and "orbit" not in got[0].reason
+
+
+def test_two_jobs_sharing_an_item_share_its_cache(api: Api, tmp_path: Path) -> None:
+    """Two dates that chose one item run as parallel ingest jobs: both succeed, one entry per asset, no temp left."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    scene, settings = _scene(api, tmp_path)
+    cache = tmp_path / "raw"
+
+    def run(name: str) -> Path:
+        out = tmp_path / f"{name}.tif"
+        ingest_stac_scene(
+            scene, settings.specs["s2"], _grid(), out, date=name, mask_keep=settings.mask_keep, cache_dir=cache
+        )
+        return out
+
+    with ThreadPoolExecutor(2) as pool:
+        a, b = pool.map(run, ["2023-10-08", "2023-10-09"])
+    with rasterio.open(a) as da, rasterio.open(b) as db:
+        np.testing.assert_array_equal(da.read(), db.read())
+    entries = [p.name for p in cache.rglob("*") if p.is_file() and not p.name.endswith(".lock")]
+    assert len(entries) == 6 and all(n.endswith(".tif") and not n.startswith(".") for n in entries)

@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -393,6 +394,18 @@ def _read_remote(href: str, grid: Grid, signer: Signer | None, dest: Path, item_
         out.update_tags(stac_item=item_id, href=href, grid=grid_key(grid))
 
 
+@contextlib.contextmanager
+def _entry_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``<entry>.lock`` while one job fetches a cache entry (others wait, then reuse it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
 def ingest_stac_scene(
     scene: Scene,
     spec: ModalitySpec,
@@ -435,7 +448,9 @@ def ingest_stac_scene(
             signer = signer or _signer(sign)
             with rasterio.Env(**GDAL_HTTP_ENV):
                 for name, href in missing:
-                    _read_remote(href, grid, signer, local[name], scene.product_id)
+                    with _entry_lock(local[name]):  # two dates sharing an item run as parallel jobs
+                        if not local[name].is_file():
+                            _read_remote(href, grid, signer, local[name], scene.product_id)
         sources = [(band, local[band], 1) for band in spec.output_bands]
         mask = None
         if "mask" in local:
