@@ -41,7 +41,16 @@ from pipeline_lib.errors import ConfigError, CoverageError, ProductError
 from pipeline_lib.fetch.files import ModalitySpec
 from pipeline_lib.grid import Grid, warp_to_grid
 
-__all__ = ["RESAMPLING", "find_band", "check_s1_unit", "ingest_raster", "ingest_bands", "on_grid", "grid_of_file"]
+__all__ = [
+    "RESAMPLING",
+    "find_band",
+    "check_s1_unit",
+    "ingest_raster",
+    "ingest_bands",
+    "on_grid",
+    "grid_window",
+    "grid_of_file",
+]
 
 RESAMPLING: dict[str, Resampling] = {
     "nearest": Resampling.nearest,
@@ -107,6 +116,12 @@ def _source_window(ds: rasterio.io.DatasetReader, grid: Grid, path: Path | str) 
     return Window(col0, row0, col1 - col0, row1 - row0)
 
 
+def grid_window(ds: rasterio.io.DatasetReader, grid: Grid, path: Path | str) -> Window:
+    """What ingestion reads of ``ds``: the grid itself when the file is on it, else the grid plus a margin."""
+    exact = on_grid(ds, grid)
+    return exact if exact is not None else _source_window(ds, grid, path)
+
+
 def check_s1_unit(values: np.ndarray, unit: str, path: Path | str, key: str) -> None:
     """Refuse a file whose finite values contradict the declared unit (a one-line error naming the file)."""
     v = values[np.isfinite(values)]
@@ -163,7 +178,7 @@ def _read_sources(
             if ds.crs is None:
                 raise ProductError(f"{path}: has no CRS; give georeferenced files (GeoTIFF/COG with a CRS)")
             exact = on_grid(ds, grid)
-            window = exact if exact is not None else _source_window(ds, grid, path)
+            window = grid_window(ds, grid, path)
             transform = ds.window_transform(window)
             for i in members:
                 name, _, sel = sources[i]

@@ -69,6 +69,14 @@ def test_stac_region_reads_its_assets_by_window(tmp_path: Path) -> None:
         assert jobs.get("ingest_s2") == 3 and not {"download_safe", "download_zip", "optical"} & set(jobs), jobs
         assert "ingest_s1" not in jobs  # Earth Search has no S1 preset collection: an S2-only region
         snakemake(work, "--cores", "1", target)
+        sent = dict(host.sent)
+        # a rerun (a new job, a new process: no GDAL cache) reads the cached windows, not the server
+        cache = work / "results" / "stac-boulder" / "raw" / "stac" / "S2A_13TDE_20231008_0_L2A"
+        assert sorted(p.name.split("-")[0] for p in cache.glob("*.tif")) == ["B02", "B03", "B04", "B11", "B12", "mask"]
+        for out in (work / "results" / "stac-boulder" / "s2").glob(f"{DATES[1]}*"):
+            out.unlink()
+        snakemake(work, "--cores", "1", target)
+        assert (work / target).is_file() and dict(host.sent) == sent
     scenes = read_scene_table(work / "results" / "stac-boulder" / "scenes.csv")
     assert [s.product_id for s in scenes] == [
         "S2A_13TDE_20230918_0_L2A",

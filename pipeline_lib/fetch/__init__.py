@@ -97,11 +97,10 @@ def run_search(
         assert isinstance(source, FilesSource)
         chosen = select_files(candidates, request, list(source.specs))
     elif fetch["source"] == "stac":
-        from pipeline_lib.fetch.files import select_files
-        from pipeline_lib.fetch.stac import StacSource
+        from pipeline_lib.fetch.stac import StacSource, select_stac
 
         assert isinstance(source, StacSource)
-        chosen = select_files(candidates, request, list(source.settings.collections), prefer_clear=True)
+        chosen = select_stac(candidates, request, list(source.settings.collections))
     else:
         try:
             chosen = select_scenes(candidates, request)

@@ -34,6 +34,8 @@ __all__ = [
     "SearchRequest",
     "Source",
     "select_scenes",
+    "best_relative_orbit",
+    "days_from_noon",
     "footprint_intersects",
     "write_scene_table",
     "read_scene_table",
@@ -143,6 +145,29 @@ def _cloud_key(c: Scene) -> tuple[bool, float]:
     return (c.cloud_cover is None, c.cloud_cover if c.cloud_cover is not None else 0.0)
 
 
+def days_from_noon(c: Scene, d: date) -> float:
+    """Days between a scene's acquisition and noon UTC of the configured date ``d``."""
+    noon = datetime(d.year, d.month, d.day, 12)
+    return abs((c.sensing_time.replace(tzinfo=None) - noon).total_seconds()) / 86400.0
+
+
+def best_relative_orbit(s1: Sequence[Scene], dates: Sequence[date], tol: float) -> int | None:
+    """The S1 relative orbit that has a scene within ``tol`` days of the most dates (ties: the lowest number).
+
+    One orbit for the whole series keeps the viewing geometry (incidence angle, look direction) constant
+    across dates (DESIGN §9); None when there is no S1 candidate or none has an orbit number.
+    """
+    orbits = {c.relative_orbit for c in s1}
+    return max(
+        orbits,
+        key=lambda o: (
+            sum(any(days_from_noon(c, d) <= tol for c in s1 if c.relative_orbit == o) for d in dates),
+            -(o or 0),
+        ),
+        default=None,
+    )
+
+
 def select_scenes(candidates: Sequence[Scene], request: SearchRequest) -> list[Scene]:
     """Per configured date pick the best S1 and S2 scene within the tolerance.
 
@@ -169,15 +194,7 @@ def select_scenes(candidates: Sequence[Scene], request: SearchRequest) -> list[S
         noon = datetime(d.year, d.month, d.day, 12)
         return abs((c.sensing_time.replace(tzinfo=None) - noon).total_seconds()) / 86400.0
 
-    orbits = {c.relative_orbit for c in s1}
-    best_orbit = max(
-        orbits,
-        key=lambda o: (
-            sum(any(near(c, d) <= tol for c in s1 if c.relative_orbit == o) for d in request.dates),
-            -(o or 0),
-        ),
-        default=None,
-    )
+    best_orbit = best_relative_orbit(s1, request.dates, tol)
     chosen: list[Scene] = []
     used: dict[str, list[str]] = {}
     for d in request.dates:

@@ -323,7 +323,10 @@ def select_files(
 
             ok = sorted((c for c in pool if gap(c) <= tol), key=rank)
             if not ok:
-                nearby = ", ".join(f"{Path(c.uri).name} ({gap(c):.1f} d)" for c in sorted(pool, key=gap)[:3])
+                nearby = ", ".join(
+                    f"{c.product_id if c.source == 'stac' else Path(c.uri).name} ({gap(c):.1f} d)"
+                    for c in sorted(pool, key=gap)[:3]
+                )
                 raise SceneNotFoundError(
                     f"date {d.isoformat()}: no {kind} file within pair_tolerance_days={tol:g} (nearest: "
                     f"{nearby or 'none'}); widen pair_tolerance_days, change the date or add the file"

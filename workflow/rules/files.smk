@@ -1,7 +1,8 @@
 # Analysis-ready sources: `files` (the user's per-date rasters, read in place) and `stac` (COG assets of
 # STAC items, read by window over HTTP). The search checkpoint selects one per date (scenes.csv); these
-# rules put it on the grid. They replace download, calibrate, speckle, terrain_correct and optical
-# for such regions (region constraints).
+# rules put it on the grid (STAC windows are cached under results/{region}/raw/stac, so reruns fetch
+# nothing). They replace download, calibrate, speckle, terrain_correct and optical for such regions
+# (region constraints).
 
 
 rule ingest_s1:
@@ -26,6 +27,7 @@ rule ingest_s1:
         files=rcfg("fetch", "files", "s1"),
         stac=rcfg("fetch", "stac"),
         scenes="results/{region}/scenes.csv",
+        cache="results/{region}/raw/stac",
     script:
         "../scripts/ingest.py"
 
@@ -52,5 +54,6 @@ rule ingest_s2:
         files=rcfg("fetch", "files", "s2"),
         stac=rcfg("fetch", "stac"),
         scenes="results/{region}/scenes.csv",
+        cache="results/{region}/raw/stac",
     script:
         "../scripts/ingest.py"

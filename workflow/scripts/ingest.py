@@ -20,7 +20,14 @@ with job(snakemake) as log:
 
         settings = stac_settings(p.stac)
         ingest_stac_scene(
-            scene, settings.specs[modality], grid, out, date=date, mask_keep=settings.mask_keep, sign=settings.sign
+            scene,
+            settings.specs[modality],
+            grid,
+            out,
+            date=date,
+            mask_keep=settings.mask_keep,
+            sign=settings.sign,
+            cache_dir=Path(p.cache),
         )
     else:
         spec = modality_spec(modality, p.files)
