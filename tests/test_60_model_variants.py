@@ -35,7 +35,8 @@ def test_schema_enum_and_default_are_the_listed_networks() -> None:
     spec = find(schema)
     assert spec is not None
     assert tuple(spec["items"]["enum"]) == reg.listed_networks()
-    assert tuple(spec["default"]) == reg.listed_networks()
+    assert tuple(spec["default"]) == reg.default_networks()
+    assert set(reg.default_networks()) == {"tirsit", "tirsit_noadv", "no_uc", "no_sg", "no_uc_sg", "pix2pix"}
 
 
 def test_rules_take_their_wildcards_from_the_registry() -> None:

@@ -40,7 +40,8 @@ __all__ = [
 
 #: (variant, label) rows; the labels come from the variant registry (pipeline_lib.model.variants).
 MAIN_ROWS = [
-    (v, variant_label(v)) for v in ("neighbour_j", "neighbour_k", "blend", "pix2pix", "tirsit_noadv", "tirsit")
+    (v, variant_label(v))
+    for v in ("neighbour_j", "neighbour_k", "blend", "pix2pix", "tirsit_noadv", "tirsit", "tirsit_identity")
 ]
 ABLATION_ROWS = [(v, variant_label(v)) for v in ("no_uc_sg", "no_sg", "no_uc", "tirsit_noadv")]
 METRICS = [("rmse", "RMSE", min), ("ssim", "SSIM", max), ("cc", "CC", max)]
