@@ -96,7 +96,7 @@ def main() -> None:
     train = {"batch_size": args.batch, "patch_px": args.patch, "log_every": 50}
     runs = []
     for seed in args.seeds:
-        masks = borrow_masks(series, seed=seed, max_dates=args.max_dates)
+        masks = borrow_masks(series, seed=seed, max_dates=args.max_dates, cloud_range=(0.05, 0.7))
         masked = series.with_s2_valid(apply_masks(series.s2_valid, masks))
         fill = FillParams(variant=args.variant, max_steps=args.steps, seed=seed)
         models, times = {}, {}

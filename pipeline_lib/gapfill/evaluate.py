@@ -41,7 +41,7 @@ def borrow_masks(
     seed: int,
     max_dates: int = 8,
     min_clear: float = 0.95,
-    cloud_range: tuple[float, float] = (0.05, 0.7),
+    cloud_range: tuple[float, float] = (0.01, 0.7),
 ) -> dict[int, tuple[int, np.ndarray]]:
     """{evaluation date index: (donor date index, mask (y, x) bool)}; see the module docstring."""
     rng = np.random.default_rng(seed)
