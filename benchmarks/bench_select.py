@@ -30,6 +30,7 @@ import rasterio
 import torch
 
 from pipeline_lib.cog import read_named_bands, write_cog
+from pipeline_lib.errors import ModelError
 from pipeline_lib.metrics import band_metrics
 from pipeline_lib.model.data import load_stack, resolve_params
 from pipeline_lib.model.predict import predict_arrays
@@ -189,7 +190,13 @@ def main() -> int:
                 for v in args.variants:
                     ck = exp_dir / key / f"seed{seed}" / f"{v}.pt"
                     if not ck.exists():
-                        run_train(st, v, ck, {**params, "seed": seed}, threads=args.threads, device="cpu")
+                        try:
+                            run_train(st, v, ck, {**params, "seed": seed}, threads=args.threads, device="cpu")
+                        except ModelError as exc:  # a tiny masked chip can lack a valid patch for a seed's grid
+                            if key == "test":
+                                raise
+                            print(f"skipped {name}/{key} seed {seed} {v}: {exc}", file=sys.stderr)
+                            continue
                         n_train += 1
                     ckpts[v] = ck
                 if key == "test":
