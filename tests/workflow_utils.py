@@ -15,8 +15,9 @@ from conftest import REPO
 
 WORKFLOW_FILES = ["Snakefile", "workflow", "config", "profiles", "envs", "pyproject.toml"]
 CI_TINY_TARGET = "results/ci-tiny/report.html"
-# ci-tiny as the determinism and kill-and-resume tests run it: enough epochs for >= 2 partial checkpoints.
-CI_TINY_RESUMABLE_TRAIN = {"max_steps": 6, "checkpoint_every": 1}
+# ci-tiny as the determinism and kill-and-resume tests run it: 3 steps per epoch on 128 px (9 patches of
+# 32 px, batch 4), so 9 steps give 3 epochs and the >= 2 partial checkpoints the kill test needs.
+CI_TINY_RESUMABLE_TRAIN = {"max_steps": 9, "checkpoint_every": 1}
 # Outputs that must be byte-identical between two runs with the same seed (relative to results/<region>).
 RASTER_PATTERNS = ("s1/*.tif", "s2/*.tif", "stacks/*.nc", "truth/*.tif", "pred/*/*.tif")
 # Names of the temporaries pipeline_lib.io.atomic_path / the demo download leave when killed.
