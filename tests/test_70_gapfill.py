@@ -267,7 +267,8 @@ def test_gapfill_config_defaults_and_errors(tmp_path: Path) -> None:
 
     from pipeline_lib.config import load_region
     from pipeline_lib.errors import ConfigError
-    from pipeline_lib.gapfill.run import fill_params, gapfill_dates
+    from pipeline_lib.gapfill.plan import gapfill_dates
+    from pipeline_lib.gapfill.run import fill_params
 
     repo = Path(__file__).resolve().parents[1]
     demo = load_region("demo", repo / "config" / "regions")

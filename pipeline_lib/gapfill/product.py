@@ -31,6 +31,7 @@ from affine import Affine
 from pipeline_lib.cog import write_cog
 from pipeline_lib.errors import ModelError
 from pipeline_lib.gapfill.model import FillParams, predict_date
+from pipeline_lib.gapfill.plan import swir_task
 from pipeline_lib.gapfill.series import S2_BANDS, Series
 from pipeline_lib.io import write_json_atomic
 
@@ -38,7 +39,6 @@ __all__ = [
     "SOURCE_NONE",
     "SOURCE_OBSERVED",
     "SOURCE_PREDICTED",
-    "SWIR_ROUTES",
     "PRODUCT_BANDS",
     "fill_date",
     "write_product",
@@ -48,14 +48,7 @@ __all__ = [
 SOURCE_NONE = 0
 SOURCE_OBSERVED = 1
 SOURCE_PREDICTED = 2
-SWIR_ROUTES = ("direct", "chained")
 PRODUCT_BANDS: tuple[str, ...] = (*S2_BANDS, "source", "uncertainty")
-
-
-def swir_task(route: str) -> str:
-    if route not in SWIR_ROUTES:
-        raise ModelError(f"gapfill.swir={route!r} is unknown; use one of {list(SWIR_ROUTES)}")
-    return "sar_to_swir" if route == "direct" else "visible_to_swir"
 
 
 def fill_date(

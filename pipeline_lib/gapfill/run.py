@@ -19,13 +19,13 @@ import numpy as np
 from pipeline_lib.errors import ConfigError
 from pipeline_lib.gapfill.evaluate import apply_masks, borrow_masks, evaluate_fill
 from pipeline_lib.gapfill.model import FillParams, load_series_model, save_model, train_series
-from pipeline_lib.gapfill.product import SOURCE_PREDICTED, fill_date, stac_collection, swir_task, write_product
+from pipeline_lib.gapfill.plan import swir_task
+from pipeline_lib.gapfill.product import SOURCE_PREDICTED, fill_date, stac_collection, write_product
 from pipeline_lib.gapfill.series import Series, read_series
 from pipeline_lib.io import write_json_atomic
 
 __all__ = [
     "fill_params",
-    "gapfill_dates",
     "run_gapfill_train",
     "run_gapfill_fill",
     "run_gapfill_collection",
@@ -39,26 +39,6 @@ _FILL_KEYS = ("variant", "guides", "both_sides", "pair_window", "max_steps", "se
 def fill_params(cfg: Mapping[str, Any]) -> FillParams:
     """The :class:`FillParams` of a validated ``gapfill`` config block."""
     return FillParams(**{k: cfg[k] for k in _FILL_KEYS if k in cfg})
-
-
-def gapfill_dates(dates: Sequence[str], cfg: Mapping[str, Any]) -> list[str]:
-    """The dates to fill: ``gapfill.dates`` ("all" = every region date, within ``gapfill.range`` if set)."""
-    region_dates = sorted(str(d) for d in dates)
-    chosen = cfg.get("dates", "all")
-    if chosen == "all":
-        out = region_dates
-    else:
-        out = sorted(str(d) for d in chosen)
-        missing = [d for d in out if d not in region_dates]
-        if missing:
-            raise ConfigError(f"gapfill.dates: {missing} are not among the region's dates; add them to dates")
-    rng = cfg.get("range")
-    if rng:
-        lo, hi = str(rng[0]), str(rng[1])
-        out = [d for d in out if lo <= d <= hi]
-    if not out:
-        raise ConfigError("gapfill.dates/range select no date; widen gapfill.range or list dates")
-    return out
 
 
 def _series(s1: Mapping[str, str | os.PathLike[str]], s2: Mapping[str, str | os.PathLike[str]]) -> Series:

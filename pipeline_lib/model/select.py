@@ -38,7 +38,6 @@ from typing import Any
 
 import numpy as np
 import rasterio
-import torch
 from affine import Affine
 
 from pipeline_lib.cog import read_named_bands, write_cog
@@ -47,8 +46,6 @@ from pipeline_lib.io import write_json_atomic
 from pipeline_lib.metrics import band_metrics
 from pipeline_lib.model.baselines import BASELINES
 from pipeline_lib.model.data import load_stack, resolve_params
-from pipeline_lib.model.predict import predict_arrays
-from pipeline_lib.model.train import build_generator, load_checkpoint
 
 __all__ = [
     "SelectParams",
@@ -204,6 +201,11 @@ def run_validation(
     ``truth_tif`` is the validation target's own truth (a known date, never the test's T_i).
     Writes ``{"methods": {method: {rmse, ssim, cc}}, "valid_pixels": n, **meta}``.
     """
+    import torch  # here, not at module level: the workflow plans validation experiments at DAG time
+
+    from pipeline_lib.model.predict import predict_arrays
+    from pipeline_lib.model.train import build_generator, load_checkpoint
+
     torch.set_num_threads(max(1, int(threads)))
     data = load_stack(Path(stack_nc))
     p = resolve_params(data.task, dict(params))

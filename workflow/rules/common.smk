@@ -467,7 +467,7 @@ def gapfill_cfg(region):
 
 
 def gapfill_fill_dates(region):
-    from pipeline_lib.gapfill.run import gapfill_dates
+    from pipeline_lib.gapfill.plan import gapfill_dates
 
     cfg = gapfill_cfg(region)
     if not cfg:
@@ -479,7 +479,7 @@ def gapfill_fill_dates(region):
 
 
 def gapfill_tasks(region):
-    from pipeline_lib.gapfill.product import swir_task
+    from pipeline_lib.gapfill.plan import swir_task
 
     return ["sar_to_visible", swir_task(gapfill_cfg(region)["swir"])]
 
