@@ -42,11 +42,18 @@ import torch
 
 from pipeline_lib.errors import ModelError
 from pipeline_lib.gapfill.series import SWIR, VISIBLE, Series, choose_guides, day_numbers
-from pipeline_lib.io import atomic_path
 from pipeline_lib.model.baselines import masked_mean_filter, weighted_spread, weighted_sum
 from pipeline_lib.model.data import denormalise_diff, dihedral, normalise, resolve_params
 from pipeline_lib.model.predict import predict_tiled
-from pipeline_lib.model.train import Trainer, _deterministic, build_generator, select_device, variant_flags
+from pipeline_lib.model.train import (
+    Trainer,
+    _deterministic,
+    build_generator,
+    load_checkpoint,
+    save_checkpoint,
+    select_device,
+    variant_flags,
+)
 from pipeline_lib.stacks import PHYSICAL_RANGES
 
 __all__ = [
@@ -271,22 +278,12 @@ def train_series(
 
 def save_model(ckpt: dict[str, Any], path: Path) -> None:
     """Write a series checkpoint atomically."""
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(ckpt, tmp)
+    save_checkpoint(ckpt, path)
 
 
 def load_series_model(path: Path) -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_model` (on CPU)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"{path}: gap-fill model not found; run the gapfill_train rule first")
-    try:
-        ck: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise ModelError(f"{path}: unreadable checkpoint ({type(exc).__name__}); delete it and retrain") from exc
-    if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
-        raise ModelError(f"{path}: not a {CKPT_FORMAT} checkpoint; delete it and rerun gapfill_train")
-    return ck
+    return load_checkpoint(path, CKPT_FORMAT, "gap-fill model not found; run the gapfill_train rule first")
 
 
 def _net(ck: dict[str, Any] | None, device: torch.device) -> tuple[Any, bool]:

@@ -81,6 +81,7 @@ __all__ = [
     "Trainer",
     "run_train",
     "load_checkpoint",
+    "save_checkpoint",
 ]
 
 CKPT_FORMAT = "tirsit-ckpt-1"
@@ -348,22 +349,25 @@ def _ckpt_payload(
     }
 
 
-def _save(obj: dict[str, Any], path: Path) -> None:
+def save_checkpoint(obj: dict[str, Any], path: Path) -> None:
+    """Write a checkpoint dict atomically (temp file, then rename)."""
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save(obj, tmp)
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`run_train` (on CPU)."""
+def load_checkpoint(
+    path: Path, fmt: str = CKPT_FORMAT, missing: str = "checkpoint not found; run the train rule for this variant first"
+) -> dict[str, Any]:
+    """Load a checkpoint of format ``fmt`` written by :func:`save_checkpoint` (on CPU); ModelError naming ``path``."""
     path = Path(path)
     if not path.is_file():
-        raise ModelError(f"{path}: checkpoint not found; run the train rule for this variant first")
+        raise ModelError(f"{path}: {missing}")
     try:
         ckpt: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
         raise ModelError(f"{path}: unreadable checkpoint ({type(exc).__name__}); delete it and retrain") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
-        raise ModelError(f"{path}: not a {CKPT_FORMAT} checkpoint; delete it and retrain")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
+        raise ModelError(f"{path}: not a {fmt} checkpoint; delete it and retrain")
     return ckpt
 
 
@@ -474,8 +478,8 @@ def run_train(
                     )
             epoch += 1
             if step < total and epoch % int(p["checkpoint_every"]) == 0:
-                _save(_ckpt_payload(tr, data, p, history, epoch, step, False), partial)
+                save_checkpoint(_ckpt_payload(tr, data, p, history, epoch, step, False), partial)
                 log.info("checkpoint: wrote %s (epoch %d, step %d)", partial, epoch, step)
-    _save(_ckpt_payload(tr, data, p, history, epoch, step, True), out_ckpt)
+    save_checkpoint(_ckpt_payload(tr, data, p, history, epoch, step, True), out_ckpt)
     partial.unlink(missing_ok=True)
     log.info("train %s done: %d steps, %d epochs -> %s", variant, step, epoch, out_ckpt)

@@ -48,7 +48,7 @@ from pipeline_lib.sar.product import (
     read_geolocation_grid,
     read_image_info,
 )
-from pipeline_lib.sar.window import RangeDoppler, grid_window, height_range
+from pipeline_lib.sar.window import RangeDoppler, grid_window, height_range, window_around
 
 log = logging.getLogger(__name__)
 
@@ -147,16 +147,7 @@ def find_window(
         [np.full_like(t, south), south + (north - south) * t, np.full_like(t, north), south + (north - south) * t]
     )
     line, pixel = lonlat_to_line_pixel(gcp, lon, lat)
-    n_lines, n_samples = shape
-    l0 = int(np.clip(np.floor(line.min()) - margin_px, 0, n_lines))
-    l1 = int(np.clip(np.ceil(line.max()) + margin_px + 1, 0, n_lines))
-    p0 = int(np.clip(np.floor(pixel.min()) - margin_px, 0, n_samples))
-    p1 = int(np.clip(np.ceil(pixel.max()) + margin_px + 1, 0, n_samples))
-    if l1 <= l0 or p1 <= p0:
-        raise CoverageError(
-            f"{product}: the grid falls outside the image lines/samples; choose a product over the region"
-        )
-    return slice(l0, l1), slice(p0, p1)
+    return window_around(line, pixel, shape, margin_px, product)
 
 
 def _open_measurement(uri: str, shape: tuple[int, int], label: str) -> rasterio.io.DatasetReader:

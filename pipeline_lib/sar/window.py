@@ -36,7 +36,7 @@ from pipeline_lib.errors import CoverageError, ProductError
 from pipeline_lib.grid import Grid
 from pipeline_lib.sar.product import ImageInfo
 
-__all__ = ["RangeDoppler", "lonlat_h_to_ecef", "outline_points", "height_range", "grid_window"]
+__all__ = ["window_around", "RangeDoppler", "lonlat_h_to_ecef", "outline_points", "height_range", "grid_window"]
 
 #: WGS84 semi-major axis (m) and flattening
 WGS84_A = 6378137.0
@@ -176,6 +176,25 @@ def height_range(dem: Path | None, grid: Grid) -> tuple[float, float]:
     return float(levels[0]), float(levels[-1])
 
 
+def window_around(
+    line: np.ndarray, pixel: np.ndarray, shape: tuple[int, int], margin_px: int, product: str = "product"
+) -> tuple[slice, slice]:
+    """(line slice, pixel slice) holding every (line, pixel) position plus ``margin_px``, clipped to ``shape``.
+
+    CoverageError naming ``product`` if nothing of the image is left.
+    """
+    n_lines, n_samples = shape
+    l0 = int(np.clip(np.floor(line.min()) - margin_px, 0, n_lines))
+    l1 = int(np.clip(np.ceil(line.max()) + margin_px + 1, 0, n_lines))
+    p0 = int(np.clip(np.floor(pixel.min()) - margin_px, 0, n_samples))
+    p1 = int(np.clip(np.ceil(pixel.max()) + margin_px + 1, 0, n_samples))
+    if l1 <= l0 or p1 <= p0:
+        raise CoverageError(
+            f"{product}: the grid falls outside the image lines/samples; choose a product over the region"
+        )
+    return slice(l0, l1), slice(p0, p1)
+
+
 def grid_window(
     rd: RangeDoppler,
     grid: Grid,
@@ -194,13 +213,4 @@ def grid_window(
     line, pixel = rd.line_pixel(ecef)
     if not (np.all(np.isfinite(line)) and np.all(np.isfinite(pixel))):
         raise CoverageError(f"{product}: the range-Doppler lookup of the grid failed; choose a product over the region")
-    n_lines, n_samples = shape
-    l0 = int(np.clip(np.floor(line.min()) - margin_px, 0, n_lines))
-    l1 = int(np.clip(np.ceil(line.max()) + margin_px + 1, 0, n_lines))
-    p0 = int(np.clip(np.floor(pixel.min()) - margin_px, 0, n_samples))
-    p1 = int(np.clip(np.ceil(pixel.max()) + margin_px + 1, 0, n_samples))
-    if l1 <= l0 or p1 <= p0:
-        raise CoverageError(
-            f"{product}: the grid falls outside the image lines/samples; choose a product over the region"
-        )
-    return slice(l0, l1), slice(p0, p1)
+    return window_around(line, pixel, shape, margin_px, product)
