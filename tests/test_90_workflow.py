@@ -257,7 +257,10 @@ def test_demo_cloudy_date_is_filled_and_beats_linear_interpolation(demo_run: Pat
     res = demo_run / "results" / "demo"
     with rasterio.open(res / "gapfill" / "2022-01-16.tif") as ds:
         source = ds.read(list(ds.descriptions).index("source") + 1)
-    assert (source == 2).mean() > 0.05 and (source == 0).mean() == 0.0
+    with rasterio.open(res / "s2" / "2022-01-16.tif") as ds:
+        clear = ds.read(list(ds.descriptions).index("valid") + 1) > 0.5
+    # predicted exactly where the date is cloudy (≈ 3 % of the demo grid), observed elsewhere, nothing left out
+    assert (~clear).any() and np.array_equal(source == 2, ~clear) and not (source == 0).any()
     block = json.loads((res / "metrics.json").read_text())["gapfill"]
     assert block["evaluation_dates"]["2022-01-04"]["donor"] == "2022-01-16"
     for group in ("visible", "swir"):
@@ -287,6 +290,8 @@ def test_demo_selected_is_safe_and_useful(demo_run: Path) -> None:
     metrics = json.loads((res / "metrics.json").read_text())
     rhos = []
     for exp, block in metrics.items():
+        if exp == "gapfill":  # the gap-filled series' own block (DESIGN §8), not an experiment
+            continue
         sel = block["selected"]
         assert sel["method"] in set(block) - {"changed", "info", "selected"}, (exp, sel["method"])
         assert _rmse(block, "blend", "all") > 0
