@@ -56,7 +56,7 @@ JOB_HEADER = re.compile(r"^(local)?(rule|checkpoint) (\w+):\n((?:    .*\n)+)", r
 LOCAL_RULES = {"grid", "search", "metrics", "region_report", "index_report"}
 BAD_DATE = "2022-01-28"
 # Every non-local rule downstream of one date's S2 image (offsets compares all dates; the stack reads them all).
-DOWNSTREAM_OF_OPTICAL = {"optical", "offsets", "stack", "train", "predict", "predict_plain", "evaluate"}
+DOWNSTREAM_OF_OPTICAL = {"optical", "offsets", "stack", "train", "predict", "predict_plain", "select", "evaluate"}
 
 
 class Job(NamedTuple):
@@ -240,25 +240,36 @@ def test_ci_tiny_on_slurm_failure_rerun_equals_local(slurm: Path, tmp_path: Path
         assert len(list((results / "s1").glob("*.tif"))) == len(dates), "keep-going: the S1 chain completed"
         assert len(list((results / "s2").glob("*.tif"))) == len(dates) - 1
 
-        # 2. Fix: restore the band in the product folder and in the downloaded copy (hard links share it).
-        raw_b11 = next((results / "raw").glob(f"S2*_MSIL2A_{band}"))
-        for dest in (bad_b11, raw_b11):
-            shutil.copyfile(good_b11, dest)
+        # 2. Fix: the user restores the band in their product folder. The product's fingerprint (a parameter
+        # of its download) changes, so its download reruns and re-links the repaired product.
+        raw_product = next((results / "raw").glob(f"S2*_MSIL2A_{band}")).parents[4].name
+        shutil.copyfile(good_b11, bad_b11)
         before = _snapshot(cluster_dir / "results")
         log2 = _ok(_snakemake(cluster_dir, *SLURM_ARGS, target), "rerun after the fix")
         jobs2, subs2 = _check_submissions(log2)
         assert {_slurm_states(list(subs2.values()))[s] for s in subs2.values()} == {"COMPLETED"}
         remote2 = [jobs2[j] for j in subs2]
-        # Only what was missing: no output of a resubmitted job existed, nothing written before was touched.
-        assert not [o for job in remote2 for o in job.outputs if o.removeprefix("results/") in before]
+        downloads = [job for job in remote2 if job.rule == "download_safe"]
+        assert len(downloads) == 1 and raw_product.removesuffix(".SAFE") in downloads[0].wildcards, downloads
+        # Only what was missing: no output of a resubmitted job existed (but the re-linked product), nothing
+        # else written before was touched.
+        relinked = f"ci-tiny/raw/{raw_product}/"
+        assert not [
+            o
+            for job in remote2
+            if job.rule != "download_safe"
+            for o in job.outputs
+            if o.removeprefix("results/") in before
+        ]
         after = _snapshot(cluster_dir / "results")
-        assert {k: after.get(k) for k in before} == before, "a file of the first run was rewritten"
+        kept = {k: v for k, v in before.items() if not k.startswith(relinked)}
+        assert {k: after.get(k) for k in kept} == kept, "a file of the first run was rewritten"
         per_rule = {rule: sum(job.rule == rule for job in remote2) for rule in {job.rule for job in remote2}}
-        assert set(per_rule) <= DOWNSTREAM_OF_OPTICAL, per_rule
+        assert set(per_rule) <= DOWNSTREAM_OF_OPTICAL | {"download_safe"}, per_rule
         assert {"optical", "offsets", "stack", "train", "evaluate"} <= set(per_rule), per_rule
         assert [job.wildcards for job in remote2 if job.rule == "optical"] == [f"region=ci-tiny, date={BAD_DATE}"]
         assert len(subs2) == len(remote2) == sum(per_rule.values())
-        print(f"\nrerun after the fix: {len(subs2)} sbatch submissions (failed job + downstream): {per_rule}")
+        print(f"\nrerun after the fix: {len(subs2)} sbatch submissions (re-link, failed job + downstream): {per_rule}")
         # The GPU rule got SLURM's (fake) GPU.
         train_sid = next(subs2[j] for j in subs2 if jobs2[j].rule == "train")
         show = subprocess.run(["scontrol", "show", "job", train_sid], capture_output=True, text=True, timeout=30)

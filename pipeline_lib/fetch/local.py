@@ -476,7 +476,8 @@ class LocalSource:
                 if (scene.size_bytes and size != scene.size_bytes) or (scene.checksum and md5 != scene.checksum):
                     # The user replaced the file in their folder (e.g. after a failed run): the same product
                     # (same name, same acquisition) is used as it is now; anything else needs a new search.
-                    self._check_same_product(src, reader, scene)
+                    with open_product(src) as replaced:  # the user's product, by its own name
+                        self._check_same_product(src, replaced, scene)
                     log.warning(
                         "%s changed since the search (size %d vs %d); it is still %s, using the new copy",
                         src,
