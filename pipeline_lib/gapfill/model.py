@@ -52,6 +52,7 @@ from pipeline_lib.model.train import (
     load_checkpoint,
     save_checkpoint,
     select_device,
+    triplet_batch,
     variant_flags,
 )
 from pipeline_lib.stacks import PHYSICAL_RANGES
@@ -200,16 +201,7 @@ def _batch(
         tj_.append(dihedral(t_j, code))
         tk_.append(dihedral(t_k, code))
         tjk.append(dihedral(t_j - t_k, code))
-    x_arr, g_arr, n = np.stack(xs), np.stack(guides), len(xs)
-    return {
-        "guide_index": np.concatenate([np.arange(n), np.arange(n, 2 * n), np.arange(n)]).astype(np.int64),
-        "x": np.ascontiguousarray(x_arr.transpose(1, 0, 2, 3, 4).reshape(-1, *x_arr.shape[2:])),
-        "guide": np.ascontiguousarray(g_arr.transpose(1, 0, 2, 3, 4).reshape(-1, *g_arr.shape[2:])),
-        "t_jk": np.stack(tjk),
-        "t_j": np.stack(tj_),
-        "t_k": np.stack(tk_),
-        "s_jk": np.stack(sjk),
-    }
+    return triplet_batch(xs, guides, tjk, tj_, tk_, sjk)
 
 
 def train_series(

@@ -158,7 +158,18 @@ def make_batch(data: StackData, rows: np.ndarray, patch: int, pix2pix: bool) -> 
         tjk.append(dihedral(t_j - t_k, code))
     if pix2pix:
         return {"x": np.stack(xs), "t": np.stack(tt)}
-    # order the batched pass as [all jk; all ij; all ik]
+    return triplet_batch(xs, guides, tjk, tj, tk, sjk)
+
+
+def triplet_batch(
+    xs: list[np.ndarray],
+    guides: list[np.ndarray],
+    tjk: list[np.ndarray],
+    tj: list[np.ndarray],
+    tk: list[np.ndarray],
+    sjk: list[np.ndarray],
+) -> dict[str, np.ndarray]:
+    """The batched [all jk; all ij; all ik] generator pass from per-patch (3, C, P, P) inputs and (2, C, P, P) guides."""
     x_arr = np.stack(xs)  # (B, 3, C, P, P)
     g_arr = np.stack(guides)
     n = len(xs)
