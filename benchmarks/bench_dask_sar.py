@@ -48,8 +48,10 @@ def speckle_dask(in_nc: Path, out_nc: Path, threads: int, band_rows: int = 256) 
     from pipeline_lib.sar.chunks import create_sigma0, open_sigma0, row_bands
     from pipeline_lib.sar.speckle import halo_rows, lee_sigma, z98_streaming
 
-    window, target, sigma = 7, 3, 0.9
-    halo = halo_rows(window, target)
+    from pipeline_lib.sar.params import SpeckleParams
+
+    params = SpeckleParams(7, 3, 0.9, None)
+    halo = halo_rows(params)
     # one lock for reads and writes: HDF5 (under netCDF4) is not thread-safe across files either; with
     # separate read and store locks the first run crashed (malloc: mismatching next->prev_size)
     hdf5 = threading.Lock()
@@ -63,7 +65,7 @@ def speckle_dask(in_nc: Path, out_nc: Path, threads: int, band_rows: int = 256) 
                 lazy = da.from_array(src.ds["sigma0"], chunks=(1, band_rows, w), lock=hdf5)[k]
 
                 def filt(block: np.ndarray, z98: float = z98) -> np.ndarray:
-                    return lee_sigma(np.ma.filled(block, np.nan), looks, window, target, sigma, z98=z98)
+                    return lee_sigma(np.ma.filled(block, np.nan), params, looks, z98=z98)
 
                 out = lazy.map_overlap(filt, depth={0: halo, 1: 0}, boundary="none", dtype=np.float32)
                 with dask.config.set(scheduler="threads", num_workers=threads):
@@ -129,8 +131,9 @@ def child(variant: str, a: dict[str, Any]) -> float:
     t0 = time.perf_counter()
     if variant == "speckle-hand":
         from pipeline_lib.sar import run_speckle
+        from pipeline_lib.sar.params import SpeckleParams
 
-        run_speckle(Path(a["cal"]), Path(a["out"]), threads=a["threads"])
+        run_speckle(Path(a["cal"]), Path(a["out"]), SpeckleParams(7, 3, 0.9, None), threads=a["threads"])
     elif variant == "speckle-dask":
         speckle_dask(Path(a["cal"]), Path(a["out"]), a["threads"])
     elif variant == "calibrate-hand":

@@ -67,8 +67,10 @@ OURS_STEP = {
         "run_calibrate(Path(a['safe']), read_grid(a['grid']), Path(a['cal']), ('VV',), 64, threads=a['threads'])",
     ),
     "speckle": (
-        "from pipeline_lib.jobs import job\nfrom pipeline_lib.sar import run_speckle\n",
-        "run_speckle(Path(a['cal']), Path(a['fil']), threads=a['threads'])",
+        "from pipeline_lib.jobs import job\nfrom pipeline_lib.sar import run_speckle\n"
+        "from pipeline_lib.sar.params import SpeckleParams\n",
+        # the schema's defaults (sar.speckle: 7, 3, 0.9, looks from the product), as the rule passes them
+        "run_speckle(Path(a['cal']), Path(a['fil']), SpeckleParams(7, 3, 0.9, None), threads=a['threads'])",
     ),
     "terrain_correct": (
         "from pipeline_lib.grid import read_grid\nfrom pipeline_lib.jobs import job\nfrom pipeline_lib.sar import run_terrain\n",

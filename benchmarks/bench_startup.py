@@ -38,7 +38,7 @@ WARM = {
     "calibrate": "",
     "speckle": (
         "import numpy as np; from pipeline_lib.sar.speckle import lee_sigma; "
-        "lee_sigma(np.ones((16, 16), np.float32), 4.4)"
+        "lee_sigma(np.ones((16, 16), np.float32), SpeckleParams(7, 3, 0.9, None), 4.4)"
     ),
     "terrain_correct": (
         "import numpy as np; from pipeline_lib.sar.terrain import sample_db, _inside_bounds, _interp_lookup_kernel; "
