@@ -43,7 +43,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -92,18 +91,34 @@ def ensure_otb() -> str | None:
     return str(Path(found).parent) if found else None
 
 
+#: runs one command and prints its wall time and peak RSS: a small process between this one and the tool, because
+#: Linux hands a child spawned with vfork (Python's subprocess) the spawning process's peak RSS as its own
+#: starting ru_maxrss — measured directly, every step after this parent had read a full-scene raster reported
+#: the parent's 1.6 GB
+_LAUNCHER = (
+    "import os, subprocess, sys, time\n"
+    "t0 = time.perf_counter()\n"
+    "p = subprocess.Popen(sys.argv[1:])\n"
+    "_, status, usage = os.wait4(p.pid, 0)\n"
+    "wall = time.perf_counter() - t0\n"
+    "sys.stderr.write(f'@@timed {os.waitstatus_to_exitcode(status)} {wall} {usage.ru_maxrss}\\n')\n"
+)
+
+
 def timed(cmd: list[str], log: Path, env: dict[str, str]) -> dict[str, float]:
-    """Run ``cmd``: process wall time (s) and its peak RSS (MB, ``os.wait4``)."""
+    """Run ``cmd``: process wall time (s) and its peak RSS (MB, ``os.wait4`` in a small launcher process)."""
     with open(log, "a") as fh:
         fh.write("$ " + " ".join(cmd) + "\n")
         fh.flush()
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-    if os.waitstatus_to_exitcode(status) != 0:
+        proc = subprocess.run(
+            [sys.executable, "-c", _LAUNCHER, *cmd], stdout=fh, stderr=subprocess.PIPE, env=env, cwd=REPO, text=True
+        )
+        fh.write(proc.stderr)
+    line = [ln for ln in proc.stderr.splitlines() if ln.startswith("@@timed ")]
+    if proc.returncode != 0 or not line or line[-1].split()[1] != "0":
         sys.exit(f"{cmd[0]} failed; see {log}")
-    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024.0}
+    _, _, wall, maxrss = line[-1].split()
+    return {"wall_s": float(wall), "peak_rss_mb": float(maxrss) / 1024.0}
 
 
 def run_ours(safe: Path, grid_json: Path, out: Path, work: Path, threads: int, env: dict[str, str]) -> dict[str, Any]:

@@ -46,7 +46,7 @@ WARM = {
         "_inside_bounds(ln, ln, 0.0, 0.0, 4, 4); "
         "z = np.zeros((1, 2, 2)); o = np.empty((2, 2)); "
         "_interp_lookup_kernel(z, z, np.zeros(1), 32.0, 0, 0, np.zeros((1, 1)), np.arange(2.0), np.zeros(2), "
-        "np.zeros((2, 2)), 10.0, o, o.copy())"
+        "np.zeros((2, 2)), 10.0, np.zeros((2, 4)), 0.0, o, o.copy())"
     ),
 }
 

@@ -131,8 +131,9 @@ def cog_writer(
 ) -> Iterator[Any]:
     """Stream a Cloud-Optimised GeoTIFF window by window, atomically; yields a rasterio dataset to ``write``.
 
-    The caller writes (band, rows, cols) blocks with ``dst.write(block, window=Window(...))`` into a
-    tiled ZSTD GTiff staged beside ``path``; on exit GDAL's COG driver converts it (same options as
+    The caller writes (band, rows, cols) blocks with ``dst.write(block, window=Window(...))`` into an
+    uncompressed tiled GTiff staged beside ``path`` (compressing it and decompressing it again for the conversion
+    cost more than the disk it saves: BENCHMARKS.md, "COG staging"); on exit GDAL's COG driver converts it (same options as
     :func:`write_cog`: 512 blocks, ZSTD, averaged overviews) with the GDAL cache capped at
     ``STREAM_CACHE_MB``, the result is read back block by block (same cap) and moved into place. Memory is
     bounded by the blocks the caller writes, not by the image. Windows never written read as nodata.
@@ -158,9 +159,7 @@ def cog_writer(
                 tiled=True,
                 blockxsize=512,
                 blockysize=512,
-                compress="ZSTD",
-                zstd_level=1,
-                BIGTIFF="IF_SAFER",
+                BIGTIFF="IF_NEEDED",  # uncompressed: the size is known, so IF_NEEDED decides exactly
             ) as dst:
                 _describe(dst, descriptions, tags, band_tags)
                 yield dst

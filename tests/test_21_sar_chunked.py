@@ -24,11 +24,13 @@ from pipeline_lib.sar.speckle import lee_sigma, z98_streaming, z98_value
 from pipeline_lib.sar.terrain import (
     LOOKUP_STEP,
     Geocoder,
+    _srgr_pixel,
     compute_coarse_lookup,
     grid_ecef,
     grid_lonlat,
     height_levels,
     interp_lookup,
+    srgr_table,
     tile_heights,
 )
 
@@ -119,6 +121,33 @@ def test_coarse_lookup_error_bound(geocoder: Geocoder, with_dem: bool) -> None:
         np.testing.assert_allclose(pixel[::step, ::step], exact_pixel[::step, ::step], atol=1e-6)
     assert errors[LOOKUP_STEP] < 0.01  # documented: ~1.3e-3 px, bound 0.05 px
     assert errors[LOOKUP_STEP] < errors[4 * LOOKUP_STEP]  # the error is the lattice's, it grows with the step
+
+
+def test_tabulated_srgr_equals_the_polynomials(geocoder: Geocoder) -> None:
+    """Per-pixel slant → ground range from the tables is the annotation polynomials' value (< 1e-4 px), in the
+    table and outside it (where the kernel falls back to the polynomial), NaN outside the polynomials' time."""
+    plines, sr0, coef = geocoder.srgr_tables()
+    spacing = float(geocoder.info.range_pixel_spacing_m)
+    rng = np.random.default_rng(0)
+    lines = rng.uniform(plines[0], plines[-1], 4000)
+    k = np.clip(np.searchsorted(plines, lines, side="right") - 1, 0, plines.size - 2)
+    w = (lines - plines[k]) / (plines[k + 1] - plines[k])
+    sr0_w = (1 - w) * sr0[k] + w * sr0[k + 1]
+    x = rng.uniform(0.0, 60e3, lines.size)  # slant-range offsets across an IW swath
+    table, x0 = srgr_table(sr0_w[:100, None] + np.array([[0.0, 50e3]]), sr0, coef, spacing)  # covers ≤ 50 km
+    expected = np.array(
+        [
+            np.polyval(((1 - wi) * coef[ki] + wi * coef[ki + 1])[::-1], xi) / spacing
+            for ki, wi, xi in zip(k, w, x, strict=True)
+        ]
+    )
+    got = np.empty(lines.size)
+    hint = 0
+    for i in range(lines.size):
+        got[i], hint = _srgr_pixel(lines[i], sr0_w[i] + x[i], plines, sr0, coef, spacing, table, x0, hint)
+    assert np.abs(got - expected).max() < 1e-4
+    assert (x > 51e3).any()  # some points beyond the table: the polynomial path
+    assert np.isnan(_srgr_pixel(plines[-1] + 1.0, sr0[0] + 1e3, plines, sr0, coef, spacing, table, x0, 0)[0])
 
 
 def test_tiled_terrain_matches_per_pixel_lookup(tmp_path: Path, geocoder: Geocoder) -> None:

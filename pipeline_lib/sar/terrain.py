@@ -17,8 +17,12 @@ Full-scene path (:func:`run_terrain`), chunked so memory is bounded by the tile,
    ellipsoid, h = 0, without a DEM) or at height levels ≤ 500 m apart spanning the DEM.
 2. Per ``tile`` × ``tile`` output tile (default 2048²): :func:`interp_lookup` interpolates line and slant
    range bilinearly in the lattice and linearly in height (the DEM warped bilinearly onto the tile),
-   then converts slant to ground range exactly per pixel (the SRGR coefficients are linear in azimuth
-   time between annotation polynomials, so the pixel has kinks that a lattice would smear); the GRD
+   then converts slant to ground range per pixel (the SRGR coefficients are linear in azimuth time
+   between annotation polynomials, so the pixel has kinks that a lattice would smear: interpolating the
+   ground-range pixel in the lattice instead was off by up to 0.12 px on the full-size GRD). Each
+   polynomial is tabulated once per scene every :data:`SRGR_TABLE_STEP_M` of slant range and read with
+   linear interpolation — as exact as evaluating it (the error ≤ Δ²/8·max|P''| measured 1.3e-5 px at
+   10 m), at a fraction of the cost of a degree-8 polynomial per pixel (BENCHMARKS.md); the GRD
    window the tile touches is read from the filtered NetCDF; :func:`sample_db` resamples every
    polarisation bilinearly (numba ``prange``, ``threads``) and the tile is streamed into the COG.
 
@@ -220,6 +224,33 @@ class CoarseLookup:
     srgr_sr0: np.ndarray  # (n_poly,) m
     srgr_coef: np.ndarray  # (n_poly, degree + 1)
     pixel_spacing_m: float
+    srgr_table: np.ndarray  # (n_poly, m) ground-range pixel of each polynomial at x0 + SRGR_TABLE_STEP_M·i
+    srgr_x0: float  # slant-range offset (m, from the polynomial's sr0) of the table's first column
+
+
+#: slant-range spacing (m) of the tabulated SRGR polynomials (:func:`srgr_table`)
+SRGR_TABLE_STEP_M = 10.0
+
+
+def srgr_table(
+    slant_range: np.ndarray, sr0: np.ndarray, coef: np.ndarray, spacing_m: float, margin_m: float = 1000.0
+) -> tuple[np.ndarray, float]:
+    """Every SRGR polynomial's ground-range pixel on a regular grid of slant-range offsets x = sr − sr0.
+
+    The grid covers the offsets the lattice's slant ranges can produce against any polynomial's sr0
+    (plus ``margin_m``), every :data:`SRGR_TABLE_STEP_M`; (table (n_poly, m), first offset). Pixels
+    whose offset falls outside it are evaluated from the polynomial itself.
+    """
+    finite = slant_range[np.isfinite(slant_range)]
+    if finite.size == 0:
+        return np.zeros((coef.shape[0], 2)), 0.0
+    x0 = float(finite.min() - sr0.max()) - margin_m
+    x1 = float(finite.max() - sr0.min()) + margin_m
+    x = x0 + SRGR_TABLE_STEP_M * np.arange(int(np.ceil((x1 - x0) / SRGR_TABLE_STEP_M)) + 2)
+    table = np.zeros((coef.shape[0], x.size))
+    for d in range(coef.shape[1] - 1, -1, -1):  # Horner, all polynomials at once
+        table = table * x[None] + coef[:, d : d + 1]
+    return table / spacing_m, x0
 
 
 def compute_coarse_lookup(
@@ -246,6 +277,8 @@ def compute_coarse_lookup(
         for fut in [pool.submit(block, *j) for j in jobs]:
             fut.result()
     srgr_lines, sr0, coef = geocoder.srgr_tables()
+    spacing = float(geocoder.info.range_pixel_spacing_m)
+    table, x0 = srgr_table(slant, sr0, coef, spacing)
     return CoarseLookup(
         step=int(step),
         levels=lv,
@@ -254,39 +287,57 @@ def compute_coarse_lookup(
         srgr_lines=srgr_lines,
         srgr_sr0=sr0,
         srgr_coef=coef,
-        pixel_spacing_m=float(geocoder.info.range_pixel_spacing_m),
+        pixel_spacing_m=spacing,
+        srgr_table=table,
+        srgr_x0=x0,
     )
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _srgr_pixel(
-    line: float, slant_range: float, plines: np.ndarray, sr0: np.ndarray, coef: np.ndarray, spacing: float
-) -> float:
+    line: float,
+    slant_range: float,
+    plines: np.ndarray,
+    sr0: np.ndarray,
+    coef: np.ndarray,
+    spacing: float,
+    table: np.ndarray,
+    x0: float,
+    k: int,
+) -> tuple[float, int]:
     # as xarray_sentinel.slant_range_time_to_ground_range: sr0 and coefficients linear in azimuth time,
-    # NaN outside the polynomials' time span
+    # NaN outside the polynomials' time span. Σ_d ((1−w)·c_kd + w·c_k1d)·x^d = (1−w)·P_k(x) + w·P_k1(x), so
+    # the two polynomials are read from their tables (linear in x) at the common x. ``k`` is the
+    # previous pixel's bracket (neighbouring pixels share it); returns (pixel, bracket).
     n = plines.size
     if n == 1:
         k, w = 0, 0.0
     else:
         if not (line >= plines[0] and line <= plines[n - 1]):
-            return np.nan
-        lo, hi = 0, n - 1
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if plines[mid] <= line:
-                lo = mid
-            else:
-                hi = mid
-        k = lo
+            return np.nan, k
+        if not (k < n - 1 and plines[k] <= line and line <= plines[k + 1]):
+            lo, hi = 0, n - 1
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if plines[mid] <= line:
+                    lo = mid
+                else:
+                    hi = mid
+            k = lo
         w = (line - plines[k]) / (plines[k + 1] - plines[k])
     k1 = min(k + 1, n - 1)
     x = slant_range - ((1.0 - w) * sr0[k] + w * sr0[k1])
+    u = (x - x0) * (1.0 / SRGR_TABLE_STEP_M)
+    if u >= 0.0 and u < table.shape[1] - 1:
+        iu = int(u)
+        f = u - iu
+        a = (1.0 - f) * table[k, iu] + f * table[k, iu + 1]
+        b = (1.0 - f) * table[k1, iu] + f * table[k1, iu + 1]
+        return (1.0 - w) * a + w * b, k
     gr = 0.0
-    xp = 1.0
-    for d in range(coef.shape[1]):
-        gr += ((1.0 - w) * coef[k, d] + w * coef[k1, d]) * xp
-        xp *= x
-    return gr / spacing
+    for d in range(coef.shape[1] - 1, -1, -1):  # outside the table: the polynomial itself (Horner)
+        gr = gr * x + ((1.0 - w) * coef[k, d] + w * coef[k1, d])
+    return gr / spacing, k
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
@@ -302,6 +353,8 @@ def _interp_lookup_kernel(
     sr0: np.ndarray,
     coef: np.ndarray,
     spacing: float,
+    table: np.ndarray,
+    x0: float,
     out_line: np.ndarray,
     out_pixel: np.ndarray,
 ) -> None:
@@ -311,6 +364,7 @@ def _interp_lookup_kernel(
         gy = (r0 + i) / step
         iy = min(int(gy), ny - 2)
         fy = gy - iy
+        k = 0
         for j in range(tw):
             gx = (c0 + j) / step
             ix = min(int(gx), nx - 2)
@@ -344,7 +398,7 @@ def _interp_lookup_kernel(
                     + w11 * lat_sr[s, iy + 1, ix + 1]
                 )
             out_line[i, j] = ln
-            out_pixel[i, j] = _srgr_pixel(ln, sr, plines, sr0, coef, spacing)
+            out_pixel[i, j], k = _srgr_pixel(ln, sr, plines, sr0, coef, spacing, table, x0, k)
 
 
 def interp_lookup(
@@ -376,6 +430,8 @@ def interp_lookup(
         coarse.srgr_sr0,
         coarse.srgr_coef,
         coarse.pixel_spacing_m,
+        coarse.srgr_table,
+        coarse.srgr_x0,
         out_line,
         out_pixel,
     )
