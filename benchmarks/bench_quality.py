@@ -81,7 +81,7 @@ def build_stacks(work: Path, experiments: list[tuple[str, str, str, str, tuple[s
         if part2 and task == "sar_to_visible":
             have = {d: f for d, f in r.clear_s2.items() if d in r.s1 or task == "visible_to_swir"}
             dates = {d: realts.as_date(d) for d in have}
-            todo.append((f"{name}_auto", auto_guides(have, dates, target, window_days)))
+            todo.append((f"{name}_auto", auto_guides(have, dates, target, window_days, 0.9)))
         for exp_name, g in todo:
             stack = work / "stacks" / f"{exp_name}.nc"
             truth = work / "truth" / f"{exp_name}.tif"

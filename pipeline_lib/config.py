@@ -214,6 +214,8 @@ def _check_semantics(region: dict[str, Any], path: Path, slug: str) -> None:
             raise ConfigError(
                 f"{where}.target: {exp['target']} is not one of dates; add it to dates or pick one of {dates}"
             )
+        if exp["guides"] == "auto":  # chosen by the stack rule among the dates (the schema asks for ≥ 3)
+            continue
         for g in exp["guides"]:
             if g not in dates:
                 raise ConfigError(f"{where}.guides: {g} is not one of dates; add it to dates or pick one of {dates}")

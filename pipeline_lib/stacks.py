@@ -19,6 +19,7 @@ engine), written to a temporary file and renamed into place.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -32,9 +33,13 @@ from affine import Affine
 from pipeline_lib.cog import read_named_bands, write_cog
 from pipeline_lib.errors import ConfigError, CoverageError, ProductError
 from pipeline_lib.grid.coreg import correct_offset, read_corrections
+from pipeline_lib.guides import resolve_guides
 from pipeline_lib.io import atomic_path
 
+log = logging.getLogger(__name__)
+
 __all__ = [
+    "resolve_experiment_guides",
     "PHYSICAL_RANGES",
     "TASK_BANDS",
     "band_ranges",
@@ -209,6 +214,7 @@ def build_stack(
         "experiment": name,
         "task": task,
         "target_date": target,
+        **({"guides_rule": str(experiment["guides_rule"])} if "guides_rule" in experiment else {}),
         "crs": prof["crs"],
         "transform": [float(v) for v in (tr.a, tr.b, tr.c, tr.d, tr.e, tr.f)],
     }
@@ -313,6 +319,31 @@ def _stack_dataset(
     return ds
 
 
+def resolve_experiment_guides(
+    experiment: Mapping[str, Any], s1: Mapping[str, Path], s2: Mapping[str, Path]
+) -> dict[str, Any]:
+    """The experiment with concrete guides: ``guides: auto`` picks them from the images given (DESIGN §6).
+
+    Candidates are the dates with both modalities of the task; a date's clear fraction is the valid share
+    of its target-modality image (:func:`read_image`: finite bands and the ``valid`` band). The target's
+    images are not read.
+    """
+    if experiment.get("guides") != "auto":
+        return dict(experiment)
+    task = experiment.get("task")
+    if task not in TASK_BANDS:
+        raise ConfigError(
+            f"experiments[{experiment.get('name', '?')}].task: {task!r} is not one of {sorted(TASK_BANDS)}"
+        )
+    (src_mod, _), _, (tgt_mod, _), tgt_bands = TASK_BANDS[task]
+    paths = {"s1": s1, "s2": s2}
+
+    def clear(date: str) -> float:
+        return float(read_image(paths[tgt_mod][date], tgt_bands)[1].mean())
+
+    return resolve_guides(experiment, clear, set(paths[src_mod]) & set(paths[tgt_mod]))
+
+
 def run_stack(
     experiment: dict[str, Any],
     s1: dict[str, Path],
@@ -328,6 +359,11 @@ def run_stack(
             offsets = json.loads(Path(offsets_json).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise ProductError(f"{offsets_json}: unreadable offsets ({exc}); rerun the offsets rule") from exc
+    experiment = resolve_experiment_guides(experiment, s1, s2)
+    if "guides_rule" in experiment:
+        log.info(
+            "%s: guides %s (%s)", experiment.get("name"), ", ".join(experiment["guides"]), experiment["guides_rule"]
+        )
     ds, truth = build_stack(experiment, s1, s2, offsets)
     encoding: dict[str, dict[str, Any]] = {}
     for v in ds.data_vars:

@@ -51,6 +51,7 @@ __all__ = [
     "SelectParams",
     "ValidationExperiment",
     "plan_validation",
+    "plan_auto_validation",
     "score_predictions",
     "run_validation",
     "aggregate_validation",
@@ -115,15 +116,15 @@ class ValidationExperiment:
     target: str
     guides: tuple[str, ...]
     gap_mismatch_days: float
+    auto: bool = False  # guides chosen by the stack rule (``guides: auto``), never the test's target date
 
     def as_experiment(self, parent: Mapping[str, Any]) -> dict[str, Any]:
         """An experiment dict (as in the region config) for the stack builder."""
-        return {
-            "name": f"{parent['name']}-{self.name}",
-            "task": parent["task"],
-            "target": self.target,
-            "guides": list(self.guides),
-        }
+        exp: dict[str, Any] = {"name": f"{parent['name']}-{self.name}", "task": parent["task"], "target": self.target}
+        if not self.auto:
+            return {**exp, "guides": list(self.guides)}
+        keys = ("guides_window_days", "guides_min_clear")
+        return {**exp, "guides": "auto", "exclude": [str(parent["target"])], **{k: parent[k] for k in keys}}
 
 
 def _day(d: str) -> dt.date:
@@ -170,6 +171,18 @@ def plan_validation(
     return [
         ValidationExperiment(name=f"val{i + 1}", target=v, guides=g, gap_mismatch_days=c)
         for i, (v, (c, g)) in enumerate(ranked[:n])
+    ]
+
+
+def plan_auto_validation(target: str, dates: Sequence[str], n: int) -> list[ValidationExperiment]:
+    """Up to ``n`` validation experiments for a test with ``guides: auto``: the region dates nearest the
+    target (ties: the earlier), each with its own auto guides chosen by the same rule without the target.
+    The same window and clear-fraction rule makes the guide gaps alike (gap-matched by construction)."""
+    t0 = _day(target)
+    pool = sorted({str(d) for d in dates} - {str(target)}, key=lambda d: (abs((_day(d) - t0).days), d))
+    return [
+        ValidationExperiment(name=f"val{i + 1}", target=v, guides=(), gap_mismatch_days=0.0, auto=True)
+        for i, v in enumerate(pool[: max(n, 0)])
     ]
 
 

@@ -116,7 +116,11 @@ def experiment_cfg(region, name):
 
 
 def experiment_dates(region, name):
+    """The dates an experiment's stack reads: target and guides; with guides auto every region date
+    (the stack rule picks the guides among them, pipeline_lib.guides)."""
     exp = experiment_cfg(region, name)
+    if exp["guides"] == "auto":
+        return sorted(region_cfg(region)["dates"])
     return sorted({exp["target"], *exp["guides"]})
 
 
@@ -341,10 +345,15 @@ def select_params(region):
 
 def validation_plan(region, experiment):
     """{name: ValidationExperiment}: gap-matched validation experiments (never the target date)."""
-    from pipeline_lib.model.select import plan_validation
+    from pipeline_lib.model.select import plan_auto_validation, plan_validation
 
     exp = experiment_cfg(region, experiment)
     sp = select_params(region)
+    if exp["guides"] == "auto":
+        plan = plan_auto_validation(
+            exp["target"], region_cfg(region)["dates"], sp.validations
+        )
+        return {v.name: v for v in plan}
     plan = plan_validation(
         exp["target"],
         exp["guides"],
@@ -365,7 +374,10 @@ def validation_cfg(region, experiment, val):
 
 
 def validation_dates(region, experiment, val):
+    """Dates a validation stack reads: never the test's target (with guides auto: every other date)."""
     v = validation_cfg(region, experiment, val)
+    if v["guides"] == "auto":
+        return sorted(set(region_cfg(region)["dates"]) - set(v["exclude"]))
     return sorted({v["target"], *v["guides"]})
 
 
