@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import xarray as xr
 import yaml
 from conftest import REPO, require_tool
 from workflow_utils import make_workdir, planned_jobs, snakemake
@@ -35,6 +36,9 @@ def _workdir(dest: Path) -> Path:
     region = yaml.safe_load(region_file.read_text(encoding="utf-8"))
     region["dates"] = ["2018-06-28", "2018-07-08", "2018-07-23"]
     region["train"].update({"max_steps": 3, "checkpoint_every": 50})
+    # guides chosen by the stack rule among the region's dates (the two others here)
+    region["experiments"].append({"name": "vis2swir_auto", "task": "visible_to_swir", "target": "2018-07-08",
+                                  "guides": "auto"})  # fmt: skip
     for exp in region["experiments"]:
         exp["variants"] = ["tirsit"]
     region_file.write_text(yaml.safe_dump(region, sort_keys=False), encoding="utf-8")
@@ -72,7 +76,10 @@ def test_real_region_outputs_and_provenance(real_run: Path) -> None:
             refl = ds.read(1)
             assert 0.0 < float(np.nanmedian(refl)) < 0.5  # DN / 10000
     metrics = json.loads((res / "metrics.json").read_text())
-    assert set(metrics) == {"sar2vis", "vis2swir"}
+    assert set(metrics) == {"sar2vis", "vis2swir", "vis2swir_auto"}
+    with xr.open_dataset(res / "stacks" / "vis2swir_auto.nc") as st:  # guides: auto, chosen by the stack rule
+        assert [str(d) for d in st["guide_date"].values] == ["2018-06-28", "2018-07-23"]
+        assert "within 45 days of 2018-07-08" in st.attrs["guides_rule"]
     for exp in metrics.values():
         for variant in ("tirsit", "blend", "neighbour_j", "neighbour_k"):
             for name in ("rmse", "ssim", "cc"):

@@ -180,6 +180,8 @@ def plan_auto_validation(target: str, dates: Sequence[str], n: int) -> list[Vali
     The same window and clear-fraction rule makes the guide gaps alike (gap-matched by construction)."""
     t0 = _day(target)
     pool = sorted({str(d) for d in dates} - {str(target)}, key=lambda d: (abs((_day(d) - t0).days), d))
+    if len(pool) < 3:  # a validation target needs two guide dates besides itself and the test's target
+        return []
     return [
         ValidationExperiment(name=f"val{i + 1}", target=v, guides=(), gap_mismatch_days=0.0, auto=True)
         for i, v in enumerate(pool[: max(n, 0)])
