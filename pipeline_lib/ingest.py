@@ -34,12 +34,12 @@ import rasterio.errors
 from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.warp import transform_bounds
-from rasterio.windows import Window, from_bounds
+from rasterio.windows import Window
 
 from pipeline_lib.cog import write_cog
 from pipeline_lib.errors import ConfigError, CoverageError, ProductError
 from pipeline_lib.fetch.files import ModalitySpec
-from pipeline_lib.grid import Grid, warp_to_grid
+from pipeline_lib.grid import MARGIN_SRC_PX, Grid, padded_window, warp_to_grid
 
 __all__ = [
     "RESAMPLING",
@@ -58,7 +58,6 @@ RESAMPLING: dict[str, Resampling] = {
     "cubic": Resampling.cubic,
     "average": Resampling.average,
 }
-MARGIN_SRC_PX = 3
 S1_LONG_NAME = {"sigma0": "sigma nought", "gamma0_rtc": "gamma nought (radiometrically terrain corrected)"}
 S2_LONG_NAME = {"L2A": "surface reflectance", "L1C": "top-of-atmosphere reflectance"}
 
@@ -108,12 +107,9 @@ def _source_window(ds: rasterio.io.DatasetReader, grid: Grid, path: Path | str) 
             f"{path}: does not overlap the grid (file bounds {tuple(round(v, 1) for v in ds.bounds)} in {ds.crs}, "
             f"grid {tuple(round(v, 1) for v in grid.bounds)} in {grid.crs}); fix the aoi or give files over it"
         )
-    pad_x, pad_y = MARGIN_SRC_PX * abs(ds.transform.a), MARGIN_SRC_PX * abs(ds.transform.e)
-    win = from_bounds(left - pad_x, bottom - pad_y, right + pad_x, top + pad_y, transform=ds.transform)
-    col0, row0 = max(0, math.floor(win.col_off)), max(0, math.floor(win.row_off))
-    col1 = min(ds.width, math.ceil(win.col_off + win.width))
-    row1 = min(ds.height, math.ceil(win.row_off + win.height))
-    return Window(col0, row0, col1 - col0, row1 - row0)
+    window = padded_window(ds, (left, bottom, right, top), MARGIN_SRC_PX)
+    assert window is not None  # the file and the grid overlap (checked above)
+    return window
 
 
 def grid_window(ds: rasterio.io.DatasetReader, grid: Grid, path: Path | str) -> Window:
@@ -241,46 +237,16 @@ def ingest_bands(
     ``mask`` is the (file, band) of a class raster whose ``spec.mask_keep`` classes are clear;
     ``label`` names the input in messages and the ``source_file`` tag, ``source`` the tag ``source``.
     """
-    if sorted(name for name, _, _ in sources) != sorted(spec.output_bands):
-        raise ValueError(f"ingest_bands: sources {[n for n, _, _ in sources]} differ from {spec.output_bands}")
-    if spec.resampling not in RESAMPLING:
-        raise ConfigError(f"{spec.key}.resampling: {spec.resampling!r}; use one of {sorted(RESAMPLING)}")
-    kernel = RESAMPLING[spec.resampling]
-    path = label
+    names = [name for name, _, _ in sources]
+    if sorted(names) != sorted(spec.output_bands):
+        raise ValueError(f"ingest_bands: sources {names} differ from {spec.output_bands}")
+    kernel = _kernel(spec)
     read, indexes = _read_sources(sources, spec, grid)
-    scaled = [(b.data * spec.scale + spec.offset).astype(np.float32) for b in read]
-    if not any(np.isfinite(b).any() for b in scaled):
-        raise ProductError(f"{path}: every pixel over the grid is nodata; remove the file or fix {spec.key}.nodata")
-    band_tags: list[dict[str, str]] = []
-    if spec.modality == "s1":
-        for b in scaled:
-            check_s1_unit(b, spec.unit, path, spec.key)
-        if spec.unit == "linear":
-            scaled = [
-                np.where(b > 0, 10.0 * np.log10(np.where(b > 0, b, 1.0)), np.nan).astype(np.float32) for b in scaled
-            ]
-    else:
-        v = np.concatenate([b[np.isfinite(b)] for b in scaled])
-        if v.size and float(np.median(v)) > 1.5:
-            raise ProductError(
-                f"{path}: median reflectance {float(np.median(v)):.0f} after scale {spec.scale:g}; these look like "
-                f"digital numbers: set {spec.key}.scale (e.g. 0.0001 for DN/10000)"
-            )
+    scaled = _output_values(read, spec, label)
     bands = [
         b if r.exact else warp_to_grid(b, r.transform, r.crs, grid, kernel) for b, r in zip(scaled, read, strict=True)
     ]
-    valid = np.logical_and.reduce([np.isfinite(b) for b in bands])
-    if mask is not None:
-        (m,), _ = _read_sources([("mask", mask[0], mask[1])], spec, grid, raw_values=True)
-        ind = (~np.isin(m.data, np.asarray(spec.mask_keep))).astype(np.float32)
-        invalid = ind if m.exact else warp_to_grid(ind, m.transform, m.crs, grid, Resampling.max)
-        valid &= invalid == 0.0
-    if not valid.any():
-        raise ProductError(
-            f"{path}: no valid pixel over the grid (nodata{', masked' if mask is not None else ''}); "
-            "remove this date or fix the nodata/mask settings"
-        )
-    names = [name for name, _, _ in sources]
+    valid = _valid_pixels(bands, spec, grid, mask, label)
     tags: dict[str, str] = {
         "source": source,
         "source_file": label,
@@ -294,30 +260,103 @@ def ingest_bands(
         "date": date,
         "valid_fraction": f"{float(valid.mean()):.6f}",
     }
-    if spec.modality == "s1":
-        long = S1_LONG_NAME[spec.quantity]
-        tags.update({"s1_quantity": spec.quantity, "units": "dB", "source_unit": spec.unit})
-        band_tags = [{"band": n, "units": "dB", "long_name": f"{long} {n}", "quantity": spec.quantity} for n in names]
-        data = np.stack([np.where(valid, b, np.float32(np.nan)) for b in bands]).astype(np.float32)
-        descriptions = names
-    else:
-        long = S2_LONG_NAME[spec.level]
-        tags.update({"processing_level": spec.level, "units": "1"})
-        if spec.has_mask:
-            tags["mask_keep_classes"] = ",".join(str(c) for c in spec.mask_keep)
-        band_tags = [{"band": n, "units": "1", "long_name": f"{long} {n}"} for n in names]
-        band_tags.append({"band": "valid", "long_name": "1 valid, 0 masked (nodata or cloud mask)"})
-        data = np.stack([np.where(valid, b, np.float32(np.nan)) for b in bands] + [valid.astype(np.float32)])
-        descriptions = [*names, "valid"]
+    layers = (_s1_layers if spec.modality == "s1" else _s2_layers)(spec, names, bands, valid)
+    tags.update(layers.tags)
     write_cog(
-        data.astype(np.float32),
+        layers.data.astype(np.float32),
         out_tif,
         crs=grid.crs,
         transform=grid.transform,
-        descriptions=descriptions,
+        descriptions=layers.descriptions,
         tags=tags,
-        band_tags=band_tags,
+        band_tags=layers.band_tags,
     )
+
+
+def _kernel(spec: ModalitySpec) -> Resampling:
+    """The configured resampling kernel; ConfigError naming the choices for an unknown one."""
+    if spec.resampling not in RESAMPLING:
+        raise ConfigError(f"{spec.key}.resampling: {spec.resampling!r}; use one of {sorted(RESAMPLING)}")
+    return RESAMPLING[spec.resampling]
+
+
+def _output_values(read: Sequence[_Band], spec: ModalitySpec, path: str) -> list[np.ndarray]:
+    """The bands as value·scale + offset (float32), checked against the modality: S1 in dB, S2 reflectance."""
+    scaled = [(b.data * spec.scale + spec.offset).astype(np.float32) for b in read]
+    if not any(np.isfinite(b).any() for b in scaled):
+        raise ProductError(f"{path}: every pixel over the grid is nodata; remove the file or fix {spec.key}.nodata")
+    if spec.modality == "s1":
+        return _s1_to_db(scaled, spec, path)
+    _check_reflectance(scaled, spec, path)
+    return scaled
+
+
+def _s1_to_db(scaled: list[np.ndarray], spec: ModalitySpec, path: str) -> list[np.ndarray]:
+    """Backscatter in dB: the declared unit checked against the values, linear power converted (≤ 0 -> NaN)."""
+    for b in scaled:
+        check_s1_unit(b, spec.unit, path, spec.key)
+    if spec.unit != "linear":
+        return scaled
+    return [np.where(b > 0, 10.0 * np.log10(np.where(b > 0, b, 1.0)), np.nan).astype(np.float32) for b in scaled]
+
+
+def _check_reflectance(scaled: list[np.ndarray], spec: ModalitySpec, path: str) -> None:
+    """Refuse S2 values that still look like digital numbers (median above 1.5 after the scale)."""
+    v = np.concatenate([b[np.isfinite(b)] for b in scaled])
+    if v.size and float(np.median(v)) > 1.5:
+        raise ProductError(
+            f"{path}: median reflectance {float(np.median(v)):.0f} after scale {spec.scale:g}; these look like "
+            f"digital numbers: set {spec.key}.scale (e.g. 0.0001 for DN/10000)"
+        )
+
+
+def _valid_pixels(
+    bands: list[np.ndarray], spec: ModalitySpec, grid: Grid, mask: tuple[str | Path, str | int] | None, path: str
+) -> np.ndarray:
+    """Grid pixels finite in every band and, with a mask, clear in it; ProductError when there is none."""
+    valid = np.logical_and.reduce([np.isfinite(b) for b in bands])
+    if mask is not None:
+        (m,), _ = _read_sources([("mask", mask[0], mask[1])], spec, grid, raw_values=True)
+        ind = (~np.isin(m.data, np.asarray(spec.mask_keep))).astype(np.float32)
+        invalid = ind if m.exact else warp_to_grid(ind, m.transform, m.crs, grid, Resampling.max)
+        valid &= invalid == 0.0
+    if not valid.any():
+        raise ProductError(
+            f"{path}: no valid pixel over the grid (nodata{', masked' if mask is not None else ''}); "
+            "remove this date or fix the nodata/mask settings"
+        )
+    return np.asarray(valid)
+
+
+@dataclass(frozen=True)
+class _Layers:
+    """What a modality writes: the COG's bands, their descriptions and tags, and its own dataset tags."""
+
+    data: np.ndarray
+    descriptions: list[str]
+    band_tags: list[dict[str, str]]
+    tags: dict[str, str]
+
+
+def _s1_layers(spec: ModalitySpec, names: list[str], bands: list[np.ndarray], valid: np.ndarray) -> _Layers:
+    """The S1 COG: the bands in dB (NaN where invalid) and the quantity tags."""
+    long = S1_LONG_NAME[spec.quantity]
+    tags = {"s1_quantity": spec.quantity, "units": "dB", "source_unit": spec.unit}
+    band_tags = [{"band": n, "units": "dB", "long_name": f"{long} {n}", "quantity": spec.quantity} for n in names]
+    data = np.stack([np.where(valid, b, np.float32(np.nan)) for b in bands]).astype(np.float32)
+    return _Layers(data, names, band_tags, tags)
+
+
+def _s2_layers(spec: ModalitySpec, names: list[str], bands: list[np.ndarray], valid: np.ndarray) -> _Layers:
+    """The S2 COG: the reflectance bands (NaN where invalid), then ``valid``, and the level tags."""
+    long = S2_LONG_NAME[spec.level]
+    tags = {"processing_level": spec.level, "units": "1"}
+    if spec.has_mask:
+        tags["mask_keep_classes"] = ",".join(str(c) for c in spec.mask_keep)
+    band_tags = [{"band": n, "units": "1", "long_name": f"{long} {n}"} for n in names]
+    band_tags.append({"band": "valid", "long_name": "1 valid, 0 masked (nodata or cloud mask)"})
+    data = np.stack([np.where(valid, b, np.float32(np.nan)) for b in bands] + [valid.astype(np.float32)])
+    return _Layers(data, [*names, "valid"], band_tags, tags)
 
 
 def grid_of_file(path: Path | str) -> Grid:

@@ -179,70 +179,107 @@ def select_scenes(candidates: Sequence[Scene], request: SearchRequest) -> list[S
     tolerance; that is logged as a warning (the dates then share one acquisition).
     """
     tol = request.pair_tolerance_days
-    usable, outside = [], []
-    for c in _dedupe(candidates):
-        if footprint_intersects(c.footprint_wkt, request.aoi_lonlat):
-            usable.append(c)
-        else:
-            outside.append(c)
-            log.info("%s: footprint does not intersect the AOI %s; not selected", c.product_id, request.aoi_lonlat)
+    usable, outside = _split_by_footprint(_dedupe(candidates), request.aoi_lonlat)
     s1 = [c for c in usable if c.is_s1]
     s2 = [c for c in usable if not c.is_s1]
-
-    def near(c: Scene, d: date) -> float:
-        """Days between the acquisition and noon UTC of the configured date."""
-        noon = datetime(d.year, d.month, d.day, 12)
-        return abs((c.sensing_time.replace(tzinfo=None) - noon).total_seconds()) / 86400.0
-
     best_orbit = best_relative_orbit(s1, request.dates, tol)
     chosen: list[Scene] = []
     used: dict[str, list[str]] = {}
     for d in request.dates:
-        s1_ok = sorted(
-            (c for c in s1 if near(c, d) <= tol and c.relative_orbit == best_orbit),
-            key=lambda c: (near(c, d), c.product_id),
-        )
-        s2_ok = sorted(
-            (
-                c
-                for c in s2
-                if near(c, d) <= tol and (c.cloud_cover is None or c.cloud_cover <= request.max_cloud_cover)
-            ),
-            key=lambda c: (*_cloud_key(c), near(c, d), c.product_id),
-        )
+        s1_ok = _s1_within(s1, d, tol, best_orbit)
+        s2_ok = _s2_within(s2, d, tol, request.max_cloud_cover)
         for kind, ok, pool in (("Sentinel-1 GRD", s1_ok, s1), ("Sentinel-2 L2A", s2_ok, s2)):
             if not ok:
-                nearby = sorted(pool, key=lambda c: near(c, d))[:5]
-                found = ", ".join(f"{c.product_id} ({c.sensing_time:%Y-%m-%d})" for c in nearby) or "nothing"
-                far = sum(1 for c in outside if c.is_s1 == kind.endswith("GRD"))
-                if far:
-                    found += f" ({far} candidate{'s' if far > 1 else ''} with a footprint outside the AOI ignored)"
-                raise SceneNotFoundError(
-                    f"date {d.isoformat()}: no {kind} scene within pair_tolerance_days={tol:g}"
-                    f"{' on relative orbit ' + str(best_orbit) if kind.endswith('GRD') and best_orbit else ''}; found nearby: {found}; "
-                    "widen pair_tolerance_days or change the date"
-                )
-        c1 = next((c for c in s1_ok if c.product_id not in used), s1_ok[0])
-        fresh_s2 = [c for c in s2_ok if c.product_id not in used]
-        # a fresh product wins over a reused one only at equal rank class (known vs unknown cover)
-        c2 = fresh_s2[0] if fresh_s2 and _cloud_key(fresh_s2[0])[0] == _cloud_key(s2_ok[0])[0] else s2_ok[0]
+                raise _not_found(kind, pool, outside, d, tol, best_orbit)
+        c1, c2 = _pick_pair(s1_ok, s2_ok, used)
         for c in (c1, c2):
             used.setdefault(c.product_id, []).append(d.isoformat())
-        cover = f"{c2.cloud_cover} %" if c2.cloud_cover is not None else "unknown, no scene with a known cover"
-        chosen.append(
-            dataclasses.replace(
-                c1,
-                date=d.isoformat(),
-                reason=f"closest S1 to {d} on relative orbit {c1.relative_orbit} ({near(c1, d):.1f} d)",
-            )
+        chosen += _with_reasons(c1, c2, d, tol)
+    _warn_shared(used, tol)
+    return [
+        dataclasses.replace(
+            c, reason=c.reason + f"; shared with {', '.join(x for x in used[c.product_id] if x != c.date)}"
         )
-        chosen.append(
-            dataclasses.replace(
-                c2,
-                date=d.isoformat(),
-                reason=f"lowest cloud cover ({cover}) within {tol:g} d of {d}",
-            )
-        )
+        if len(used[c.product_id]) > 1
+        else c
+        for c in chosen
+    ]
+
+
+def _split_by_footprint(
+    candidates: Sequence[Scene], aoi_lonlat: tuple[float, float, float, float]
+) -> tuple[list[Scene], list[Scene]]:
+    """(scenes whose footprint intersects the AOI, scenes outside it); each one outside is logged."""
+    usable, outside = [], []
+    for c in candidates:
+        if footprint_intersects(c.footprint_wkt, aoi_lonlat):
+            usable.append(c)
+        else:
+            outside.append(c)
+            log.info("%s: footprint does not intersect the AOI %s; not selected", c.product_id, aoi_lonlat)
+    return usable, outside
+
+
+def _s1_within(s1: Sequence[Scene], d: date, tol: float, orbit: int | None) -> list[Scene]:
+    """The S1 scenes on ``orbit`` within ``tol`` days of ``d``, closest first."""
+    return sorted(
+        (c for c in s1 if days_from_noon(c, d) <= tol and c.relative_orbit == orbit),
+        key=lambda c: (days_from_noon(c, d), c.product_id),
+    )
+
+
+def _s2_within(s2: Sequence[Scene], d: date, tol: float, max_cloud_cover: float) -> list[Scene]:
+    """The S2 scenes within ``tol`` days of ``d`` and ``max_cloud_cover`` (unknown cover passes), best first."""
+    return sorted(
+        (c for c in s2 if days_from_noon(c, d) <= tol and (c.cloud_cover is None or c.cloud_cover <= max_cloud_cover)),
+        key=lambda c: (*_cloud_key(c), days_from_noon(c, d), c.product_id),
+    )
+
+
+def _not_found(
+    kind: str, pool: Sequence[Scene], outside: Sequence[Scene], d: date, tol: float, best_orbit: int | None
+) -> SceneNotFoundError:
+    """The error for a date without a ``kind`` scene, naming the closest candidates and those outside the AOI."""
+    nearby = sorted(pool, key=lambda c: days_from_noon(c, d))[:5]
+    found = ", ".join(f"{c.product_id} ({c.sensing_time:%Y-%m-%d})" for c in nearby) or "nothing"
+    far = sum(1 for c in outside if c.is_s1 == kind.endswith("GRD"))
+    if far:
+        found += f" ({far} candidate{'s' if far > 1 else ''} with a footprint outside the AOI ignored)"
+    return SceneNotFoundError(
+        f"date {d.isoformat()}: no {kind} scene within pair_tolerance_days={tol:g}"
+        f"{' on relative orbit ' + str(best_orbit) if kind.endswith('GRD') and best_orbit else ''}; found nearby: {found}; "
+        "widen pair_tolerance_days or change the date"
+    )
+
+
+def _pick_pair(s1_ok: list[Scene], s2_ok: list[Scene], used: dict[str, list[str]]) -> tuple[Scene, Scene]:
+    """The best S1 and S2 scene of one date, preferring products not ``used`` for another date."""
+    c1 = next((c for c in s1_ok if c.product_id not in used), s1_ok[0])
+    fresh_s2 = [c for c in s2_ok if c.product_id not in used]
+    # a fresh product wins over a reused one only at equal rank class (known vs unknown cover)
+    c2 = fresh_s2[0] if fresh_s2 and _cloud_key(fresh_s2[0])[0] == _cloud_key(s2_ok[0])[0] else s2_ok[0]
+    return c1, c2
+
+
+def _with_reasons(c1: Scene, c2: Scene, d: date, tol: float) -> list[Scene]:
+    """The S1 and S2 scene selected for ``d``, with the date and why each was chosen."""
+    cover = f"{c2.cloud_cover} %" if c2.cloud_cover is not None else "unknown, no scene with a known cover"
+    return [
+        dataclasses.replace(
+            c1,
+            date=d.isoformat(),
+            reason=f"closest S1 to {d} on relative orbit {c1.relative_orbit} ({days_from_noon(c1, d):.1f} d)",
+        ),
+        dataclasses.replace(
+            c2,
+            date=d.isoformat(),
+            reason=f"lowest cloud cover ({cover}) within {tol:g} d of {d}",
+        ),
+    ]
+
+
+def _warn_shared(used: dict[str, list[str]], tol: float) -> None:
+    """Warn about every product selected for more than one date."""
     for pid, dates in used.items():
         if len(dates) > 1:
             log.warning(
@@ -252,14 +289,6 @@ def select_scenes(candidates: Sequence[Scene], request: SearchRequest) -> list[S
                 tol,
                 ", ".join(dates),
             )
-    return [
-        dataclasses.replace(
-            c, reason=c.reason + f"; shared with {', '.join(x for x in used[c.product_id] if x != c.date)}"
-        )
-        if len(used[c.product_id]) > 1
-        else c
-        for c in chosen
-    ]
 
 
 def write_scene_table(scenes: Sequence[Scene], path: str | os.PathLike[str]) -> None:

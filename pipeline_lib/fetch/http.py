@@ -311,70 +311,97 @@ def _exchange(
     with _CONNECTIONS:
         while True:
             trusted = netloc(current) in auth_hosts
-            headers = dict(auth.header(refresh=False)) if (auth is not None and trusted) else {}
-            if part.size:
-                headers["Range"] = f"bytes={part.size}-"
-            try:
-                resp = session.get(current, headers=headers, stream=True, allow_redirects=False, timeout=timeout_s)
-            except _NETWORK_ERRORS as exc:
-                raise _Retry(f"{type(exc).__name__} connecting to {netloc(current)}") from None
+            resp = _get(session, current, part, auth if trusted else None, timeout_s)
             with contextlib.closing(resp):
                 status = resp.status_code
                 if status in (301, 302, 303, 307, 308):
                     redirects += 1
-                    location = resp.headers.get("Location", "")
-                    if not location or redirects > policy.max_redirects:
-                        raise FetchError(
-                            f"{url}: {'redirect without Location' if not location else 'too many redirects'}; report it to the data provider"
-                        )
-                    nxt = urljoin(current, location)
-                    if urlsplit(nxt).scheme not in ("http", "https"):
-                        raise FetchError(f"{url}: redirect to unsupported scheme {urlsplit(nxt).scheme!r}")
-                    if auth is not None and netloc(nxt) not in auth_hosts:
-                        log.info(
-                            "redirected to %s, which is not a configured download host: following without credentials",
-                            netloc(nxt),
-                        )
-                    current = nxt
+                    current = _redirect_target(
+                        url,
+                        current,
+                        resp.headers.get("Location", ""),
+                        too_many=redirects > policy.max_redirects,
+                        with_auth=auth is not None,
+                        auth_hosts=auth_hosts,
+                    )
                     continue
                 if status == 401 and auth is not None and trusted and not refreshed:
                     auth.header(refresh=True)
                     refreshed = True
                     continue
-                if status in (401, 403):
-                    if auth is not None and not trusted:
-                        raise FetchError(
-                            f"{url}: redirected to {netloc(current)} which asks for credentials (HTTP {status}); "
-                            "credentials are only sent to the configured download hosts: add it to the download URLs if you trust it"
-                        )
-                    raise FetchError(
-                        f"{url}: HTTP {status}, access refused; check the credentials and that the account may download this product"
-                    )
-                if status in RETRY_STATUS:
-                    raise _Retry(
-                        f"HTTP {status} from {netloc(current)}", parse_retry_after(resp.headers.get("Retry-After"))
-                    )
+                _refuse_status(url, current, resp, untrusted=auth is not None and not trusted)
                 if status == 416:
                     _, total = _content_range_start_total(resp.headers.get("Content-Range", ""))
                     return total or part.size  # nothing left to fetch: let verification decide
-                if status not in (200, 206):
-                    raise FetchError(
-                        f"{url}: HTTP {status} from {netloc(current)}; check the product id and the download URL"
-                    )
-                if status == 206:
-                    start, total = _content_range_start_total(resp.headers.get("Content-Range", ""))
-                    if start != part.size:
-                        part.reset()
-                        raise _Retry(f"server resumed at byte {start}, expected {part.size}")
-                else:
-                    if part.size:
-                        log.info("%s: server ignored the Range request; restarting from byte 0", netloc(current))
-                        part.reset()
-                    total = int(resp.headers.get("Content-Length") or 0)
+                total = _body_total(resp, part, current)
                 if progress is not None:
                     progress.begin(part.size, total or expected_size)
                 _stream_into(resp, part, chunk_bytes, progress)
                 return total
+
+
+def _get(
+    session: requests.Session, current: str, part: _PartFile, auth: AuthProvider | None, timeout_s: float
+) -> requests.Response:
+    """The GET of ``current`` (headers only, body streamed), with ``auth``'s header and a Range past the part file."""
+    headers = dict(auth.header(refresh=False)) if auth is not None else {}
+    if part.size:
+        headers["Range"] = f"bytes={part.size}-"
+    try:
+        return session.get(current, headers=headers, stream=True, allow_redirects=False, timeout=timeout_s)
+    except _NETWORK_ERRORS as exc:
+        raise _Retry(f"{type(exc).__name__} connecting to {netloc(current)}") from None
+
+
+def _redirect_target(
+    url: str, current: str, location: str, *, too_many: bool, with_auth: bool, auth_hosts: frozenset[str]
+) -> str:
+    """The URL a redirect from ``current`` leads to; FetchError without a Location, past the limit or off HTTP(S)."""
+    if not location or too_many:
+        raise FetchError(
+            f"{url}: {'redirect without Location' if not location else 'too many redirects'}; report it to the data provider"
+        )
+    nxt = urljoin(current, location)
+    if urlsplit(nxt).scheme not in ("http", "https"):
+        raise FetchError(f"{url}: redirect to unsupported scheme {urlsplit(nxt).scheme!r}")
+    if with_auth and netloc(nxt) not in auth_hosts:
+        log.info(
+            "redirected to %s, which is not a configured download host: following without credentials",
+            netloc(nxt),
+        )
+    return nxt
+
+
+def _refuse_status(url: str, current: str, resp: requests.Response, *, untrusted: bool) -> None:
+    """Raise for a status with no body to keep: access refused, transient (``_Retry``) or unexpected."""
+    status = resp.status_code
+    if status in (401, 403):
+        if untrusted:
+            raise FetchError(
+                f"{url}: redirected to {netloc(current)} which asks for credentials (HTTP {status}); "
+                "credentials are only sent to the configured download hosts: add it to the download URLs if you trust it"
+            )
+        raise FetchError(
+            f"{url}: HTTP {status}, access refused; check the credentials and that the account may download this product"
+        )
+    if status in RETRY_STATUS:
+        raise _Retry(f"HTTP {status} from {netloc(current)}", parse_retry_after(resp.headers.get("Retry-After")))
+    if status not in (200, 206, 416):
+        raise FetchError(f"{url}: HTTP {status} from {netloc(current)}; check the product id and the download URL")
+
+
+def _body_total(resp: requests.Response, part: _PartFile, current: str) -> int:
+    """The total size a 200/206 response states, the part file reset when the body does not continue it."""
+    if resp.status_code == 206:
+        start, total = _content_range_start_total(resp.headers.get("Content-Range", ""))
+        if start != part.size:
+            part.reset()
+            raise _Retry(f"server resumed at byte {start}, expected {part.size}")
+        return total
+    if part.size:
+        log.info("%s: server ignored the Range request; restarting from byte 0", netloc(current))
+        part.reset()
+    return int(resp.headers.get("Content-Length") or 0)
 
 
 def _stream_into(resp: requests.Response, part: _PartFile, chunk_bytes: int, progress: Progress | None) -> None:

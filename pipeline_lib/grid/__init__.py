@@ -12,7 +12,7 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from affine import Affine
@@ -22,7 +22,23 @@ from pipeline_lib.errors import ConfigError
 from pipeline_lib.io import write_json_atomic
 from pipeline_lib.lonlat import check_lonlat_bbox, check_lonlat_point
 
-__all__ = ["Grid", "utm_crs_for", "make_grid", "make_centered_grid", "read_grid", "write_grid", "warp_to_grid"]
+if TYPE_CHECKING:
+    from rasterio.windows import Window
+
+__all__ = [
+    "Grid",
+    "utm_crs_for",
+    "make_grid",
+    "make_centered_grid",
+    "read_grid",
+    "write_grid",
+    "warp_to_grid",
+    "MARGIN_SRC_PX",
+    "padded_window",
+]
+
+#: source pixels read around the grid before warping onto it: covers the cubic kernel's reach
+MARGIN_SRC_PX = 3
 
 
 @dataclass(frozen=True)
@@ -211,3 +227,19 @@ def warp_to_grid(
         resampling=Resampling.bilinear if resampling is None else resampling,
     )
     return dst
+
+
+def padded_window(ds: Any, bounds: tuple[float, float, float, float], margin_px: int) -> Window | None:
+    """The window of the raster ``ds`` covering ``bounds`` (left, bottom, right, top in its CRS) plus
+    ``margin_px`` of its pixels on every side, clipped to the raster; None when nothing of it is left."""
+    from rasterio.windows import Window, from_bounds
+
+    left, bottom, right, top = bounds
+    pad_x, pad_y = margin_px * abs(ds.transform.a), margin_px * abs(ds.transform.e)
+    win = from_bounds(left - pad_x, bottom - pad_y, right + pad_x, top + pad_y, transform=ds.transform)
+    col0, row0 = max(0, math.floor(win.col_off)), max(0, math.floor(win.row_off))
+    col1 = min(ds.width, math.ceil(win.col_off + win.width))
+    row1 = min(ds.height, math.ceil(win.row_off + win.height))
+    if col1 <= col0 or row1 <= row0:
+        return None
+    return Window(col0, row0, col1 - col0, row1 - row0)

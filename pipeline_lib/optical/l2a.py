@@ -27,7 +27,6 @@ conservative union. Output pixels outside the tile are invalid too.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,11 +38,10 @@ import numpy as np
 import rasterio
 from rasterio.enums import Resampling
 from rasterio.warp import transform_bounds
-from rasterio.windows import Window, from_bounds
 
 from pipeline_lib.cog import write_cog
 from pipeline_lib.errors import ConfigError, CoverageError, ProductError
-from pipeline_lib.grid import Grid, warp_to_grid
+from pipeline_lib.grid import MARGIN_SRC_PX, Grid, padded_window, warp_to_grid
 from pipeline_lib.guard import corrupt_metadata
 from pipeline_lib.safe import ProductReader, open_product
 
@@ -72,7 +70,6 @@ _DEFAULT_BAND_IDS = {
 _IMAGE_FILE_RE = re.compile(r"_(B\d{2}|B8A|SCL|TCI|AOT|WVP)_(\d{2})m$")
 _BASELINE_RE = re.compile(r"^\s*(\d{1,2})\.(\d{2})\s*$")
 _TILE_RE = re.compile(r"_T(\d{2}[A-Z]{3})_")
-MARGIN_SRC_PX = 3  # source pixels read around the grid: covers the cubic kernel's reach
 
 
 @dataclass(frozen=True)
@@ -125,7 +122,41 @@ def _read_l2a_metadata(mtd: Element | bytes, product: str) -> L2AMetadata:
     root = parse_xml(mtd, name=product) if isinstance(mtd, bytes) else mtd
     baseline_text = _find_text(root, "PROCESSING_BASELINE")
     baseline = parse_baseline(baseline_text, product)
+    quantification = _quantification(root, product)
+    offsets = _offsets(root, product, baseline, baseline_text)
+    band_files: dict[str, dict[int, str]] = {}
+    for el in root.iter("IMAGE_FILE"):
+        text = (el.text or "").strip()
+        m = _IMAGE_FILE_RE.search(text)
+        if m:
+            band_files.setdefault(m.group(1), {})[int(m.group(2))] = text + ".jp2"
+    specials = {
+        (_find_text(sv, "SPECIAL_VALUE_TEXT") or ""): _find_text(sv, "SPECIAL_VALUE_INDEX")
+        for sv in root.iter("Special_Values")
+    }
+    uri = _find_text(root, "PRODUCT_URI") or product
+    product_id = uri[:-5] if uri.endswith(".SAFE") else uri
+    tile = _TILE_RE.search(uri + "_")
+    sensing = _sensing_time(root, product)
+    cloud = _find_text(root, "Cloud_Coverage_Assessment")
+    footprint = _footprint(root)
+    return L2AMetadata(
+        product_id=product_id,
+        tile_id=tile.group(1) if tile else "",
+        sensing_time=sensing.astimezone(UTC),
+        processing_baseline=baseline_text or "",
+        quantification=quantification,
+        offsets=offsets,
+        band_files=band_files,
+        nodata_dn=int(specials.get("NODATA") or 0),
+        saturated_dn=int(specials.get("SATURATED") or 65535),
+        cloud_cover=float(cloud) if cloud is not None else None,
+        footprint_lonlat=footprint,
+    )
 
+
+def _quantification(root: Element, product: str) -> float:
+    """BOA_QUANTIFICATION_VALUE; ProductError when it is missing, not a number, or not positive and finite."""
     quant_text = _find_text(root, "BOA_QUANTIFICATION_VALUE")
     if quant_text is None:
         raise ProductError(
@@ -141,7 +172,11 @@ def _read_l2a_metadata(mtd: Element | bytes, product: str) -> L2AMetadata:
         raise ProductError(
             f"{product}: BOA_QUANTIFICATION_VALUE {quantification} must be positive and finite; re-download the product"
         )
+    return quantification
 
+
+def _offsets(root: Element, product: str, baseline: tuple[int, int], baseline_text: str | None) -> dict[str, float]:
+    """BOA_ADD_OFFSET per band name; 0 for a product before baseline 04.00 that lists none."""
     band_ids = {
         _band_name(el.get("physicalBand", "")): int(el.get("bandId", "-1"))
         for el in root.iter("Spectral_Information")
@@ -149,61 +184,42 @@ def _read_l2a_metadata(mtd: Element | bytes, product: str) -> L2AMetadata:
     }
     band_ids = band_ids or dict(_DEFAULT_BAND_IDS)
     offset_els = list(root.iter("BOA_ADD_OFFSET"))
-    if offset_els:
-        by_id = {int(el.get("band_id", "-1")): float((el.text or "nan").strip()) for el in offset_els}
-        offsets = {name: by_id[i] for name, i in band_ids.items() if i in by_id}
-        # a non-finite offset turns every reflectance into NaN/inf, later misread as "all cloudy" (DESIGN §9; found by tests/test_84_fuzz_safe.py)
-        bad = sorted(name for name, v in offsets.items() if not abs(v) < float("inf"))
-        if bad:
+    if not offset_els:
+        if baseline >= (4, 0):
             raise ProductError(
-                f"{product}: BOA_ADD_OFFSET of {', '.join(bad)} is not a finite number; re-download the product"
+                f"{product}: processing baseline {baseline_text} requires BOA_ADD_OFFSET_VALUES_LIST but it is missing; re-download the product"
             )
-    elif baseline >= (4, 0):
+        return {name: 0.0 for name in band_ids}
+    by_id = {int(el.get("band_id", "-1")): float((el.text or "nan").strip()) for el in offset_els}
+    offsets = {name: by_id[i] for name, i in band_ids.items() if i in by_id}
+    # a non-finite offset turns every reflectance into NaN/inf, later misread as "all cloudy" (DESIGN §9; found by tests/test_84_fuzz_safe.py)
+    bad = sorted(name for name, v in offsets.items() if not abs(v) < float("inf"))
+    if bad:
         raise ProductError(
-            f"{product}: processing baseline {baseline_text} requires BOA_ADD_OFFSET_VALUES_LIST but it is missing; re-download the product"
+            f"{product}: BOA_ADD_OFFSET of {', '.join(bad)} is not a finite number; re-download the product"
         )
-    else:
-        offsets = {name: 0.0 for name in band_ids}
+    return offsets
 
-    band_files: dict[str, dict[int, str]] = {}
-    for el in root.iter("IMAGE_FILE"):
-        text = (el.text or "").strip()
-        m = _IMAGE_FILE_RE.search(text)
-        if m:
-            band_files.setdefault(m.group(1), {})[int(m.group(2))] = text + ".jp2"
 
-    specials = {
-        (_find_text(sv, "SPECIAL_VALUE_TEXT") or ""): _find_text(sv, "SPECIAL_VALUE_INDEX")
-        for sv in root.iter("Special_Values")
-    }
-    uri = _find_text(root, "PRODUCT_URI") or product
-    product_id = uri[:-5] if uri.endswith(".SAFE") else uri
-    tile = _TILE_RE.search(uri + "_")
+def _sensing_time(root: Element, product: str) -> datetime:
+    """PRODUCT_START_TIME (else DATATAKE_SENSING_START), UTC when it names no zone; ProductError when missing."""
     start = _find_text(root, "PRODUCT_START_TIME") or _find_text(root, "DATATAKE_SENSING_START")
     if start is None:
         raise ProductError(f"{product}: PRODUCT_START_TIME is missing; re-download the product")
     sensing = datetime.fromisoformat(start.replace("Z", "+00:00"))
     if sensing.tzinfo is None:
         sensing = sensing.replace(tzinfo=UTC)
-    cloud = _find_text(root, "Cloud_Coverage_Assessment")
+    return sensing
+
+
+def _footprint(root: Element) -> list[tuple[float, float]]:
+    """The product footprint (EXT_POS_LIST, lat lon pairs) as (lon, lat) vertices; empty when absent."""
     pos = _find_text(root, "EXT_POS_LIST")
     footprint: list[tuple[float, float]] = []
     if pos:
         vals = [float(v) for v in pos.split()]
         footprint = [(vals[i + 1], vals[i]) for i in range(0, len(vals) - 1, 2)]  # lat lon pairs -> (lon, lat)
-    return L2AMetadata(
-        product_id=product_id,
-        tile_id=tile.group(1) if tile else "",
-        sensing_time=sensing.astimezone(UTC),
-        processing_baseline=baseline_text or "",
-        quantification=quantification,
-        offsets=offsets,
-        band_files=band_files,
-        nodata_dn=int(specials.get("NODATA") or 0),
-        saturated_dn=int(specials.get("SATURATED") or 65535),
-        cloud_cover=float(cloud) if cloud is not None else None,
-        footprint_lonlat=footprint,
-    )
+    return footprint
 
 
 def select_band_file(
@@ -240,16 +256,9 @@ def scl_valid_mask(scl: np.ndarray, masked_classes: Sequence[int] = SCL_MASKED_C
 
 def _read_window(ds: rasterio.io.DatasetReader, grid: Grid) -> tuple[np.ndarray, object] | None:
     """The band-1 window covering the grid plus MARGIN_SRC_PX source pixels, and its transform; None if disjoint."""
-    left, bottom, right, top = transform_bounds(grid.crs, ds.crs, *grid.bounds, densify_pts=21)
-    res_x, res_y = abs(ds.transform.a), abs(ds.transform.e)
-    pad_x, pad_y = MARGIN_SRC_PX * res_x, MARGIN_SRC_PX * res_y
-    win = from_bounds(left - pad_x, bottom - pad_y, right + pad_x, top + pad_y, transform=ds.transform)
-    col0, row0 = max(0, math.floor(win.col_off)), max(0, math.floor(win.row_off))
-    col1 = min(ds.width, math.ceil(win.col_off + win.width))
-    row1 = min(ds.height, math.ceil(win.row_off + win.height))
-    if col1 <= col0 or row1 <= row0:
+    window = padded_window(ds, transform_bounds(grid.crs, ds.crs, *grid.bounds, densify_pts=21), MARGIN_SRC_PX)
+    if window is None:
         return None
-    window = Window(col0, row0, col1 - col0, row1 - row0)
     try:
         data = ds.read(1, window=window)
     except rasterio.errors.RasterioError as exc:

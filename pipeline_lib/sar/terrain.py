@@ -53,7 +53,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numba
 import numpy as np
@@ -65,7 +65,7 @@ from pipeline_lib.cog import cog_writer
 from pipeline_lib.errors import CoverageError, ProductError
 from pipeline_lib.grid import Grid
 from pipeline_lib.safe import open_product
-from pipeline_lib.sar.chunks import open_sigma0, row_bands
+from pipeline_lib.sar.chunks import Sigma0File, open_sigma0, row_bands
 from pipeline_lib.sar.heights import (
     LEVEL_SPACING_M,
     LOOKUP_STEP,
@@ -576,7 +576,6 @@ def run_terrain(
         else:
             levels, datum = height_levels(Path(dem), grid, lookup_step, level_spacing_m)
         coarse = compute_coarse_lookup(geocoder, grid, lookup_step, levels, threads=threads)
-        covered = False
         tags = {
             "product": str(src.attrs.get("product", "")),
             "units": "dB",
@@ -599,33 +598,50 @@ def run_terrain(
                 band_tags=[{"polarisation": p, "units": "dB"} for p in pols],
             ) as dst,
         ):
-            writer = ThreadPoolExecutor(max_workers=1)  # one writer: the tile's compression overlaps the next tile
-            pending: Future[None] | None = None
-            try:
-                for r0, r1 in row_bands(grid.height, tile):
-                    for c0, c1 in row_bands(grid.width, tile):
-                        rows, cols = slice(r0, r1), slice(c0, c1)
-                        heights = tile_heights(Path(dem), grid, rows, cols) if dem is not None else None
-                        line, pixel = interp_lookup(coarse, rows, cols, heights)
-                        out = np.full((len(pols), r1 - r0, c1 - c0), np.nan, dtype=np.float32)
-                        win = _grd_window(line, pixel, src.line0, src.pixel0, src.shape)
-                        if win is not None:
-                            wr, wc = win
-                            for k in range(len(pols)):
-                                band = src.read(k, wr, wc)
-                                sample_db(band, src.line0 + wr.start, src.pixel0 + wc.start, line, pixel, out=out[k])
-                                del band
-                            covered = covered or bool(np.isfinite(out[0]).any())
-                        del line, pixel
-                        if pending is not None:
-                            pending.result()
-                        window = Window(c0, r0, c1 - c0, r1 - r0)  # type: ignore[arg-type]
-                        pending = writer.submit(dst.write, out, window=window)
-                if pending is not None:
-                    pending.result()
-            finally:
-                writer.shutdown(wait=True)
+            covered = _stream_tiles(src, coarse, grid, dem, tile, dst)
             if not covered:
                 raise CoverageError(
                     f"{in_nc}: the calibrated window does not cover the grid; rerun calibration with a larger margin"
                 )
+
+
+def _stream_tiles(src: Sigma0File, coarse: CoarseLookup, grid: Grid, dem: Path | None, tile: int, dst: Any) -> bool:
+    """Terrain-correct ``grid`` tile by tile into ``dst``, each tile written by one writer thread while the
+    next one is computed; whether any output pixel of the first polarisation is finite."""
+    covered = False
+    writer = ThreadPoolExecutor(max_workers=1)  # one writer: the tile's compression overlaps the next tile
+    pending: Future[None] | None = None
+    try:
+        for r0, r1 in row_bands(grid.height, tile):
+            for c0, c1 in row_bands(grid.width, tile):
+                out, sampled = _terrain_tile(src, coarse, grid, dem, slice(r0, r1), slice(c0, c1))
+                if sampled:
+                    covered = covered or bool(np.isfinite(out[0]).any())
+                if pending is not None:
+                    pending.result()
+                window = Window(c0, r0, c1 - c0, r1 - r0)  # type: ignore[arg-type]
+                pending = writer.submit(dst.write, out, window=window)
+        if pending is not None:
+            pending.result()
+    finally:
+        writer.shutdown(wait=True)
+    return covered
+
+
+def _terrain_tile(
+    src: Sigma0File, coarse: CoarseLookup, grid: Grid, dem: Path | None, rows: slice, cols: slice
+) -> tuple[np.ndarray, bool]:
+    """σ0 dB of every polarisation on one output tile (NaN outside the GRD window) and whether the tile's
+    lookup touched the stored GRD window at all."""
+    heights = tile_heights(Path(dem), grid, rows, cols) if dem is not None else None
+    line, pixel = interp_lookup(coarse, rows, cols, heights)
+    out = np.full((len(src.polarisations), rows.stop - rows.start, cols.stop - cols.start), np.nan, dtype=np.float32)
+    win = _grd_window(line, pixel, src.line0, src.pixel0, src.shape)
+    if win is None:
+        return out, False
+    wr, wc = win
+    for k in range(len(src.polarisations)):
+        band = src.read(k, wr, wc)
+        sample_db(band, src.line0 + wr.start, src.pixel0 + wc.start, line, pixel, out=out[k])
+        del band
+    return out, True
