@@ -14,7 +14,7 @@ from defusedxml import ElementTree as SafeET
 
 from pipeline_lib.errors import ProductError
 
-__all__ = ["parse_xml"]
+__all__ = ["parse_xml", "local_name", "first_text"]
 
 
 def parse_xml(source: str | os.PathLike[str] | bytes, *, name: str | None = None) -> Element:
@@ -38,3 +38,17 @@ def parse_xml(source: str | os.PathLike[str] | bytes, *, name: str | None = None
         raise ProductError(
             f"{label}: unreadable or unsafe XML ({type(exc).__name__}: {exc}); re-download the product"
         ) from exc
+
+
+def local_name(tag: str) -> str:
+    """The tag without its ``{namespace}``."""
+    return tag.rsplit("}", 1)[-1]
+
+
+def first_text(root: Element, name: str, **attrs: str) -> str | None:
+    """Stripped text of the first element with this local name (any namespace) and these attribute values."""
+    for el in root.iter():
+        if local_name(el.tag) == name and all(el.get(k) == v for k, v in attrs.items()):
+            if el.text and el.text.strip():
+                return el.text.strip()
+    return None

@@ -35,7 +35,9 @@ from shapely.geometry import Polygon
 from pipeline_lib.errors import FetchError, ProductError
 from pipeline_lib.fetch.base import S1_PRODUCT_TYPE, S2_PRODUCT_TYPE, Scene, SearchRequest, footprint_intersects
 from pipeline_lib.guard import corrupt_metadata
+from pipeline_lib.s2mtd import footprint_lonlat, sensing_start, utc
 from pipeline_lib.safe import ProductReader, open_product
+from pipeline_lib.xmlsafe import first_text
 
 __all__ = [
     "LocalSource",
@@ -50,24 +52,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 _S1_NAME_RE = re.compile(r"^(S1[A-D])_([A-Z0-9]{2})_([A-Z]{3})([FHM_])_(\d)([SA])")
 _CHUNK = 4 * 1024**2
-
-
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
-
-
-def _first_text(root: Element, local_name: str, **attrs: str) -> str | None:
-    """Text of the first element with this local name (any namespace) and attribute values."""
-    for el in root.iter():
-        if _local(el.tag) == local_name and all(el.get(k) == v for k, v in attrs.items()):
-            if el.text and el.text.strip():
-                return el.text.strip()
-    return None
-
-
-def _utc(text: str) -> datetime:
-    t = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 def _polygon_wkt(lonlat: list[tuple[float, float]]) -> str:
@@ -89,46 +73,42 @@ class ProductInfo:
 
 def parse_s1_manifest(manifest: Element, product_id: str) -> ProductInfo:
     """S1 identity from ``manifest.safe``; ``product_id`` is the product name (it carries the resolution class)."""
-    family = _first_text(manifest, "familyName") or ""
-    number = _first_text(manifest, "number") or ""
+    family = first_text(manifest, "familyName") or ""
+    number = first_text(manifest, "number") or ""
     if family != "SENTINEL-1" or not number:
         raise ProductError(f"{product_id}: manifest.safe platform {family!r} {number!r} is not Sentinel-1")
-    mode = _first_text(manifest, "mode") or ""
-    ptype = _first_text(manifest, "productType") or ""
+    mode = first_text(manifest, "mode") or ""
+    ptype = first_text(manifest, "productType") or ""
     m = _S1_NAME_RE.match(product_id)
     if m and m.group(2) == mode and m.group(3) == ptype:
         product_type = f"{mode}_{ptype}{m.group(4)}_{m.group(5)}{m.group(6)}"
     else:
         product_type = f"{mode}_{ptype}"
-    start = _first_text(manifest, "startTime")
+    start = first_text(manifest, "startTime")
     if start is None:
         raise ProductError(f"{product_id}: manifest.safe has no safe:startTime; re-download the product")
-    orbit = _first_text(manifest, "relativeOrbitNumber", type="start")
-    coords = _first_text(manifest, "coordinates") or ""
+    orbit = first_text(manifest, "relativeOrbitNumber", type="start")
+    coords = first_text(manifest, "coordinates") or ""
     lonlat = []
     for pair in coords.split():
         lat, lon = (float(v) for v in pair.split(","))
         lonlat.append((lon, lat))
-    return ProductInfo(product_id, f"S1{number}", product_type, _utc(start), lonlat, int(orbit) if orbit else None)
+    return ProductInfo(product_id, f"S1{number}", product_type, utc(start), lonlat, int(orbit) if orbit else None)
 
 
 def parse_s2_l2a_mtd(mtd: Element, product_id: str) -> ProductInfo:
     """S2 L2A identity from ``MTD_MSIL2A.xml``."""
-    ptype = _first_text(mtd, "PRODUCT_TYPE") or S2_PRODUCT_TYPE
-    start = _first_text(mtd, "PRODUCT_START_TIME")
-    if start is None:
-        raise ProductError(f"{product_id}: MTD_MSIL2A.xml has no PRODUCT_START_TIME; re-download the product")
-    craft = _first_text(mtd, "SPACECRAFT_NAME") or product_id[:3]
+    ptype = first_text(mtd, "PRODUCT_TYPE") or S2_PRODUCT_TYPE
+    craft = first_text(mtd, "SPACECRAFT_NAME") or product_id[:3]
     mission = "S2" + craft[-1] if craft.startswith("Sentinel-2") else product_id[:3]
-    orbit = _first_text(mtd, "SENSING_ORBIT_NUMBER")
-    cloud = _first_text(mtd, "Cloud_Coverage_Assessment")
-    pos = [float(v) for v in (_first_text(mtd, "EXT_POS_LIST") or "").split()]
-    lonlat = [(pos[i + 1], pos[i]) for i in range(0, len(pos) - 1, 2)]
+    orbit = first_text(mtd, "SENSING_ORBIT_NUMBER")
+    cloud = first_text(mtd, "Cloud_Coverage_Assessment")
+    lonlat = footprint_lonlat(mtd)
     return ProductInfo(
         product_id,
         mission,
         ptype,
-        _utc(start),
+        sensing_start(mtd, product_id),
         lonlat,
         int(orbit) if orbit else None,
         float(cloud) if cloud is not None else None,

@@ -43,6 +43,7 @@ from pipeline_lib.cog import write_cog
 from pipeline_lib.errors import ConfigError, CoverageError, ProductError
 from pipeline_lib.grid import MARGIN_SRC_PX, Grid, padded_window, warp_to_grid
 from pipeline_lib.guard import corrupt_metadata
+from pipeline_lib.s2mtd import footprint_lonlat, sensing_start
 from pipeline_lib.safe import ProductReader, open_product
 
 __all__ = [
@@ -137,9 +138,9 @@ def _read_l2a_metadata(mtd: Element | bytes, product: str) -> L2AMetadata:
     uri = _find_text(root, "PRODUCT_URI") or product
     product_id = uri[:-5] if uri.endswith(".SAFE") else uri
     tile = _TILE_RE.search(uri + "_")
-    sensing = _sensing_time(root, product)
+    sensing = sensing_start(root, product)
     cloud = _find_text(root, "Cloud_Coverage_Assessment")
-    footprint = _footprint(root)
+    footprint = footprint_lonlat(root)
     return L2AMetadata(
         product_id=product_id,
         tile_id=tile.group(1) if tile else "",
@@ -199,27 +200,6 @@ def _offsets(root: Element, product: str, baseline: tuple[int, int], baseline_te
             f"{product}: BOA_ADD_OFFSET of {', '.join(bad)} is not a finite number; re-download the product"
         )
     return offsets
-
-
-def _sensing_time(root: Element, product: str) -> datetime:
-    """PRODUCT_START_TIME (else DATATAKE_SENSING_START), UTC when it names no zone; ProductError when missing."""
-    start = _find_text(root, "PRODUCT_START_TIME") or _find_text(root, "DATATAKE_SENSING_START")
-    if start is None:
-        raise ProductError(f"{product}: PRODUCT_START_TIME is missing; re-download the product")
-    sensing = datetime.fromisoformat(start.replace("Z", "+00:00"))
-    if sensing.tzinfo is None:
-        sensing = sensing.replace(tzinfo=UTC)
-    return sensing
-
-
-def _footprint(root: Element) -> list[tuple[float, float]]:
-    """The product footprint (EXT_POS_LIST, lat lon pairs) as (lon, lat) vertices; empty when absent."""
-    pos = _find_text(root, "EXT_POS_LIST")
-    footprint: list[tuple[float, float]] = []
-    if pos:
-        vals = [float(v) for v in pos.split()]
-        footprint = [(vals[i + 1], vals[i]) for i in range(0, len(vals) - 1, 2)]  # lat lon pairs -> (lon, lat)
-    return footprint
 
 
 def select_band_file(
