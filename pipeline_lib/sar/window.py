@@ -41,8 +41,6 @@ __all__ = ["window_around", "RangeDoppler", "lonlat_h_to_ecef", "outline_points"
 #: WGS84 semi-major axis (m) and flattening
 WGS84_A = 6378137.0
 WGS84_F = 1.0 / 298.257223563
-#: speed of light (m/s), as xarray-sentinel's SPEED_OF_LIGHT
-SPEED_OF_LIGHT = 299_792_458.0
 #: polynomial degree of the orbit fit (sarsen's default)
 ORBIT_DEG = 5
 
