@@ -29,8 +29,9 @@ import torch
 import xarray as xr
 
 from pipeline_lib.gapfill.evaluate import apply_masks, borrow_masks, evaluate_fill
-from pipeline_lib.gapfill.model import FillParams, train_series
+from pipeline_lib.gapfill.model import FillParams, series_task, train_series
 from pipeline_lib.gapfill.series import Series
+from pipeline_lib.model.params import TrainParams
 from pipeline_lib.optical.l2a import SCL_MASKED_CLASSES
 
 ROOT = Path(__file__).resolve().parents[1] / "data/real-ts/wc-belgium-patch-2018/original"
@@ -102,7 +103,8 @@ def main() -> None:
         models, times = {}, {}
         for task in ("sar_to_visible", "sar_to_swir", "visible_to_swir"):
             t0 = time.perf_counter()
-            models[task] = train_series(masked, task, fill, train, threads=1)
+            params = TrainParams.for_task(series_task(task).base, **train)
+            models[task] = train_series(masked, task, fill, params, threads=1)
             times[task] = time.perf_counter() - t0
             print(f"seed {seed} {task}: {times[task]:.0f} s", flush=True)
         t0 = time.perf_counter()

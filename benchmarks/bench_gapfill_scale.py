@@ -21,9 +21,11 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from pipeline_lib.gapfill.model import FillParams, train_series
+from pipeline_lib.config import schema_defaults
+from pipeline_lib.gapfill.model import FillParams, series_task, train_series
 from pipeline_lib.gapfill.product import fill_date
 from pipeline_lib.gapfill.series import Series
+from pipeline_lib.model.params import TrainParams
 
 
 def synthetic(size: int, dates: int, seed: int = 0) -> Series:
@@ -61,14 +63,15 @@ def main() -> None:
     models, per_step = {}, {}
     for task in ("sar_to_visible", "visible_to_swir"):
         t0 = time.perf_counter()
-        models[task] = train_series(series, task, fill, {"log_every": 1000}, threads=args.threads)
+        params = TrainParams.for_task(series_task(task).base, log_every=1000)
+        models[task] = train_series(series, task, fill, params, threads=args.threads)
         per_step[task] = (time.perf_counter() - t0) / args.steps
     cloudy = [i for i in range(args.dates) if not series.s2_valid[i].all()]
     if args.fill_dates:
         cloudy = cloudy[: args.fill_dates]
     t0 = time.perf_counter()
     for i in cloudy:
-        fill_date(series, i, models, fill, "chained", tile_px=256, overlap_px=64)
+        fill_date(series, i, models, fill, "chained", **schema_defaults("predict"))
     fill_s = (time.perf_counter() - t0) / max(len(cloudy), 1)
     mpix = args.size**2 / 1e6
     train_budget_s = sum(per_step.values()) * args.budget

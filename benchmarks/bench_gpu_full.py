@@ -70,6 +70,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from pipeline_lib.model.evaluate import read_bands
+    from pipeline_lib.model.params import TrainParams
     from pipeline_lib.model.predict import run_predict
     from pipeline_lib.model.train import load_checkpoint, run_train
     from pipeline_lib.stacks import run_stack
@@ -84,7 +85,7 @@ def main() -> None:
     stack, truth = work / "sar2vis.nc", work / "truth.tif"
     run_stack(exp, region.s1, region.s2, None, stack, truth)
     t_prep = time.perf_counter() - t0
-    params = {"max_steps": args.max_steps}
+    params = TrainParams.for_task("sar_to_visible", max_steps=args.max_steps)
     ckpt = work / f"{args.variant}.pt"
     t0 = time.perf_counter()
     run_train(stack, args.variant, ckpt, params, threads=args.threads, device=args.device)

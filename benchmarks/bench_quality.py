@@ -53,6 +53,7 @@ import realts
 
 from pipeline_lib.guides import auto_guides
 from pipeline_lib.model import variants as reg
+from pipeline_lib.model.params import TrainParams
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS: dict[str, Any] = {"patch_px": 32, "max_steps": 60, "tile_px": 128, "overlap_px": 32, "log_every": 1000}
@@ -61,8 +62,13 @@ KEEP_MODELS = os.environ.get("BENCH_KEEP_MODELS") == "1"
 EXTRA_METHODS: dict[str, Callable[[Path, Path, int], tuple[Path, Path | None]]] = {}
 
 
-def _params(seed: int) -> dict[str, Any]:
-    return {**PARAMS, "seed": seed}
+def _params(stack_nc: Path, seed: int) -> TrainParams:
+    """The schema's settings for the stack's task with PARAMS and ``seed``."""
+    import xarray as xr
+
+    with xr.open_dataset(stack_nc) as ds:
+        task = str(ds.attrs["task"])
+    return TrainParams.for_task(task, **PARAMS, seed=seed)
 
 
 def build_stacks(work: Path, experiments: list[tuple[str, str, str, str, tuple[str, ...]]], window_days: int,
@@ -97,14 +103,14 @@ def shortcut_slopes(ckpt: Path, stack_nc: Path, truth_tif: Path) -> tuple[float,
     """(slope of G(0, T_g) on T_g, slope of T_i − T_g on T_g): normalised units, mean over bands and guides."""
     import torch
 
-    from pipeline_lib.model.data import load_stack, normalise, resolve_params
+    from pipeline_lib.model.data import load_stack, normalise
     from pipeline_lib.model.evaluate import read_bands
     from pipeline_lib.model.predict import predict_tiled
     from pipeline_lib.model.train import build_generator, load_checkpoint
 
     data = load_stack(stack_nc)
     ck = load_checkpoint(ckpt)
-    p = resolve_params(data.task, ck["params"])
+    p = TrainParams.from_checkpoint(ck["params"], str(ckpt))
     g = build_generator(ck["variant"], len(data.band_s), len(data.band_t), p)
     g.load_state_dict(ck["generator"])
     g.eval()
@@ -120,7 +126,7 @@ def shortcut_slopes(ckpt: Path, stack_nc: Path, truth_tif: Path) -> tuple[float,
     for k in range(data.n_guides):
         ok = data.valid_g[k] & data.valid_i & np.isfinite(truth).all(axis=0)
         inp = np.concatenate([np.zeros_like(data.s_i), data.t_g[k]]).astype(np.float32)
-        out = predict_tiled(fn, inp, len(data.band_t), int(PARAMS["tile_px"]), int(PARAMS["overlap_px"]))
+        out = predict_tiled(fn, inp, len(data.band_t), p.tile_px, p.overlap_px)
         for b in range(len(data.band_t)):
             tg = data.t_g[k, b][ok]
             var = float(np.var(tg))
@@ -143,14 +149,14 @@ def _job(args: tuple[str, int, Path, Path, str, list[tuple[str, Path, Path]]]) -
     ckpt = work / "models" / tag / f"{variant}_s{seed}.pt"
     t0 = time.perf_counter()
     if not ckpt.is_file():
-        run_train(train_stack, variant, ckpt, _params(seed), threads=1, device="cpu")
+        run_train(train_stack, variant, ckpt, _params(train_stack, seed), threads=1, device="cpu")
     t_train = time.perf_counter() - t0
     out: list[dict[str, Any]] = []
     for method, pred_stack, truth in targets:
         out_dir = work / "pred" / pred_stack.stem
         pred = out_dir / f"{method}_s{seed}.tif"
         unc = out_dir / f"{method}_s{seed}_uncertainty.tif" if reg.get_variant(variant).uncertainty else None
-        run_predict(pred_stack, variant, ckpt, pred, unc, _params(seed), threads=1, device="cpu")
+        run_predict(pred_stack, variant, ckpt, pred, unc, _params(pred_stack, seed), threads=1, device="cpu")
         res: dict[str, Any] = {"method": method, "seed": seed, "pred": pred, "unc": unc, "train_s": t_train,
                                "experiment": pred_stack.stem}  # fmt: skip
         if reg.get_variant(variant).guided:
@@ -172,7 +178,7 @@ def _baselines(stacks: dict[str, dict[str, Any]], work: Path) -> dict[str, dict[
             pred = work / "pred" / name / f"{b}.tif"
             unc = work / "pred" / name / f"{b}_uncertainty.tif" if reg.get_variant(b).uncertainty else None
             if not pred.is_file():  # deterministic; concurrent runs (one per seed) share them
-                run_predict(s["stack"], b, None, pred, unc, _params(0), threads=1, device="cpu")
+                run_predict(s["stack"], b, None, pred, unc, _params(s["stack"], 0), threads=1, device="cpu")
             out[name][b] = (pred, unc)
     return out
 

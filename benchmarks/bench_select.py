@@ -32,7 +32,8 @@ import torch
 from pipeline_lib.cog import read_named_bands, write_cog
 from pipeline_lib.errors import ModelError
 from pipeline_lib.metrics import band_metrics
-from pipeline_lib.model.data import load_stack, resolve_params
+from pipeline_lib.model.data import load_stack
+from pipeline_lib.model.params import TrainParams
 from pipeline_lib.model.predict import predict_arrays
 from pipeline_lib.model.select import aggregate_validation, choose_method, plan_validation, run_validation
 from pipeline_lib.model.train import build_generator, load_checkpoint, run_train
@@ -117,10 +118,9 @@ def convert_chips(folder: str, out: Path) -> tuple[dict[str, Path], dict[str, Pa
 
 
 def _predict_all(
-    stack: Path, ckpts: dict[str, Path], p: dict[str, Any]
+    stack: Path, ckpts: dict[str, Path], q0: TrainParams
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     data = load_stack(stack)
-    q0 = resolve_params(data.task, p)
     preds, uncs = {}, {}
     for b in ("neighbour_j", "neighbour_k", "blend"):
         preds[b], u = predict_arrays(data, b, q0)
@@ -128,7 +128,7 @@ def _predict_all(
             uncs[b] = u
     for v, ck_path in ckpts.items():
         ck = load_checkpoint(ck_path)
-        q = {**q0, **{k: ck["params"][k] for k in ("filters", "levels", "eta")}}
+        q = q0.with_network_of(TrainParams.from_checkpoint(ck["params"], str(ck_path)))
         g = build_generator(v, len(data.band_s), len(data.band_t), q)
         g.load_state_dict(ck["generator"])
         preds[v], u = predict_arrays(data, v, q, g, torch.device("cpu"))
@@ -159,7 +159,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    params = {"max_steps": args.steps, "patch_px": args.patch, "tile_px": 128, "overlap_px": 32}
+    overrides = {"max_steps": args.steps, "patch_px": args.patch, "tile_px": 128, "overlap_px": 32}
     t_start = time.perf_counter()
     n_train = 0
     results: list[dict[str, Any]] = []
@@ -173,6 +173,7 @@ def main() -> int:
         dates = sorted(set(s2) & set(s1)) if task == "sar_to_visible" else sorted(s2)
         plan = plan_validation(target, guides, dates, args.validations)
         exp_dir = args.out / name
+        params = TrainParams.for_task(task, **overrides)
         stacks: dict[str, tuple[Path, Path]] = {}
         exps = [("test", {"name": name, "task": task, "target": target, "guides": guides})]
         exps += [(v.name, v.as_experiment({"name": name, "task": task})) for v in plan]
@@ -191,7 +192,7 @@ def main() -> int:
                     ck = exp_dir / key / f"seed{seed}" / f"{v}.pt"
                     if not ck.exists():
                         try:
-                            run_train(st, v, ck, {**params, "seed": seed}, threads=args.threads, device="cpu")
+                            run_train(st, v, ck, params.replace(seed=seed), threads=args.threads, device="cpu")
                         except ModelError as exc:  # a tiny masked chip can lack a valid patch for a seed's grid
                             if key == "test":
                                 raise

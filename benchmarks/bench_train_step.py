@@ -19,11 +19,12 @@ import statistics
 import time
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import torch
 
-from pipeline_lib.model.data import resolve_params
+from pipeline_lib.model.params import TrainParams
 from pipeline_lib.model.predict import predict_tiled
 from pipeline_lib.model.train import Trainer, build_generator
 
@@ -66,11 +67,15 @@ def time_steps(
 
     ``trainers`` maps a version label to a Trainer class (default: this checkout's, as "current").
     """
-    p = resolve_params("sar_to_visible", {"batch_size": bs, "patch_px": patch})
+    p = TrainParams.for_task("sar_to_visible", batch_size=bs, patch_px=patch)
     trainers = trainers or {"current": Trainer}
     rng = np.random.default_rng(0)
     batches = {v: _batch(v, bs, patch, rng) for v in variants}
-    runs = {(tag, v): (cls(v, 2, 3, p, device), batches[v]) for tag, cls in trainers.items() for v in variants}
+    runs = {
+        (tag, v): (cls(v, 2, 3, _params_for(cls, p), device), batches[v])
+        for tag, cls in trainers.items()
+        for v in variants
+    }
     wall: dict[tuple[str, str], list[float]] = {k: [] for k in runs}
     cpu: dict[tuple[str, str], list[float]] = {k: [] for k in runs}
     for i in range(steps + 2):
@@ -87,8 +92,13 @@ def time_steps(
     return {k: (statistics.median(wall[k]), statistics.median(cpu[k])) for k in runs}
 
 
+def _params_for(cls: type, p: TrainParams) -> Any:
+    """``p`` as the Trainer ``cls`` takes it: TrainParams, or the plain dict of train.py versions before it."""
+    return p if "TrainParams" in str(cls.__init__.__annotations__.get("p")) else p.as_dict()
+
+
 def predict_mpix_s(device: torch.device, scene: int) -> float:
-    p = resolve_params("sar_to_visible", {})
+    p = TrainParams.for_task("sar_to_visible")
     g = build_generator("tirsit", 2, 3, p).to(device).eval()
     img = np.random.default_rng(1).random((5, scene, scene), dtype=np.float32)
 
@@ -103,7 +113,7 @@ def predict_mpix_s(device: torch.device, scene: int) -> float:
     predict_tiled(fn, img[:, :256, :256], 3, 256, 64)  # warm-up
     t0 = time.perf_counter()
     for _ in range(2):  # two guides → two network passes over the scene
-        predict_tiled(fn, img, 3, int(p["tile_px"]), int(p["overlap_px"]))
+        predict_tiled(fn, img, 3, p.tile_px, p.overlap_px)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return scene * scene / (time.perf_counter() - t0) / 1e6

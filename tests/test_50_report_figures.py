@@ -11,6 +11,7 @@ import pytest
 from conftest import stack_generator
 from PIL import Image
 
+from pipeline_lib.model.params import TrainParams
 from pipeline_lib.model.predict import run_predict
 from pipeline_lib.report import figures as fig
 from pipeline_lib.report.model_part import LARGE_VIEW, experiment_figures, model_sections, side_by_side
@@ -110,7 +111,7 @@ def test_experiment_figures_of_a_three_guide_stack(tmp_path: Path) -> None:
     for v in ("neighbour_j", "blend"):
         preds[v] = tmp_path / f"{v}.tif"
         u = tmp_path / f"{v}_u.tif" if v == "blend" else None
-        run_predict(stack, v, None, preds[v], u, {}, 1, "cpu")
+        run_predict(stack, v, None, preds[v], u, TrainParams.for_task("sar_to_visible"), 1, "cpu")
         if u is not None:
             unc[v] = u
     figs = experiment_figures("e3", stack, truth, preds, unc, {})

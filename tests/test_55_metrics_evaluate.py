@@ -15,6 +15,7 @@ from conftest import stack_generator
 from pipeline_lib.cog import write_cog
 from pipeline_lib.model import run_evaluate, run_predict
 from pipeline_lib.model.evaluate import changed_mask
+from pipeline_lib.model.params import TrainParams
 
 
 def test_changed_mask_top_quartile() -> None:
@@ -28,7 +29,16 @@ def test_changed_mask_top_quartile() -> None:
 def test_run_evaluate_layout_and_known_answers(tmp_path: Path) -> None:
     stack, truth = stack_generator().make_stack(tmp_path / "s", size=64)
     for v in ("neighbour_j", "neighbour_k", "blend"):
-        run_predict(stack, v, None, tmp_path / f"{v}.tif", None, {"mean_filter": 11}, 1, "cpu")
+        run_predict(
+            stack,
+            v,
+            None,
+            tmp_path / f"{v}.tif",
+            None,
+            TrainParams.for_task("sar_to_visible", mean_filter=11),
+            1,
+            "cpu",
+        )
     with rasterio.open(truth) as src:
         t = src.read()[:3]
         crs, transform = src.crs, src.transform

@@ -88,7 +88,7 @@ def test_true_difference_scores_zero_on_both(seed: int, kind: str) -> None:
 def _grads(kind: str | None) -> tuple[float, float, float]:
     """|∇| of the uniqueness term w.r.t. (guide encoder, input encoder) and the term's value."""
     torch.manual_seed(0)
-    net = Generator(CS, CT, CT, filters=4, levels=2, zero_head=False)
+    net = Generator(CS, CT, CT, filters=4, levels=2, eta=0.5, zero_head=False)
     b, _ = _world(3)
     if kind is None:
         out = net(b["x"], b["guide"], b["guide_index"])
@@ -119,10 +119,10 @@ def test_unknown_kind_is_refused() -> None:
 
 def test_departure_variants_train_one_step() -> None:
     """Each departure runs through Trainer.step with finite losses (the real network, CPU)."""
-    from pipeline_lib.model.data import resolve_params
+    from pipeline_lib.model.params import TrainParams
     from pipeline_lib.model.train import Trainer
 
-    p = resolve_params("sar_to_visible", {"filters": 4, "levels": 2, "patch_px": 8, "tile_px": 8, "overlap_px": 2})
+    p = TrainParams.for_task("sar_to_visible", filters=4, levels=2, patch_px=8, tile_px=8, overlap_px=2)
     b, _ = _world(4)
     batch = {k: v.numpy() for k, v in b.items()}
     batch["s_jk"] = batch["x"][:N]

@@ -30,7 +30,7 @@ def test_feature_mask_known_values() -> None:
 
 def test_generator_shapes_and_guide_path() -> None:
     torch.manual_seed(0)
-    g = Generator(2, 3, 3, filters=8, levels=5, zero_head=False)
+    g = Generator(2, 3, 3, filters=8, levels=5, eta=0.5, zero_head=False)
     x, guide = torch.randn(2, 2, 64, 64), torch.randn(2, 3, 64, 64)
     out = g(x, guide)
     assert out.shape == (2, 3, 64, 64)
@@ -44,8 +44,8 @@ def test_generator_shapes_and_guide_path() -> None:
 
 
 def test_plain_unet_has_no_guide_encoder() -> None:
-    plain = Generator(2, 3, filters=8, levels=5, guided=False)
-    guided = Generator(2, 3, 3, filters=8, levels=5)
+    plain = Generator(2, 3, filters=8, levels=5, eta=0.5, guided=False)
+    guided = Generator(2, 3, 3, filters=8, levels=5, eta=0.5)
     assert not hasattr(plain, "enc_guide")
     assert sum(p.numel() for p in plain.parameters()) < sum(p.numel() for p in guided.parameters())
     assert plain(torch.randn(1, 2, 32, 32)).shape == (1, 3, 32, 32)
@@ -54,7 +54,7 @@ def test_plain_unet_has_no_guide_encoder() -> None:
 def test_generator_head_is_linear() -> None:
     # no Tanh: scaling the head weights scales the output without saturation
     torch.manual_seed(1)
-    g = Generator(2, 3, 3, filters=8, zero_head=False)
+    g = Generator(2, 3, 3, filters=8, levels=5, eta=0.5, zero_head=False)
     x, guide = torch.randn(1, 2, 32, 32), torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         a = g(x, guide) - g.head.bias.view(1, -1, 1, 1)
@@ -90,7 +90,7 @@ def test_consistency_identity_on_known_answer() -> None:
 
 def test_shared_guides_equal_repeated_guides() -> None:
     torch.manual_seed(2)
-    g = Generator(2, 3, 3, filters=8, zero_head=False)
+    g = Generator(2, 3, 3, filters=8, levels=5, eta=0.5, zero_head=False)
     x, guides = torch.randn(3, 2, 32, 32), torch.randn(2, 3, 32, 32)
     idx = torch.tensor([0, 1, 0])
     assert torch.allclose(g(x, guides, idx), g(x, guides[idx]), atol=1e-6)

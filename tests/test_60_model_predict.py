@@ -14,8 +14,9 @@ from conftest import stack_generator
 
 from pipeline_lib.errors import ModelError
 from pipeline_lib.model.baselines import guide_weights, weighted_spread
-from pipeline_lib.model.data import load_stack, resolve_params
+from pipeline_lib.model.data import load_stack
 from pipeline_lib.model.evaluate import run_evaluate
+from pipeline_lib.model.params import TrainParams
 from pipeline_lib.model.predict import blend_window, predict_arrays, predict_tiled, run_predict, tile_starts
 from pipeline_lib.model.train import build_generator, load_checkpoint, run_train
 
@@ -28,7 +29,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]
     kept = d / "kept_truth.tif"
     truth.rename(kept)  # the truth file is absent while training and prediction run
     ckpt = d / "tirsit.pt"
-    params = {"max_steps": 60, "batch_size": 16, "patch_px": 32, "filters": 16}
+    params = TrainParams.for_task("sar_to_visible", max_steps=60, batch_size=16, patch_px=32, filters=16)
     run_train(stack, "tirsit", ckpt, params, threads=2, device="cpu")
     return stack, kept, ckpt
 
@@ -84,8 +85,9 @@ def test_guide_weights_match_eq11_and_generalise() -> None:
 def test_baselines_and_uncertainty_rasters(trained: tuple[Path, Path, Path], tmp_path: Path) -> None:
     stack, _, _ = trained
     data = load_stack(stack)
-    run_predict(stack, "neighbour_j", None, tmp_path / "nj.tif", None, {}, 1, "cpu")
-    run_predict(stack, "blend", None, tmp_path / "b.tif", tmp_path / "bu.tif", {}, 1, "cpu")
+    p = TrainParams.for_task(data.task)
+    run_predict(stack, "neighbour_j", None, tmp_path / "nj.tif", None, p, 1, "cpu")
+    run_predict(stack, "blend", None, tmp_path / "b.tif", tmp_path / "bu.tif", p, 1, "cpu")
     with rasterio.open(tmp_path / "nj.tif") as src:
         nj = src.read()
         assert list(src.descriptions) == ["B04", "B03", "B02"]
@@ -101,9 +103,11 @@ def test_baselines_and_uncertainty_rasters(trained: tuple[Path, Path, Path], tmp
     hi = np.maximum(data.t_g_phys[0], data.t_g_phys[1])[:, both]
     assert np.all(blend[:, both] >= lo - 1e-6) and np.all(blend[:, both] <= hi + 1e-6)
     with pytest.raises(ModelError, match="uncertainty"):
-        run_predict(stack, "neighbour_k", None, tmp_path / "nk.tif", tmp_path / "x.tif", {}, 1, "cpu")
+        run_predict(stack, "neighbour_k", None, tmp_path / "nk.tif", tmp_path / "x.tif", p, 1, "cpu")
     with pytest.raises(ModelError, match="checkpoint"):
-        run_predict(stack, "tirsit", None, tmp_path / "t.tif", None, {}, 1, "cpu")
+        run_predict(stack, "tirsit", None, tmp_path / "t.tif", None, p, 1, "cpu")
+    with pytest.raises(ModelError, match="parameters are for 'visible_to_swir'"):
+        run_predict(stack, "blend", None, tmp_path / "b2.tif", None, TrainParams.for_task("visible_to_swir"), 1, "cpu")
 
 
 def test_stack_never_holds_the_truth(trained: tuple[Path, Path, Path]) -> None:
@@ -118,11 +122,11 @@ def test_tiling_seams_no_worse_than_elsewhere(trained: tuple[Path, Path, Path]) 
     stack, truth, ckpt = trained
     data = load_stack(stack)
     ck = load_checkpoint(ckpt)
-    p = resolve_params(data.task, {**ck["params"], "tile_px": 64, "overlap_px": 16})
+    p = TrainParams.from_checkpoint(ck["params"], str(ckpt)).replace(tile_px=64, overlap_px=16)
     g = build_generator("tirsit", 2, 3, p)
     g.load_state_dict(ck["generator"])
     tiled, _ = predict_arrays(data, "tirsit", p, g)
-    whole, _ = predict_arrays(data, "tirsit", {**p, "tile_px": 128, "overlap_px": 0}, g)
+    whole, _ = predict_arrays(data, "tirsit", p.replace(tile_px=128, overlap_px=0), g)
     with rasterio.open(truth) as src:
         t = src.read()[:3]
     err = np.abs(tiled - t).mean(axis=0)  # NaN where S_i is invalid
@@ -144,7 +148,7 @@ def test_tiling_seams_no_worse_than_elsewhere(trained: tuple[Path, Path, Path]) 
 def test_tirsit_beats_blend_and_neighbours(trained: tuple[Path, Path, Path], tmp_path: Path) -> None:
     stack, truth, ckpt = trained
     preds = {}
-    pp = {"tile_px": 64, "overlap_px": 16}
+    pp = TrainParams.for_task("sar_to_visible", tile_px=64, overlap_px=16)
     for v in ("neighbour_j", "neighbour_k", "blend"):
         run_predict(stack, v, None, tmp_path / f"{v}.tif", None, pp, 2, "cpu")
         preds[v] = tmp_path / f"{v}.tif"

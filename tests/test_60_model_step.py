@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline_lib.model.data import resolve_params
+from pipeline_lib.model.params import TrainParams
 from pipeline_lib.model.train import Trainer, consistency_loss
 
 B, P, NS, NT = 3, 32, 2, 3
@@ -57,7 +57,7 @@ def _reference_step(
     if tr.flags["pix2pix"]:
         out = g(b["x"])
         cond, real = b["x"], b["t"]
-        total = float(tr.p["lambda_l1"]) * F.l1_loss(out, real)
+        total = tr.p.lambda_l1 * F.l1_loss(out, real)
         use_d = True
     else:
         x, guide = b["x"], b["guide"]
@@ -87,15 +87,15 @@ def _reference_step(
 @pytest.mark.parametrize("variant", ["tirsit", "no_uc", "no_uc_sg", "pix2pix"])
 def test_optimised_step_equals_the_reference_step(variant: str) -> None:
     torch.set_num_threads(1)
-    p = resolve_params("sar_to_visible", {"filters": 8, "batch_size": B, "patch_px": P})
+    p = TrainParams.for_task("sar_to_visible", filters=8, batch_size=B, patch_px=P)
     tr = Trainer(variant, NS, NT, p, torch.device("cpu"))
     assert next(tr.g.refine.parameters()).is_contiguous(memory_format=torch.channels_last)  # NHWC weights
     nchw = torch.contiguous_format
     g = copy.deepcopy(tr.g).to(memory_format=nchw)  # type: ignore[call-overload]
     d = copy.deepcopy(tr.d).to(memory_format=nchw) if tr.d is not None else None  # type: ignore[call-overload]
     betas = (0.5, 0.999)
-    opt_g = torch.optim.Adam(g.parameters(), lr=float(p["lr"]), betas=betas)
-    opt_d = torch.optim.Adam(d.parameters(), lr=float(p["lr"]), betas=betas) if d is not None else None
+    opt_g = torch.optim.Adam(g.parameters(), lr=p.lr, betas=betas)
+    opt_d = torch.optim.Adam(d.parameters(), lr=p.lr, betas=betas) if d is not None else None
     init = {k: v.clone() for k, v in g.state_dict().items()}
     rng = np.random.default_rng(1)
     for _ in range(2):

@@ -11,11 +11,17 @@ import pytest
 import torch
 from conftest import stack_generator
 
-from pipeline_lib.errors import ConfigError, ModelError
-from pipeline_lib.model.data import epoch_patches, load_stack, patch_origins, resolve_params
+from pipeline_lib.errors import ModelError
+from pipeline_lib.model.data import epoch_patches, load_stack, patch_origins
+from pipeline_lib.model.params import TrainParams
 from pipeline_lib.model.train import load_checkpoint, make_batch, run_train, select_device
 
 TINY = {"max_steps": 6, "batch_size": 4, "patch_px": 32, "filters": 8, "checkpoint_every": 2, "log_every": 1}
+
+
+def _p(**changes: object) -> TrainParams:
+    """The synthetic stack's (sar_to_visible) schema defaults with TINY and ``changes``."""
+    return TrainParams.for_task("sar_to_visible", **{**TINY, **changes})
 
 
 @pytest.fixture(scope="module")
@@ -69,16 +75,6 @@ def test_make_batch_is_the_batched_jk_ij_ik_pass(stack: Path) -> None:
     np.testing.assert_allclose(b["t_jk"][1], data.t_g[1][:, 40:72, 8:40] - data.t_g[0][:, 40:72, 8:40])
 
 
-def test_params_validation() -> None:
-    p = resolve_params("visible_to_swir", {"max_steps": 5, "lr": None, "sar_to_visible": {"lr": 9.0}})
-    assert p["lr"] == 2e-3 and p["lambda_con"] == 5.0 and p["mean_filter"] == 11 and p["max_steps"] == 5
-    assert resolve_params("sar_to_visible", {"sar_to_visible": {"k": 3.0}})["k"] == 3.0
-    with pytest.raises(ConfigError, match="nonsense"):
-        resolve_params("sar_to_visible", {"nonsense": 1})
-    with pytest.raises(ConfigError, match="patch_px"):
-        resolve_params("sar_to_visible", {"patch_px": 50})
-
-
 def test_device_cuda_absent_is_an_error() -> None:
     if torch.cuda.is_available():
         pytest.skip("CUDA present")
@@ -89,8 +85,8 @@ def test_device_cuda_absent_is_an_error() -> None:
 
 def test_deterministic_capped_and_checkpoint_content(stack: Path, tmp_path: Path) -> None:
     a, b = tmp_path / "a.pt", tmp_path / "b.pt"
-    run_train(stack, "tirsit", a, TINY, threads=1, device="cpu")
-    run_train(stack, "tirsit", b, TINY, threads=1, device="cpu")
+    run_train(stack, "tirsit", a, _p(), threads=1, device="cpu")
+    run_train(stack, "tirsit", b, _p(), threads=1, device="cpu")
     wa, wb = _weights(a), _weights(b)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     ck = load_checkpoint(a)
@@ -117,7 +113,7 @@ class _Kill(logging.Handler):
 
 def test_killed_training_resumes_to_identical_weights(stack: Path, tmp_path: Path) -> None:
     ref, out = tmp_path / "ref.pt", tmp_path / "out.pt"
-    params = {**TINY, "checkpoint_every": 1}
+    params = _p(checkpoint_every=1)
     run_train(stack, "tirsit_noadv", ref, params, threads=1, device="cpu")
     log = logging.getLogger("test_60_kill")
     log.setLevel(logging.INFO)
@@ -138,13 +134,19 @@ def test_killed_training_resumes_to_identical_weights(stack: Path, tmp_path: Pat
     wr, wo = _weights(ref), _weights(out)
     assert all(torch.equal(wr[k], wo[k]) for k in wr)
     assert len(load_checkpoint(out)["history"]) == 6
+    # a partial checkpoint written with other parameters is refused: training starts afresh
+    shutil.copy(tmp_path / "kept.partial", tmp_path / "other.pt.partial")
+    messages.clear()
+    run_train(stack, "tirsit_noadv", tmp_path / "other.pt", params.replace(seed=1), threads=1, device="cpu", log=log2)
+    assert any("other variant/params: starting afresh" in m for m in messages)
+    assert not any(m.startswith("resuming") for m in messages)
 
 
 def test_pix2pix_and_no_sg_train(stack: Path, tmp_path: Path) -> None:
-    run_train(stack, "pix2pix", tmp_path / "p.pt", {**TINY, "max_steps": 3}, threads=1, device="cpu")
+    run_train(stack, "pix2pix", tmp_path / "p.pt", _p(max_steps=3), threads=1, device="cpu")
     ck = load_checkpoint(tmp_path / "p.pt")
     assert ck["variant"] == "pix2pix" and all(np.isfinite(h["adv"]) for h in ck["history"])
-    run_train(stack, "no_sg", tmp_path / "n.pt", {**TINY, "max_steps": 3}, threads=1, device="cpu")
+    run_train(stack, "no_sg", tmp_path / "n.pt", _p(max_steps=3), threads=1, device="cpu")
     ck = load_checkpoint(tmp_path / "n.pt")
     assert ck["discriminator"] is None and not any(k.startswith("enc_guide") for k in ck["generator"])
 
@@ -157,14 +159,14 @@ def test_three_guides_train_and_predict(tmp_path: Path) -> None:
     assert data.n_guides == 3
     rows = epoch_patches(data.valid_i, data.valid_g, 32, seed=0, epoch=0, pairs=True)
     assert {(j, k) for _, _, j, k, _ in rows.tolist()} <= {(a, b) for a in range(3) for b in range(3) if a != b}
-    run_train(stack, "tirsit", tmp_path / "t.pt", {**TINY, "max_steps": 3}, threads=1, device="cpu")
+    run_train(stack, "tirsit", tmp_path / "t.pt", _p(max_steps=3), threads=1, device="cpu")
     run_predict(
         stack,
         "tirsit",
         tmp_path / "t.pt",
         tmp_path / "p.tif",
         tmp_path / "u.tif",
-        {"tile_px": 64, "overlap_px": 16},
+        _p(tile_px=64, overlap_px=16),
         1,
         "cpu",
     )

@@ -12,6 +12,7 @@ from pipeline_lib.errors import ModelError
 from pipeline_lib.model import variants as reg
 from pipeline_lib.model.baselines import BASELINES
 from pipeline_lib.model.data import VARIANTS
+from pipeline_lib.model.params import TrainParams
 from pipeline_lib.model.predict import UNCERTAINTY_VARIANTS
 from pipeline_lib.model.train import build_generator, variant_flags
 from pipeline_lib.report.model_part import ABLATION_ROWS, MAIN_ROWS
@@ -84,7 +85,7 @@ def test_paper_variants_keep_the_paper_flags() -> None:
 
 @pytest.mark.parametrize("name", reg.networks())
 def test_every_network_builds(name: str) -> None:
-    p = {"filters": 4, "levels": 2, "eta": 0.5}
+    p = TrainParams.for_task("sar_to_visible", filters=4, levels=2, eta=0.5)
     g = build_generator(name, 2, 3, p)
     assert g.guided == reg.get_variant(name).guided
 

@@ -15,10 +15,16 @@ from hypothesis import strategies as st
 
 from pipeline_lib.errors import ModelError
 from pipeline_lib.model.data import epoch_patches, fit_patch_px, load_stack, valid_origins
+from pipeline_lib.model.params import TrainParams
 from pipeline_lib.model.predict import fit_tile_px, predict_arrays, run_predict
 from pipeline_lib.model.train import load_checkpoint, run_train
 
 TINY = {"max_steps": 3, "batch_size": 4, "filters": 8, "checkpoint_every": 50, "log_every": 1}
+
+
+def _p(**changes: object) -> TrainParams:
+    """The synthetic stack's (sar_to_visible) schema defaults with TINY and ``changes``."""
+    return TrainParams.for_task("sar_to_visible", **{**TINY, **changes})
 
 
 @pytest.mark.parametrize("shape", [(64, 64), (100, 100), (101, 100), (100, 101), (127, 70)])
@@ -87,13 +93,13 @@ def test_train_and_predict_on_a_small_grid(tmp_path: Path, size: int, caplog: py
     stack, _ = stack_generator().make_stack(tmp_path, size=size, cloud=size > 40)
     ckpt = tmp_path / "tirsit.pt"
     with caplog.at_level(logging.WARNING):
-        run_train(stack, "tirsit", ckpt, {**TINY, "patch_px": 64}, threads=1, device="cpu")
+        run_train(stack, "tirsit", ckpt, _p(patch_px=64), threads=1, device="cpu")
     ck = load_checkpoint(ckpt)
     assert ck["params"]["patch_px"] == 32  # the stack's swath edge leaves no clear 64 px patch
     assert ck["step"] == TINY["max_steps"]
     assert "training tirsit on 32 px patches" in caplog.text
     out = tmp_path / "pred.tif"
-    run_predict(stack, "tirsit", ckpt, out, tmp_path / "unc.tif", {"tile_px": 256, "overlap_px": 64}, 1, "cpu")
+    run_predict(stack, "tirsit", ckpt, out, tmp_path / "unc.tif", _p(tile_px=256, overlap_px=64), 1, "cpu")
     import rasterio
 
     with rasterio.open(out) as ds:
@@ -106,20 +112,14 @@ def test_train_and_predict_on_a_small_grid(tmp_path: Path, size: int, caplog: py
 def test_no_valid_patch_is_a_clear_error(tmp_path: Path) -> None:
     stack, _ = stack_generator().make_stack(tmp_path, size=32)  # 3 invalid rows: no clear 32 px patch
     with pytest.raises(ModelError, match=r"no fully valid 32×32 patch .*grid too small or too cloudy"):
-        run_train(stack, "tirsit", tmp_path / "m.pt", {**TINY, "patch_px": 32}, threads=1, device="cpu")
+        run_train(stack, "tirsit", tmp_path / "m.pt", _p(patch_px=32), threads=1, device="cpu")
     assert not (tmp_path / "m.pt").exists()
 
 
 def test_full_schedule_counts_steps(tmp_path: Path) -> None:
     stack, _ = stack_generator().make_stack(tmp_path, size=96, cloud=False)
     ckpt = tmp_path / "m.pt"
-    params = {
-        **TINY,
-        "max_steps": None,
-        "patch_px": 32,
-        "batch_size": 2,
-        "sar_to_visible": {"epochs1": 2, "epochs2": 1, "disc_epochs": 1, "lr": 1e-3, "lr2": 1e-4},
-    }
+    params = _p(max_steps=None, patch_px=32, batch_size=2, epochs1=2, epochs2=1, disc_epochs=1, lr=1e-3, lr2=1e-4)
     run_train(stack, "tirsit", ckpt, params, threads=1, device="cpu")
     hist = load_checkpoint(ckpt)["history"]
     data = load_stack(stack)
@@ -132,7 +132,5 @@ def test_full_schedule_counts_steps(tmp_path: Path) -> None:
 def test_predict_arrays_small_grid_baseline_unchanged(tmp_path: Path) -> None:
     stack, _ = stack_generator().make_stack(tmp_path, size=40)
     data = load_stack(stack)
-    pred, unc = predict_arrays(
-        data, "blend", {"mean_filter": 3, "k": 1.0, "tile_px": 256, "overlap_px": 64, "levels": 5}
-    )
+    pred, unc = predict_arrays(data, "blend", _p(mean_filter=3, k=1.0, tile_px=256, overlap_px=64, levels=5))
     assert pred.shape[1:] == (40, 40) and unc is not None

@@ -19,6 +19,7 @@ from pipeline_lib.cog import write_cog
 from pipeline_lib.errors import ConfigError
 from pipeline_lib.grid import make_centered_grid
 from pipeline_lib.model.evaluate import run_evaluate
+from pipeline_lib.model.params import TrainParams
 from pipeline_lib.model.predict import run_predict
 from pipeline_lib.model.select import (
     SelectParams,
@@ -144,7 +145,9 @@ def test_select_path_never_reads_date_i_and_evaluation_scores_it(tmp_path: Path)
     exp = {"name": "v2s", "task": "visible_to_swir", "target": target, "guides": guides}
     stack, truth = tmp_path / "stack.nc", tmp_path / "truth.tif"
     run_stack(exp, s1, s2, None, stack, truth)
-    params = {"max_steps": 3, "batch_size": 2, "patch_px": 32, "filters": 8, "tile_px": 64, "overlap_px": 16}
+    params = TrainParams.for_task(
+        "visible_to_swir", max_steps=3, batch_size=2, patch_px=32, filters=8, tile_px=64, overlap_px=16
+    )
     run_train(stack, "no_uc_sg", tmp_path / "test_no_uc_sg.pt", params, threads=1, device="cpu")
     preds, uncs = {}, {}
     for v in ("neighbour_j", "neighbour_k", "blend", "no_uc_sg"):
@@ -169,7 +172,7 @@ def test_select_path_never_reads_date_i_and_evaluation_scores_it(tmp_path: Path)
         run_stack(vexp, s1, s2, None, vdir / "stack.nc", vdir / "truth.tif")
         for seed in (0, 1):
             ck = vdir / f"seed{seed}" / "no_uc_sg.pt"
-            run_train(vdir / "stack.nc", "no_uc_sg", ck, {**params, "seed": seed}, threads=1, device="cpu")
+            run_train(vdir / "stack.nc", "no_uc_sg", ck, params.replace(seed=seed), threads=1, device="cpu")
             out = vdir / f"seed{seed}" / "scores.json"
             run_validation(
                 vdir / "stack.nc",

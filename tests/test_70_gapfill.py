@@ -13,7 +13,7 @@ from affine import Affine
 from pipeline_lib.cog import write_cog
 from pipeline_lib.errors import ModelError
 from pipeline_lib.gapfill.evaluate import apply_masks, borrow_masks, evaluate_fill, score_date
-from pipeline_lib.gapfill.model import FillParams, load_series_model, save_model, train_series
+from pipeline_lib.gapfill.model import FillParams, load_series_model, save_model, series_task, train_series
 from pipeline_lib.gapfill.product import (
     PRODUCT_BANDS,
     SOURCE_NONE,
@@ -33,9 +33,15 @@ from pipeline_lib.gapfill.series import (
     nearest_clear,
     read_series,
 )
+from pipeline_lib.model.params import TrainParams
 
 DATES = ("2021-01-01", "2021-01-13", "2021-01-25", "2021-02-06", "2021-02-18", "2021-03-02")
 TRAIN = {"batch_size": 2, "patch_px": 32, "log_every": 1}
+
+
+def _train(task: str) -> TrainParams:
+    """The schema's settings of the task's base task with TRAIN."""
+    return TrainParams.for_task(series_task(task).base, **TRAIN)
 
 
 def make_series(
@@ -124,11 +130,11 @@ def test_linear_interpolation_is_exact_on_linear_series_and_nearest_picks_neares
 def models() -> dict[str, dict]:
     s = make_series()
     fill = FillParams(max_steps=2, seed=3)
-    return {t: train_series(s, t, fill, TRAIN) for t in ("sar_to_visible", "sar_to_swir", "visible_to_swir")}
+    return {t: train_series(s, t, fill, _train(t)) for t in ("sar_to_visible", "sar_to_swir", "visible_to_swir")}
 
 
 def test_training_is_reproducible_and_saved(models: dict[str, dict], tmp_path: Path) -> None:
-    again = train_series(make_series(), "sar_to_visible", FillParams(max_steps=2, seed=3), TRAIN)
+    again = train_series(make_series(), "sar_to_visible", FillParams(max_steps=2, seed=3), _train("sar_to_visible"))
     for k, v in models["sar_to_visible"]["generator"].items():
         assert np.array_equal(v.numpy(), again["generator"][k].numpy()), k
     save_model(models["sar_to_visible"], tmp_path / "m.pt")
@@ -142,7 +148,7 @@ def test_training_needs_clear_guides() -> None:
     s = make_series()
     s = s.with_s2_valid(np.zeros_like(s.s2_valid))
     with pytest.raises(ModelError, match="two clear guides"):
-        train_series(s, "sar_to_visible", FillParams(max_steps=1), TRAIN)
+        train_series(s, "sar_to_visible", FillParams(max_steps=1), _train("sar_to_visible"))
 
 
 @pytest.mark.parametrize("route", ["direct", "chained"])

@@ -60,6 +60,7 @@ from pipeline_lib.fetch.credentials import resolve_credentials
 from pipeline_lib.fetch.local import LocalSource
 from pipeline_lib.grid import Grid, make_centered_grid
 from pipeline_lib.model import run_train
+from pipeline_lib.model.params import TrainParams
 from pipeline_lib.model.train import select_device
 from pipeline_lib.optical import run_l2a
 from pipeline_lib.sar import run_calibrate, run_terrain
@@ -458,7 +459,7 @@ def c_gpu_requested_absent(tmp: Path, w: World) -> Callable[[], Any]:
     s1, s2 = _synthetic_cogs(tmp / "in", w.grid)
     stack = tmp / "stack.nc"
     run_stack(dict(EXP), s1, s2, None, stack, tmp / "truth.tif")
-    params = {"max_steps": 1, "batch_size": 1, "patch_px": 32}
+    params = TrainParams.for_task("sar_to_visible", max_steps=1, batch_size=1, patch_px=32)
     return lambda: run_train(stack, "tirsit", tmp / "out/models/sar2vis/tirsit.pt", params, threads=1, device="cuda")
 
 

@@ -132,8 +132,9 @@ def evaluate_fill(
     model_sets: dict[str, tuple[dict[str, dict[str, Any] | None], str]],
     fill: FillParams,
     blend_route: str = "chained",
-    tile_px: int = 256,
-    overlap_px: int = 64,
+    *,
+    tile_px: int,
+    overlap_px: int,
 ) -> dict[str, Any]:
     """Score every method on the masked pixels of the evaluation dates.
 

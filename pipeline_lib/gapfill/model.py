@@ -43,7 +43,8 @@ import torch
 from pipeline_lib.errors import ModelError
 from pipeline_lib.gapfill.series import SWIR, VISIBLE, Series, choose_guides, day_numbers
 from pipeline_lib.model.baselines import masked_mean_filter, weighted_spread, weighted_sum
-from pipeline_lib.model.data import denormalise_diff, dihedral, normalise, resolve_params
+from pipeline_lib.model.data import denormalise_diff, dihedral, normalise
+from pipeline_lib.model.params import TrainParams
 from pipeline_lib.model.predict import predict_tiled
 from pipeline_lib.model.train import (
     Trainer,
@@ -62,6 +63,7 @@ __all__ = [
     "GAPFILL_VARIANTS",
     "CKPT_FORMAT",
     "SeriesTask",
+    "series_task",
     "FillParams",
     "task_arrays",
     "sample_triplets",
@@ -91,6 +93,13 @@ SERIES_TASKS: dict[str, SeriesTask] = {
     "sar_to_swir": SeriesTask("sar_to_swir", ("VV", "VH"), SWIR, "sar_to_visible"),
     "visible_to_swir": SeriesTask("visible_to_swir", VISIBLE, SWIR, "visible_to_swir"),
 }
+
+
+def series_task(name: str) -> SeriesTask:
+    """The :class:`SeriesTask` called ``name``; ModelError for an unknown one."""
+    if name not in SERIES_TASKS:
+        raise ModelError(f"gapfill task {name!r} is unknown; use one of {list(SERIES_TASKS)}")
+    return SERIES_TASKS[name]
 
 
 @dataclass(frozen=True)
@@ -186,11 +195,15 @@ def sample_triplets(
 
 
 def _batch(
-    sn: np.ndarray, tn: np.ndarray, rows: np.ndarray, patch: int, rng: np.random.Generator
+    sn: np.ndarray, tn: np.ndarray, rows: np.ndarray, patch: int, rng: np.random.Generator, augment: bool
 ) -> dict[str, np.ndarray]:
-    """The Trainer batch (see :func:`pipeline_lib.model.train.make_batch`) for series triplets."""
+    """The Trainer batch (see :func:`pipeline_lib.model.train.make_batch`) for series triplets.
+
+    Each patch gets one of the 8 flips/rotations when ``augment`` is on (the codes are drawn either way,
+    so the random stream does not depend on it).
+    """
     xs, guides, tj_, tk_, tjk, sjk = [], [], [], [], [], []
-    codes = rng.integers(8, size=len(rows))
+    codes = rng.integers(8, size=len(rows)) * int(augment)
     for (y, x, i, j, k), code in zip(rows.tolist(), codes.tolist(), strict=True):
         sl = (slice(y, y + patch), slice(x, x + patch))
         s_i, s_j, s_k = sn[i][:, sl[0], sl[1]], sn[j][:, sl[0], sl[1]], sn[k][:, sl[0], sl[1]]
@@ -208,25 +221,27 @@ def train_series(
     series: Series,
     task_name: str,
     fill: FillParams,
-    train_params: dict[str, Any] | None = None,
+    params: TrainParams,
     threads: int = 1,
     device: str = "cpu",
     log: logging.Logger | None = None,
 ) -> dict[str, Any]:
-    """Train one model for ``task_name`` on the whole series; returns the checkpoint dict (see :func:`save_model`)."""
+    """Train one model for ``task_name`` on the whole series; returns the checkpoint dict (see :func:`save_model`).
+
+    ``params`` are for the task's ``base`` (paper) task; ``fill`` sets the seed and the number of steps.
+    """
     log = log or _LOG
-    if task_name not in SERIES_TASKS:
-        raise ModelError(f"gapfill task {task_name!r} is unknown; use one of {list(SERIES_TASKS)}")
-    task = SERIES_TASKS[task_name]
-    p = resolve_params(task.base, {**(train_params or {}), "seed": fill.seed, "max_steps": None})
+    task = series_task(task_name)
+    params.check_task(task.base, f"gapfill {task_name}")
+    p = params.replace(seed=fill.seed, max_steps=None)
     torch.set_num_threads(max(1, int(threads)))
     dev = select_device(device, log)
-    patch, bs = int(p["patch_px"]), int(p["batch_size"])
+    patch, bs = p.patch_px, p.batch_size
     sn, tn, sv, tv = task_arrays(series, task)
     days = day_numbers(series.dates)
     integ_s, integ_p = _integral(sv), _integral(sv & tv)
     total = int(fill.max_steps)
-    e1, e2, ed = int(p["epochs1"]), int(p["epochs2"]), int(p["disc_epochs"])
+    e1, e2, ed = p.epochs1, p.epochs2, p.disc_epochs
     lr2_at, d_stop = round(total * e1 / (e1 + e2)), round(total * ed / (e1 + e2))
     trainer = Trainer(fill.variant, len(task.source), len(task.target), p, dev)
     history: list[dict[str, float]] = []
@@ -244,17 +259,17 @@ def train_series(
         for step in range(total):
             rng = np.random.default_rng([int(fill.seed), step])
             rows = sample_triplets(integ_s, integ_p, days, patch, bs, fill.pair_window, rng)
-            trainer.set_lr(float(p["lr"]) if step < lr2_at else float(p["lr2"]))
-            losses = trainer.step(_batch(sn, tn, rows, patch, rng), step < d_stop)
+            trainer.set_lr(p.lr if step < lr2_at else p.lr2)
+            losses = trainer.step(_batch(sn, tn, rows, patch, rng, p.augment), step < d_stop)
             history.append({"step": step + 1, **losses})
-            if (step + 1) % int(p["log_every"]) == 0 or step + 1 == total:
+            if (step + 1) % p.log_every == 0 or step + 1 == total:
                 log.info("step %d/%d rec=%.5f con=%.5f", step + 1, total, losses["rec"], losses["con"])
     seconds = time.perf_counter() - t0
     return {
         "format": CKPT_FORMAT,
         "task": task_name,
         "variant": fill.variant,
-        "params": p,
+        "params": p.as_dict(),
         "fill": fill.__dict__,
         "band_s": list(task.source),
         "band_t": list(task.target),
@@ -281,7 +296,8 @@ def load_series_model(path: Path) -> dict[str, Any]:
 def _net(ck: dict[str, Any] | None, device: torch.device) -> tuple[Any, bool]:
     if ck is None:
         return None, False
-    g = build_generator(ck["variant"], len(ck["band_s"]), len(ck["band_t"]), ck["params"])
+    p = TrainParams.from_checkpoint(ck["params"], f"gap-fill {ck['task']} model")
+    g = build_generator(ck["variant"], len(ck["band_s"]), len(ck["band_t"]), p)
     g.load_state_dict(ck["generator"])
     g.to(device).eval()
     return g, variant_flags(ck["variant"])["guided"]
@@ -305,8 +321,9 @@ def predict_date(
     ckpt: dict[str, Any] | None,
     fill: FillParams,
     source_override: np.ndarray | None = None,
-    tile_px: int = 256,
-    overlap_px: int = 64,
+    *,
+    tile_px: int,
+    overlap_px: int,
     device: str = "cpu",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fill the pixels ``need`` (y, x) of date ``target``: (prediction (band_t, y, x), uncertainty, guides).
@@ -314,7 +331,8 @@ def predict_date(
     ``ckpt`` None gives the blend baseline (G ≡ 0). ``source_override`` (band_s, y, x, physical units,
     NaN where unknown) replaces the source of the target date (the chained route feeds the predicted
     visible). Outside ``need``, and where the source of the date or every guide is missing, NaN.
-    ``guides`` is (n, y, x) of date indices (−1: none).
+    ``guides`` is (n, y, x) of date indices (−1: none). The blend weights (mean filter s, slope k) are the
+    schema's for the task's base task, with or without a network.
     """
     task = SERIES_TASKS[task_name]
     sn, tn, sv, tv = task_arrays(series, task)
@@ -325,8 +343,8 @@ def predict_date(
         sv = sv.copy()
         sn[target] = np.where(ok, normalise(np.nan_to_num(source_override), s_range), 0.0)
         sv[target] = ok
-    base = resolve_params(task.base, None)
-    size, k = int(base["mean_filter"]), float(base["k"])
+    base = TrainParams.for_task(task.base)
+    size, k = base.mean_filter, base.k
     days = day_numbers(series.dates)
     need = need & sv[target]
     guides = choose_guides(sv & tv, days, target, fill.guides, fill.both_sides)

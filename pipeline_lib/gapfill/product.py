@@ -57,8 +57,9 @@ def fill_date(
     models: Mapping[str, dict[str, Any] | None],
     fill: FillParams,
     swir_route: str = "chained",
-    tile_px: int = 256,
-    overlap_px: int = 64,
+    *,
+    tile_px: int,
+    overlap_px: int,
     device: str = "cpu",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(bands (5, y, x), source (y, x) uint8, uncertainty (y, x)) for date index ``target``.

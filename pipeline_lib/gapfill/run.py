@@ -18,11 +18,12 @@ import numpy as np
 
 from pipeline_lib.errors import ConfigError
 from pipeline_lib.gapfill.evaluate import apply_masks, borrow_masks, evaluate_fill
-from pipeline_lib.gapfill.model import FillParams, load_series_model, save_model, train_series
+from pipeline_lib.gapfill.model import FillParams, load_series_model, save_model, series_task, train_series
 from pipeline_lib.gapfill.plan import swir_task
 from pipeline_lib.gapfill.product import SOURCE_PREDICTED, fill_date, stac_collection, write_product
 from pipeline_lib.gapfill.series import Series, read_series
 from pipeline_lib.io import write_json_atomic
+from pipeline_lib.model.params import TrainParams
 
 __all__ = [
     "fill_params",
@@ -61,16 +62,20 @@ def run_gapfill_train(
     task: str,
     out_ckpt: Path,
     cfg: Mapping[str, Any],
-    train_params: Mapping[str, Any],
+    train: Mapping[str, Any],
     threads: int,
     device: str = "auto",
     log: logging.Logger | None = None,
 ) -> None:
-    """Train the region's model for ``task`` on the whole series (evaluation masks removed)."""
+    """Train the region's model for ``task`` on the whole series (evaluation masks removed).
+
+    ``train`` is the region's validated ``train`` section; its settings for the task's base task apply.
+    """
+    params = TrainParams.from_config(series_task(task).base, train)
     series = _series(s1, s2)
     masks = _masks(series, cfg)
     masked = series.with_s2_valid(apply_masks(series.s2_valid, masks))
-    ck = train_series(masked, task, fill_params(cfg), dict(train_params), threads, device, log or _LOG)
+    ck = train_series(masked, task, fill_params(cfg), params, threads, device, log or _LOG)
     ck["evaluation_masks"] = {series.dates[e]: series.dates[d] for e, (d, _) in masks.items()}
     save_model(ck, Path(out_ckpt))
 
@@ -86,7 +91,7 @@ def run_gapfill_fill(
     ckpts: Mapping[str, str | os.PathLike[str]],
     out_tif: Path,
     cfg: Mapping[str, Any],
-    predict_params: Mapping[str, Any],
+    predict: Mapping[str, Any],
     threads: int,
     device: str = "cpu",
 ) -> None:
@@ -103,9 +108,15 @@ def run_gapfill_fill(
     for need in ("sar_to_visible", swir_task(route)):
         if need not in models:
             raise ConfigError(f"gapfill.swir={route}: the {need} model is missing from the rule's inputs")
-    tile, overlap = int(predict_params.get("tile_px", 256)), int(predict_params.get("overlap_px", 64))
     bands, source, unc = fill_date(
-        series, i, models, fill_params(cfg), route, tile, overlap, device if device != "auto" else "cpu"
+        series,
+        i,
+        models,
+        fill_params(cfg),
+        route,
+        tile_px=predict["tile_px"],
+        overlap_px=predict["overlap_px"],
+        device=device if device != "auto" else "cpu",
     )
     tags = {"swir_route": route, "variant": str(cfg.get("variant", "")), "region_dates": ",".join(series.dates)}
     write_product(out_tif, date, bands, source, unc, series.crs, series.transform, tags)
@@ -124,7 +135,7 @@ def run_gapfill_evaluate(
     fills: Sequence[str | os.PathLike[str]],
     out_json: Path,
     cfg: Mapping[str, Any],
-    predict_params: Mapping[str, Any],
+    predict: Mapping[str, Any],
     threads: int,
 ) -> dict[str, Any]:
     """``gapfill/metrics.json``: the masked-pixel evaluation and the share predicted / mean uncertainty per date."""
@@ -135,9 +146,9 @@ def run_gapfill_evaluate(
     series = _series(s1, s2)
     masks = _masks(series, cfg)
     route = str(cfg.get("swir", "chained"))
-    tile, overlap = int(predict_params.get("tile_px", 256)), int(predict_params.get("overlap_px", 64))
     models = _models(ckpts)
-    res = evaluate_fill(series, masks, {"gapfill": (models, route)}, fill_params(cfg), route, tile, overlap)
+    tiles = {"tile_px": predict["tile_px"], "overlap_px": predict["overlap_px"]}
+    res = evaluate_fill(series, masks, {"gapfill": (models, route)}, fill_params(cfg), route, **tiles)
     per_date: dict[str, Any] = {}
     for path in fills:
         with rasterio.open(path) as ds:

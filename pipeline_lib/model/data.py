@@ -1,4 +1,4 @@
-"""Stack loading, fixed physical normalisation, training parameters and patch sampling.
+"""Stack loading, fixed physical normalisation and patch sampling.
 
 Governing text: docs/CONTRACTS.md ("Stack NetCDF"), DESIGN §6, paper §IV-C.1 / §IV-D.1.
 
@@ -7,9 +7,9 @@ Governing text: docs/CONTRACTS.md ("Stack NetCDF"), DESIGN §6, paper §IV-C.1 /
   are taken between normalised images, so they live in [−1, 1]. The ranges go into the checkpoint.
 - A pixel of a date is usable where its validity flag is set and all its bands are finite. Network
   inputs get 0 where unusable (the loss and the outputs never use such pixels).
-- Patches (``patch_px``, 64 by default: five stride-2 levels need a multiple of 32, the paper's 50
-  is not) come only from wholly valid areas. An **epoch** is one pass over the non-overlapping patch
-  grid of the valid area; each epoch shifts that grid by a random offset (< one patch) — on an axis
+- Patches (``patch_px`` of :class:`pipeline_lib.model.params.TrainParams`, a multiple of 2^levels, so
+  not the paper's 50) come only from wholly valid areas. An **epoch** is one pass over the
+  non-overlapping patch grid of the valid area; each epoch shifts that grid by a random offset (< one patch) — on an axis
   shorter than two patches, folded into the slack the grid leaves (``(n − patch) mod patch`` px: a
   64 px patch on a 100 px grid shifts by 0–36 px, on a 64 px grid not at all), so every axis holds
   at least one whole patch — and visits its patches in random order, each with a random ordered guide pair (j, k) valid over the whole
@@ -28,22 +28,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from pipeline_lib.errors import ConfigError, ModelError
+from pipeline_lib.errors import ModelError
+from pipeline_lib.model.params import TASKS
 from pipeline_lib.model.variants import networks
 from pipeline_lib.stacks import open_stack
 
 __all__ = [
     "TASKS",
     "VARIANTS",
-    "DEFAULTS",
-    "COMMON_DEFAULTS",
     "StackData",
-    "resolve_params",
     "load_stack",
     "normalise",
     "denormalise_diff",
@@ -54,86 +51,8 @@ __all__ = [
     "dihedral",
 ]
 
-TASKS = ("sar_to_visible", "visible_to_swir")
 #: Trained variants, from the registry (:mod:`pipeline_lib.model.variants`), shortcut-fix candidates included.
 VARIANTS = networks()
-
-#: Parameters shared by both tasks (config keys of ``train``/``predict`` in the workflow schema).
-COMMON_DEFAULTS: dict[str, Any] = {
-    "batch_size": 16,  # paper §IV-C.1
-    "patch_px": 64,  # paper: 50; 64 so that 2^5 divides it
-    "max_steps": None,  # cap on optimisation steps; None = the paper's full schedule
-    "seed": 0,
-    "checkpoint_every": 5,  # epochs between resumable <out>.partial checkpoints
-    "eta": 0.5,  # feature-mask threshold η (paper §IV-C.1)
-    "filters": 32,  # first-layer filters of generator and discriminator
-    "levels": 5,  # U-Net levels
-    "augment": True,  # 8 dihedral flips/rotations of training patches (not in the paper)
-    "tile_px": 256,  # prediction tile (multiple of 2^levels)
-    "overlap_px": 64,  # prediction tile overlap, blended with a smooth window
-    "log_every": 10,  # steps between progress lines
-}
-
-#: Per-task defaults: the paper's values (§IV-C.1 SAR→visible, §IV-D.1 visible→SWIR).
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "sar_to_visible": {
-        **COMMON_DEFAULTS,
-        "lr": 5e-4,
-        "lr2": 2.5e-4,
-        "epochs1": 60,
-        "epochs2": 20,
-        "disc_epochs": 60,
-        "lambda_con": 2.0,
-        "lambda_adv": 1e-3,
-        "lambda_l1": 100.0,  # pix2pix only (Isola et al. 2017)
-        "mean_filter": 51,  # s
-        "k": 10.0,
-    },
-    "visible_to_swir": {
-        **COMMON_DEFAULTS,
-        "lr": 2e-3,
-        "lr2": 1e-3,
-        "epochs1": 60,
-        "epochs2": 20,
-        "disc_epochs": 60,
-        "lambda_con": 5.0,
-        "lambda_adv": 1e-3,
-        "lambda_l1": 100.0,
-        "mean_filter": 11,
-        "k": 10.0,
-    },
-}
-
-_IGNORED_KEYS = {"device", "threads"}
-
-
-def resolve_params(task: str, params: dict[str, Any] | None) -> dict[str, Any]:
-    """The task's defaults updated by ``params`` (``None`` values keep the default).
-
-    ``params`` may be the workflow's ``train``/``predict`` section: a nested per-task dict under the
-    task's name is merged on top; the other task's dict, ``device`` and ``threads`` are ignored.
-    """
-    if task not in DEFAULTS:
-        raise ModelError(f"stack attr task={task!r} is unknown; expected one of {list(TASKS)}")
-    out = dict(DEFAULTS[task])
-    given = dict(params or {})
-    nested = given.pop(task, None) or {}
-    for other in TASKS:
-        given.pop(other, None)
-    for key, value in [*given.items(), *dict(nested).items()]:
-        if key in _IGNORED_KEYS:
-            continue
-        if key not in out:
-            raise ConfigError(f"train/predict parameter {key!r} is unknown; allowed: {sorted(out)}")
-        if value is not None:
-            out[key] = value
-    mult = 2 ** int(out["levels"])
-    for key in ("patch_px", "tile_px"):
-        if int(out[key]) % mult:
-            raise ConfigError(f"{key}={out[key]} must be a multiple of 2^levels = {mult}")
-    if int(out["overlap_px"]) >= int(out["tile_px"]) // 2 + 1:
-        raise ConfigError(f"overlap_px={out['overlap_px']} must be at most half of tile_px={out['tile_px']}")
-    return out
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,8 @@ from pipeline_lib.cog import read_named_bands
 from pipeline_lib.errors import ModelError
 from pipeline_lib.io import write_json_atomic, write_text_atomic
 from pipeline_lib.metrics import band_metrics
-from pipeline_lib.model.data import load_stack, resolve_params
+from pipeline_lib.model.data import load_stack
+from pipeline_lib.model.params import TrainParams
 from pipeline_lib.model.predict import predict_arrays
 from pipeline_lib.stacks import read_truth
 
@@ -220,8 +221,8 @@ def run_evaluate(
     arrays = {name: read_bands(Path(path), bands) for name, path in preds.items()}
     if "blend" in arrays:
         blend = arrays["blend"]
-    else:
-        blend, _ = predict_arrays(data, "blend", resolve_params(data.task, {}))
+    else:  # the workflow always scores the blend; a caller without it gets the schema's blend weights
+        blend, _ = predict_arrays(data, "blend", TrainParams.for_task(data.task))
     uncs = {name: read_bands(Path(path), bands) for name, path in (uncertainty or {}).items()}
     ranges = [float(hi - lo) for lo, hi in data.target_range]
     block = evaluate_arrays(truth, tvalid & data.valid_i, arrays, blend, bands, ranges, uncs)

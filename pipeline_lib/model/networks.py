@@ -73,9 +73,9 @@ class Generator(nn.Module):
         out_channels: int,
         guide_channels: int = 0,
         *,
-        filters: int = 32,
-        levels: int = 5,
-        eta: float = 0.5,
+        filters: int,
+        levels: int,
+        eta: float,
         guided: bool = True,
         zero_head: bool = True,
     ) -> None:
@@ -152,7 +152,7 @@ class Generator(nn.Module):
 class PatchDiscriminator(nn.Module):
     """Three-layer PatchGAN conditioned on the source: logits per patch for (condition, image)."""
 
-    def __init__(self, cond_channels: int, image_channels: int, filters: int = 32) -> None:
+    def __init__(self, cond_channels: int, image_channels: int, filters: int) -> None:
         super().__init__()
         f = filters
         self.net = nn.Sequential(

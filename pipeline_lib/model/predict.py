@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -33,8 +32,9 @@ from affine import Affine
 from pipeline_lib.cog import write_cog
 from pipeline_lib.errors import ModelError
 from pipeline_lib.model.baselines import BASELINES, guide_weights, weighted_spread, weighted_sum
-from pipeline_lib.model.data import VARIANTS, StackData, denormalise_diff, load_stack, resolve_params
+from pipeline_lib.model.data import VARIANTS, StackData, denormalise_diff, load_stack
 from pipeline_lib.model.networks import Generator
+from pipeline_lib.model.params import TrainParams
 from pipeline_lib.model.train import build_generator, load_checkpoint, select_device, variant_flags
 from pipeline_lib.model.variants import uncertainty_variants
 
@@ -143,7 +143,7 @@ def _net_fn(g: Generator, device: torch.device, n_s: int, guided: bool) -> Calla
 def predict_arrays(
     data: StackData,
     variant: str,
-    p: dict[str, Any],
+    p: TrainParams,
     generator: Generator | None = None,
     device: torch.device | None = None,
     clip: bool = True,
@@ -153,7 +153,7 @@ def predict_arrays(
     Network predictions are clipped to :data:`REFLECTANCE_RANGE` unless ``clip`` is false.
     """
     device = device or torch.device("cpu")
-    size, k = int(p["mean_filter"]), float(p["k"])
+    size, k = p.mean_filter, p.k
     n_t = len(data.band_t)
     invalid = ~data.valid_i
     if variant == "neighbour_j" or variant == "neighbour_k":
@@ -168,7 +168,7 @@ def predict_arrays(
     if generator is None:
         raise ModelError(f"variant {variant!r} needs a trained generator (checkpoint)")
     generator.eval()
-    tile, overlap = fit_tile_px(data.valid_i.shape, int(p["tile_px"]), int(p["overlap_px"]), 2 ** int(p["levels"]))
+    tile, overlap = fit_tile_px(data.valid_i.shape, p.tile_px, p.overlap_px, 2**p.levels)
     if variant == "pix2pix":
         fn = _net_fn(generator, device, len(data.band_s), guided=False)
         out_n = predict_tiled(fn, data.s_i, n_t, tile, overlap)
@@ -194,18 +194,22 @@ def run_predict(
     ckpt: Path | None,
     out_tif: Path,
     out_uncertainty_tif: Path | None,
-    params: dict[str, Any],
+    params: TrainParams,
     threads: int,
     device: str = "auto",
 ) -> None:
-    """Predict T_i for ``variant`` (network or baseline) and write the COG(s) on the stack's grid."""
+    """Predict T_i for ``variant`` (network or baseline) and write the COG(s) on the stack's grid.
+
+    ``params`` are for the stack's task; a network's shape (filters, levels, eta) comes from its checkpoint.
+    """
     if variant not in VARIANTS and variant not in BASELINES:
         raise ModelError(f"variant {variant!r} is unknown; expected one of {list(VARIANTS) + list(BASELINES)}")
     if out_uncertainty_tif is not None and variant not in UNCERTAINTY_VARIANTS:
         raise ModelError(f"variant {variant!r} has no uncertainty raster; request it only for {UNCERTAINTY_VARIANTS}")
     torch.set_num_threads(max(1, int(threads)))
     data = load_stack(Path(stack_nc))
-    p = resolve_params(data.task, params)
+    params.check_task(data.task, str(stack_nc))
+    p = params
     generator = None
     dev = torch.device("cpu")
     if variant in VARIANTS:
@@ -220,8 +224,7 @@ def run_predict(
             np.allclose(ck["source_range"], data.source_range) and np.allclose(ck["target_range"], data.target_range)
         ):
             raise ModelError(f"{ckpt}: normalisation ranges differ from {stack_nc}'s; retrain")
-        for key in ("filters", "levels", "eta"):
-            p[key] = ck["params"][key]
+        p = p.with_network_of(TrainParams.from_checkpoint(ck["params"], str(ckpt)))
         dev = select_device(device, _LOG)
         generator = build_generator(variant, len(data.band_s), len(data.band_t), p)
         generator.load_state_dict(ck["generator"])

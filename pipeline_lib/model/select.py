@@ -45,7 +45,8 @@ from pipeline_lib.errors import ConfigError, ModelError
 from pipeline_lib.io import write_json_atomic
 from pipeline_lib.metrics import band_metrics
 from pipeline_lib.model.baselines import BASELINES
-from pipeline_lib.model.data import load_stack, resolve_params
+from pipeline_lib.model.data import load_stack
+from pipeline_lib.model.params import TrainParams
 
 __all__ = [
     "SelectParams",
@@ -206,7 +207,7 @@ def run_validation(
     stack_nc: Path,
     truth_tif: Path,
     checkpoints: Mapping[str, Path],
-    params: Mapping[str, Any],
+    params: TrainParams,
     out_json: Path,
     meta: Mapping[str, Any] | None = None,
     threads: int = 1,
@@ -223,7 +224,8 @@ def run_validation(
 
     torch.set_num_threads(max(1, int(threads)))
     data = load_stack(Path(stack_nc))
-    p = resolve_params(data.task, dict(params))
+    params.check_task(data.task, str(stack_nc))
+    p = params
     preds: dict[str, np.ndarray] = {}
     for b in BASELINES:
         preds[b] = predict_arrays(data, b, p)[0]
@@ -231,7 +233,7 @@ def run_validation(
         ck = load_checkpoint(Path(ck_path))
         if ck["variant"] != variant:
             raise ModelError(f"{ck_path}: holds variant {ck['variant']!r}, not {variant!r}; pass the right checkpoint")
-        q = {**p, **{k: ck["params"][k] for k in ("filters", "levels", "eta")}}
+        q = p.with_network_of(TrainParams.from_checkpoint(ck["params"], str(ck_path)))
         g = build_generator(variant, len(data.band_s), len(data.band_t), q)
         g.load_state_dict(ck["generator"])
         preds[variant] = predict_arrays(data, variant, q, g, torch.device("cpu"))[0]

@@ -17,6 +17,7 @@ trained without the adversarial loss, as the paper's Tables II/IV compare them w
 adversarial loss". ``pix2pix`` (Isola et al. 2017): the same U-Net without guide, S_g → T_g on the
 guide dates, L = L_GAN + λ_L1·L1 (λ_L1 = 100), PatchGAN conditioned on S_g trained throughout.
 
+Settings: one :class:`pipeline_lib.model.params.TrainParams` for the stack's task (defaults in the schema).
 Schedule: Adam β = (0.5, 0.999) for G and D; lr for ``epochs1`` epochs then lr2 for ``epochs2``.
 With ``max_steps`` below the full schedule, training stops at ``max_steps`` and the lr switch and the
 end of D's training fall at the same *fractions* of the capped run (epochs1/(epochs1+epochs2) and
@@ -45,7 +46,8 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +65,10 @@ from pipeline_lib.model.data import (
     epoch_patches,
     fit_patch_px,
     load_stack,
-    resolve_params,
 )
 from pipeline_lib.model.losses import consistency_loss, consistency_target, departure_losses
 from pipeline_lib.model.networks import Generator, PatchDiscriminator
+from pipeline_lib.model.params import TrainParams
 from pipeline_lib.model.variants import get_variant
 
 __all__ = [
@@ -116,21 +118,13 @@ def select_device(device: str, log: logging.Logger | None = None) -> torch.devic
     raise ModelError(f"train.device={device!r} is unknown; use auto, cpu or cuda")
 
 
-def build_generator(variant: str, n_s: int, n_t: int, p: dict[str, Any]) -> Generator:
+def build_generator(variant: str, n_s: int, n_t: int, p: TrainParams) -> Generator:
     guided = variant_flags(variant)["guided"]
-    return Generator(
-        n_s,
-        n_t,
-        n_t if guided else 0,
-        filters=int(p["filters"]),
-        levels=int(p["levels"]),
-        eta=float(p["eta"]),
-        guided=guided,
-    )
+    return Generator(n_s, n_t, n_t if guided else 0, filters=p.filters, levels=p.levels, eta=p.eta, guided=guided)
 
 
-def build_discriminator(n_s: int, n_t: int, p: dict[str, Any]) -> PatchDiscriminator:
-    return PatchDiscriminator(n_s, n_t, filters=int(p["filters"]))
+def build_discriminator(n_s: int, n_t: int, p: TrainParams) -> PatchDiscriminator:
+    return PatchDiscriminator(n_s, n_t, filters=p.filters)
 
 
 def make_batch(data: StackData, rows: np.ndarray, patch: int, pix2pix: bool) -> dict[str, np.ndarray]:
@@ -202,22 +196,22 @@ def _deterministic(enabled: bool) -> Iterator[None]:
 class Trainer:
     """Holds models, optimisers and history; :meth:`step` runs one optimisation step on a batch."""
 
-    def __init__(self, variant: str, n_s: int, n_t: int, p: dict[str, Any], device: torch.device) -> None:
+    def __init__(self, variant: str, n_s: int, n_t: int, p: TrainParams, device: torch.device) -> None:
         self.variant = variant
         self.flags = variant_flags(variant)
         self.p = p
         self.device = device
-        torch.manual_seed(int(p["seed"]))
+        torch.manual_seed(p.seed)
         self.g = build_generator(variant, n_s, n_t, p).to(device)
         self.d: nn.Module | None = build_discriminator(n_s, n_t, p).to(device) if self.flags["adv"] else None
         for m in (self.g, self.d):
             if m is not None:
                 _channels_last(m)
         betas = (0.5, 0.999)
-        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=float(p["lr"]), betas=betas)
-        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=float(p["lr"]), betas=betas) if self.d else None
-        self.lambda_con = float(p["lambda_con"]) if self.flags["con"] else 0.0
-        self.lambda_adv = float(p["lambda_adv"]) if self.flags["adv"] and not self.flags["pix2pix"] else 0.0
+        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=p.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=p.lr, betas=betas) if self.d else None
+        self.lambda_con = p.lambda_con if self.flags["con"] else 0.0
+        self.lambda_adv = p.lambda_adv if self.flags["adv"] and not self.flags["pix2pix"] else 0.0
         self.consistency = get_variant(variant).consistency
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -275,7 +269,7 @@ class Trainer:
             if use_d:
                 losses["d"] = self._d_step(b["x"], b["t"], out)
             l1 = F.l1_loss(out, b["t"])
-            total = float(self.p["lambda_l1"]) * l1
+            total = self.p.lambda_l1 * l1
             losses["rec"] = float(l1.detach())
             if use_d:
                 adv = self._adv(b["x"], out)
@@ -322,27 +316,43 @@ class Trainer:
         return losses
 
 
-def _schedule(p: dict[str, Any], spe: int) -> tuple[int, int, int, bool]:
-    """(total steps, step where lr2 starts, step where D stops, capped?) for ``spe`` steps per epoch."""
-    e1, e2, ed = int(p["epochs1"]), int(p["epochs2"]), int(p["disc_epochs"])
+@dataclass(frozen=True)
+class _Schedule:
+    """Optimisation steps of a run: ``total``, the step where lr2 starts and the step where D stops."""
+
+    total: int
+    lr2_at: int
+    d_stop: int
+    capped: bool
+
+
+def _schedule(p: TrainParams, spe: int) -> _Schedule:
+    """The schedule for ``spe`` steps per epoch (module docstring: capped runs keep the epoch fractions)."""
+    e1, e2, ed = p.epochs1, p.epochs2, p.disc_epochs
     full = spe * (e1 + e2)
-    cap = p.get("max_steps")
-    if cap is not None and int(cap) < full:
-        total = int(cap)
+    if p.max_steps is not None and p.max_steps < full:
+        total = p.max_steps
         frac = total / max(e1 + e2, 1)
-        return total, round(frac * e1), round(frac * ed), True
-    return full, spe * e1, spe * ed, False
+        return _Schedule(total, round(frac * e1), round(frac * ed), True)
+    return _Schedule(full, spe * e1, spe * ed, False)
 
 
-def _ckpt_payload(
-    tr: Trainer, data: StackData, p: dict[str, Any], history: list[dict[str, float]], epoch: int, step: int, done: bool
-) -> dict[str, Any]:
+@dataclass
+class _Progress:
+    """Where a run stands: epochs and steps done and the per-step loss history."""
+
+    epoch: int = 0
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _ckpt_payload(tr: Trainer, data: StackData, p: TrainParams, run: _Progress, done: bool) -> dict[str, Any]:
     return {
         "format": CKPT_FORMAT,
         "variant": tr.variant,
         "task": data.task,
         "experiment": data.experiment,
-        "params": p,
+        "params": p.as_dict(),
         "generator": tr.g.state_dict(),
         "discriminator": tr.d.state_dict() if tr.d is not None else None,
         "opt_g": tr.opt_g.state_dict(),
@@ -352,9 +362,9 @@ def _ckpt_payload(
         "band_s": data.band_s,
         "band_t": data.band_t,
         "guide_dates": data.guide_dates,
-        "history": history,
-        "epoch": epoch,
-        "step": step,
+        "history": run.history,
+        "epoch": run.epoch,
+        "step": run.step,
         "complete": done,
         "torch_rng": torch.get_rng_state(),
     }
@@ -382,70 +392,148 @@ def load_checkpoint(
     return ckpt
 
 
-def run_train(
-    stack_nc: Path,
-    variant: str,
-    out_ckpt: Path,
-    params: dict[str, Any],
-    threads: int,
-    device: str = "auto",
-    log: logging.Logger | None = None,
-) -> None:
-    """Train ``variant`` on the stack and write the checkpoint ``out_ckpt`` (atomically)."""
-    log = log or _LOG
-    out_ckpt = Path(out_ckpt)
-    flags = variant_flags(variant)
-    data = load_stack(Path(stack_nc))
-    p = resolve_params(data.task, params)
-    torch.set_num_threads(max(1, int(threads)))
-    dev = select_device(device, log)
-    bs, seed = int(p["batch_size"]), int(p["seed"])
-    pairs = not flags["pix2pix"]
-    valid_i = data.valid_i if pairs else None
-    patch = fit_patch_px(valid_i, data.valid_g, int(p["patch_px"]), 2 ** int(p["levels"]), pairs)
+def _fit_patch(
+    data: StackData, variant: str, p: TrainParams, pairs: bool, stack_nc: Path, log: logging.Logger
+) -> TrainParams:
+    """``p`` with the training patch :func:`fit_patch_px` finds (warned when smaller than ``patch_px``)."""
+    mult = 2**p.levels
+    patch = fit_patch_px(data.valid_i if pairs else None, data.valid_g, p.patch_px, mult, pairs)
     if patch == 0:
         raise ModelError(
-            f"{stack_nc}: no fully valid {2 ** int(p['levels'])}×{2 ** int(p['levels'])} patch for {variant} "
+            f"{stack_nc}: no fully valid {mult}×{mult} patch for {variant} "
             "(grid too small or too cloudy); use clearer dates or a larger AOI"
         )
-    if patch != int(p["patch_px"]):
+    if patch != p.patch_px:
         log.warning(
             "%s: no fully valid %d px patch on this %d×%d grid; training %s on %d px patches",
             stack_nc,
-            int(p["patch_px"]),
+            p.patch_px,
             *data.valid_i.shape,
             variant,
             patch,
         )
-        p = {**p, "patch_px": patch}
+        return p.replace(patch_px=patch)
+    return p
+
+
+def _epoch_rows(data: StackData, p: TrainParams, pairs: bool) -> Callable[[int], np.ndarray]:
+    """Patch rows (y, x, a, b, code) of an epoch; code 0 (no flip/rotation) unless ``augment``."""
 
     def rows_of(epoch: int) -> np.ndarray:
-        return epoch_patches(valid_i, data.valid_g, patch, seed, epoch, pairs)
+        rows = epoch_patches(data.valid_i if pairs else None, data.valid_g, p.patch_px, p.seed, epoch, pairs)
+        if not p.augment:
+            rows[:, 4] = 0
+        return rows
 
+    return rows_of
+
+
+def _resume(tr: Trainer, partial: Path, p: TrainParams, log: logging.Logger) -> _Progress:
+    """The progress of a ``.partial`` checkpoint of the same variant and parameters (state restored), else a fresh one."""
+    if not partial.is_file():
+        return _Progress()
+    try:
+        ck = load_checkpoint(partial)
+    except ModelError as exc:
+        log.warning("ignoring unreadable partial checkpoint %s (%s)", partial, exc)
+        return _Progress()
+    try:
+        same = ck["variant"] == tr.variant and TrainParams.from_checkpoint(ck["params"], str(partial)) == p
+    except ModelError:
+        same = False
+    if not same:
+        log.warning("partial checkpoint %s has other variant/params: starting afresh", partial)
+        return _Progress()
+    tr.g.load_state_dict(ck["generator"])
+    tr.opt_g.load_state_dict(ck["opt_g"])
+    if tr.d is not None and tr.opt_d is not None:
+        tr.d.load_state_dict(ck["discriminator"])
+        tr.opt_d.load_state_dict(ck["opt_d"])
+    torch.set_rng_state(ck["torch_rng"])
+    run = _Progress(int(ck["epoch"]), int(ck["step"]), list(ck["history"]))
+    log.info("resuming %s from %s at epoch %d, step %d", tr.variant, partial, run.epoch, run.step)
+    return run
+
+
+def _train_epochs(
+    tr: Trainer,
+    data: StackData,
+    p: TrainParams,
+    rows_of: Callable[[int], np.ndarray],
+    sched: _Schedule,
+    run: _Progress,
+    partial: Path,
+    log: logging.Logger,
+) -> None:
+    """Optimisation steps from ``run`` to ``sched.total``, a ``.partial`` checkpoint every ``checkpoint_every`` epochs."""
+    pix2pix = tr.flags["pix2pix"]
+    t0, s0 = time.perf_counter(), run.step
+    while run.step < sched.total:
+        rows = rows_of(run.epoch)
+        if len(rows) == 0:  # cannot happen once fit_patch_px found a valid patch; guards the loop
+            raise ModelError(
+                f"{data.experiment}: epoch {run.epoch} has no valid {p.patch_px} px patch; check the masks"
+            )
+        for start in range(0, len(rows), p.batch_size):
+            if run.step >= sched.total:
+                break
+            lr = p.lr if run.step < sched.lr2_at else p.lr2
+            tr.set_lr(lr)
+            batch = make_batch(data, rows[start : start + p.batch_size], p.patch_px, pix2pix)
+            losses = tr.step(batch, run.step < sched.d_stop or pix2pix)
+            run.step += 1
+            run.history.append({"step": run.step, "epoch": run.epoch, "lr": lr, **losses})
+            if run.step % p.log_every == 0 or run.step == sched.total:
+                rate = (run.step - s0) / max(time.perf_counter() - t0, 1e-9)
+                _log_step(log, run, sched.total, losses, lr, rate)
+        run.epoch += 1
+        if run.step < sched.total and run.epoch % p.checkpoint_every == 0:
+            save_checkpoint(_ckpt_payload(tr, data, p, run, False), partial)
+            log.info("checkpoint: wrote %s (epoch %d, step %d)", partial, run.epoch, run.step)
+
+
+def _log_step(
+    log: logging.Logger, run: _Progress, total: int, losses: dict[str, float], lr: float, rate: float
+) -> None:
+    log.info(
+        "epoch %d step %d/%d rec=%.5f con=%.5f adv=%.4f d=%.4f lr=%.2e it/s=%.2f",
+        run.epoch,
+        run.step,
+        total,
+        losses["rec"],
+        losses["con"],
+        losses["adv"],
+        losses["d"],
+        lr,
+        rate,
+    )
+
+
+def run_train(
+    stack_nc: Path,
+    variant: str,
+    out_ckpt: Path,
+    params: TrainParams,
+    threads: int,
+    device: str = "auto",
+    log: logging.Logger | None = None,
+) -> None:
+    """Train ``variant`` on the stack with ``params`` (for the stack's task); write ``out_ckpt`` atomically."""
+    log = log or _LOG
+    stack_nc, out_ckpt = Path(stack_nc), Path(out_ckpt)
+    pairs = not variant_flags(variant)["pix2pix"]
+    data = load_stack(stack_nc)
+    params.check_task(data.task, str(stack_nc))
+    torch.set_num_threads(max(1, int(threads)))
+    dev = select_device(device, log)
+    p = _fit_patch(data, variant, params, pairs, stack_nc, log)
+    rows_of = _epoch_rows(data, p, pairs)
     n0 = len(rows_of(0))
-    spe = math.ceil(n0 / bs)
-    total, lr2_at, d_stop, capped = _schedule(p, spe)
+    spe = math.ceil(n0 / p.batch_size)
+    sched = _schedule(p, spe)
     tr = Trainer(variant, len(data.band_s), len(data.band_t), p, dev)
-    history: list[dict[str, float]] = []
-    epoch = step = 0
     partial = out_ckpt.with_name(out_ckpt.name + ".partial")
-    if partial.is_file():
-        try:
-            ck = load_checkpoint(partial)
-        except ModelError as exc:
-            log.warning("ignoring unreadable partial checkpoint %s (%s)", partial, exc)
-            ck = None
-        if ck is not None and ck["variant"] == variant and ck["params"] == p:
-            tr.g.load_state_dict(ck["generator"])
-            tr.opt_g.load_state_dict(ck["opt_g"])
-            if tr.d is not None and tr.opt_d is not None:
-                tr.d.load_state_dict(ck["discriminator"])
-                tr.opt_d.load_state_dict(ck["opt_d"])
-            torch.set_rng_state(ck["torch_rng"])
-            history, epoch, step = list(ck["history"]), int(ck["epoch"]), int(ck["step"])
-            log.info("resuming %s from %s at epoch %d, step %d", variant, partial, epoch, step)
-        elif ck is not None:
-            log.warning("partial checkpoint %s has other variant/params: starting afresh", partial)
+    run = _resume(tr, partial, p, log)
     log.info(
         "train %s on %s: device=%s threads=%d patches/epoch=%d steps/epoch=%d total_steps=%d%s",
         variant,
@@ -454,43 +542,11 @@ def run_train(
         threads,
         n0,
         spe,
-        total,
-        " (capped by max_steps)" if capped else "",
+        sched.total,
+        " (capped by max_steps)" if sched.capped else "",
     )
-    t0, s0 = time.perf_counter(), step
     with _deterministic(dev.type == "cpu"):
-        while step < total:
-            rows = rows_of(epoch)
-            if len(rows) == 0:  # cannot happen once fit_patch_px found a valid patch; guards the loop
-                raise ModelError(f"{stack_nc}: epoch {epoch} has no valid {patch} px patch; check the masks")
-            for start in range(0, len(rows), bs):
-                if step >= total:
-                    break
-                lr = float(p["lr"]) if step < lr2_at else float(p["lr2"])
-                disc_on = step < d_stop
-                tr.set_lr(lr)
-                batch = make_batch(data, rows[start : start + bs], patch, flags["pix2pix"])
-                losses = tr.step(batch, disc_on or flags["pix2pix"])
-                step += 1
-                history.append({"step": step, "epoch": epoch, "lr": lr, **losses})
-                if step % int(p["log_every"]) == 0 or step == total:
-                    rate = (step - s0) / max(time.perf_counter() - t0, 1e-9)
-                    log.info(
-                        "epoch %d step %d/%d rec=%.5f con=%.5f adv=%.4f d=%.4f lr=%.2e it/s=%.2f",
-                        epoch,
-                        step,
-                        total,
-                        losses["rec"],
-                        losses["con"],
-                        losses["adv"],
-                        losses["d"],
-                        lr,
-                        rate,
-                    )
-            epoch += 1
-            if step < total and epoch % int(p["checkpoint_every"]) == 0:
-                save_checkpoint(_ckpt_payload(tr, data, p, history, epoch, step, False), partial)
-                log.info("checkpoint: wrote %s (epoch %d, step %d)", partial, epoch, step)
-    save_checkpoint(_ckpt_payload(tr, data, p, history, epoch, step, True), out_ckpt)
+        _train_epochs(tr, data, p, rows_of, sched, run, partial, log)
+    save_checkpoint(_ckpt_payload(tr, data, p, run, True), out_ckpt)
     partial.unlink(missing_ok=True)
-    log.info("train %s done: %d steps, %d epochs -> %s", variant, step, epoch, out_ckpt)
+    log.info("train %s done: %d steps, %d epochs -> %s", variant, run.step, run.epoch, out_ckpt)

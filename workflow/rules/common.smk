@@ -40,8 +40,22 @@ def _warn_credentials(slug, region):
         sys.stderr.write(f"WARNING: {line}\n")
 
 
+def _check_train(slug, region):
+    """Build the training parameters of both tasks at DAG time: a bad combination (patch_px not a multiple
+    of 2^levels, overlap over half a tile) is one ConfigError line naming the region file, before any job.
+    """
+    from pipeline_lib.model.params import TASKS, TrainParams
+
+    for task in TASKS:
+        try:
+            TrainParams.from_config(task, region["train"], region["predict"])
+        except ConfigError as exc:
+            _fail(ConfigError(f"{config['regions_dir']}/{slug}.yaml: {exc}"))
+
+
 for _slug, _region in REGIONS.items():
     _warn_credentials(_slug, _region)
+    _check_train(_slug, _region)
 
 
 def _ard_regions():
@@ -87,6 +101,7 @@ def region_cfg(region):
         except ConfigError as exc:
             _fail(exc)
         _warn_credentials(region, REGIONS[region])
+        _check_train(region, REGIONS[region])
     return REGIONS[region]
 
 
@@ -281,15 +296,17 @@ PLAIN_VARIANTS = model_variants.wildcard_pattern(
 
 
 def train_params(region, experiment):
-    """Training parameters of an experiment: the region's train section (per-task keys included)."""
+    """The region's train section without device and threads (per-task blocks included): the script builds
+    pipeline_lib.model.params.TrainParams from it for the experiment's task (experiment_task).
+    """
     train = dict(region_cfg(region)["train"])
     train.pop("device", None)
     train.pop("threads", None)
     return train
 
 
-def predict_params(region, experiment):
-    return {**train_params(region, experiment), **region_cfg(region)["predict"]}
+def experiment_task(region, experiment):
+    return experiment_cfg(region, experiment)["task"]
 
 
 def network_variants(region, experiment):

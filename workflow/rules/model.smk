@@ -21,6 +21,7 @@ rule train:
         runtime=runtime_from_inputs(30, 1),
         gpu=1,
     params:
+        task=lambda wc: experiment_task(wc.region, wc.experiment),
         train=lambda wc: train_params(wc.region, wc.experiment),
         device=rcfg("train", "device"),
     script:
@@ -46,7 +47,9 @@ rule predict:
         mem_mb=mem_from_inputs(1500, 8),
         runtime=runtime_from_inputs(10, 0.2),
     params:
-        predict=lambda wc: predict_params(wc.region, wc.experiment),
+        task=lambda wc: experiment_task(wc.region, wc.experiment),
+        train=lambda wc: train_params(wc.region, wc.experiment),
+        predict=rcfg("predict"),
         device=rcfg("train", "device"),
     script:
         "../scripts/predict.py"
@@ -70,7 +73,9 @@ rule predict_plain:
         mem_mb=mem_from_inputs(1500, 8),
         runtime=runtime_from_inputs(10, 0.2),
     params:
-        predict=lambda wc: predict_params(wc.region, wc.experiment),
+        task=lambda wc: experiment_task(wc.region, wc.experiment),
+        train=lambda wc: train_params(wc.region, wc.experiment),
+        predict=rcfg("predict"),
         device=rcfg("train", "device"),
     script:
         "../scripts/predict.py"

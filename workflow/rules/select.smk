@@ -62,6 +62,7 @@ rule validation_train:
         runtime=runtime_from_inputs(30, 1),
         gpu=1,
     params:
+        task=lambda wc: experiment_task(wc.region, wc.experiment),
         train=lambda wc: validation_train_params(wc.region, wc.experiment, wc.seed),
         device=rcfg("train", "device"),
     script:
@@ -91,7 +92,9 @@ rule validate:
         mem_mb=mem_from_inputs(1500, 8),
         runtime=runtime_from_inputs(10, 0.2),
     params:
-        predict=lambda wc: predict_params(wc.region, wc.experiment),
+        task=lambda wc: experiment_task(wc.region, wc.experiment),
+        train=lambda wc: train_params(wc.region, wc.experiment),
+        predict=rcfg("predict"),
         meta=lambda wc: validation_meta(wc.region, wc.experiment, wc.val, wc.seed),
     script:
         "../scripts/validate.py"

@@ -4,8 +4,10 @@ from pathlib import Path
 
 from pipeline_lib.jobs import job
 from pipeline_lib.model import run_predict
+from pipeline_lib.model.params import TrainParams
 
 with job(snakemake) as log:
+    p = snakemake.params
     ckpt = snakemake.input.get("ckpt")
     unc = snakemake.output.get("uncertainty")
     run_predict(
@@ -14,7 +16,7 @@ with job(snakemake) as log:
         Path(ckpt) if ckpt else None,
         Path(snakemake.output.pred),
         Path(unc) if unc else None,
-        dict(snakemake.params.predict),
+        TrainParams.from_config(p.task, p.train, p.predict),
         threads=snakemake.threads,
-        device=snakemake.params.device,
+        device=p.device,
     )

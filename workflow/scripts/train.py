@@ -4,13 +4,14 @@ from pathlib import Path
 
 from pipeline_lib.jobs import job
 from pipeline_lib.model import run_train
+from pipeline_lib.model.params import TrainParams
 
 with job(snakemake) as log:
     run_train(
         Path(snakemake.input.stack),
         snakemake.wildcards.variant,
         Path(snakemake.output[0]),
-        dict(snakemake.params.train),
+        TrainParams.from_config(snakemake.params.task, snakemake.params.train),
         threads=snakemake.threads,
         device=snakemake.params.device,
         log=log,

@@ -3,15 +3,17 @@
 from pathlib import Path
 
 from pipeline_lib.jobs import job
+from pipeline_lib.model.params import TrainParams
 from pipeline_lib.model.select import run_validation
 
 with job(snakemake) as log:
+    p = snakemake.params
     run_validation(
         Path(snakemake.input.stack),
         Path(snakemake.input.truth),
-        {Path(p).stem: Path(p) for p in snakemake.input.models},
-        dict(snakemake.params.predict),
+        {Path(m).stem: Path(m) for m in snakemake.input.models},
+        TrainParams.from_config(p.task, p.train, p.predict),
         Path(snakemake.output[0]),
-        meta=dict(snakemake.params.meta),
+        meta=dict(p.meta),
         threads=snakemake.threads,
     )
