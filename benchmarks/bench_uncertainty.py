@@ -32,7 +32,8 @@ from bench_select import EXPERIMENTS, convert_chips
 
 from pipeline_lib.cog import read_named_bands
 from pipeline_lib.model.baselines import guide_weights, weighted_spread, weighted_sum
-from pipeline_lib.model.data import load_stack, resolve_params
+from pipeline_lib.model.data import load_stack
+from pipeline_lib.model.params import TrainParams
 from pipeline_lib.model.select import plan_validation
 from pipeline_lib.stacks import run_stack
 
@@ -42,8 +43,8 @@ SIGNALS = ("spread", "src", "bright", "spread+src", "spread+src+bright")
 def signals(stack: Path, truth_tif: Path) -> tuple[dict[str, float], int]:
     """Spearman ρ of each signal with the blend's absolute error, and the number of pixels scored."""
     data = load_stack(stack)
-    p = resolve_params(data.task, {})
-    w = guide_weights(data.s_i, data.s_g, data.valid_i, data.valid_g, int(p["mean_filter"]), float(p["k"]))
+    p = TrainParams.for_task(data.task)
+    w = guide_weights(data.s_i, data.s_g, data.valid_i, data.valid_g, p.mean_filter, p.k)
     blend = weighted_sum(data.t_g_phys, w)
     truth, desc, _ = read_named_bands(truth_tif, None)
     t = np.stack([truth[desc.index(b)] for b in data.band_t])

@@ -13,7 +13,7 @@ from conftest import REPO
 
 MAX_LINES = 80
 PKG = REPO / "pipeline_lib"
-ALLOWED = frozenset({"pipeline_lib/model/train.py::run_train"})
+ALLOWED: frozenset[str] = frozenset()
 
 
 def long_functions(source: str, name: str, max_lines: int = MAX_LINES) -> list[tuple[str, int]]:
