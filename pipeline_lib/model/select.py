@@ -43,10 +43,8 @@ from affine import Affine
 from pipeline_lib.cog import read_named_bands, write_cog
 from pipeline_lib.errors import ConfigError, ModelError
 from pipeline_lib.io import write_json_atomic
-from pipeline_lib.metrics import band_metrics
-from pipeline_lib.model.baselines import BASELINES
-from pipeline_lib.model.data import load_stack
 from pipeline_lib.model.params import TrainParams
+from pipeline_lib.model.variants import baselines
 
 __all__ = [
     "SelectParams",
@@ -193,6 +191,8 @@ def score_predictions(
     truth: np.ndarray, valid: np.ndarray, preds: Mapping[str, np.ndarray], band_names: list[str], ranges: list[float]
 ) -> dict[str, dict[str, float]]:
     """``{method: {"rmse", "ssim", "cc"}}`` (means over bands) on the pixels where all are finite."""
+    from pipeline_lib.metrics import band_metrics  # scipy: only the validate job needs it, not the DAG or select
+
     common = valid & np.isfinite(truth).all(axis=0)
     for arr in preds.values():
         common &= np.isfinite(arr).all(axis=0)
@@ -219,6 +219,7 @@ def run_validation(
     """
     import torch  # here, not at module level: the workflow plans validation experiments at DAG time
 
+    from pipeline_lib.model.data import load_stack  # xarray/netCDF4: the validate job only
     from pipeline_lib.model.predict import predict_arrays
     from pipeline_lib.model.train import build_generator, load_checkpoint
 
@@ -227,7 +228,7 @@ def run_validation(
     params.check_task(data.task, str(stack_nc))
     p = params
     preds: dict[str, np.ndarray] = {}
-    for b in BASELINES:
+    for b in baselines():
         preds[b] = predict_arrays(data, b, p)[0]
     for variant, ck_path in checkpoints.items():
         ck = load_checkpoint(Path(ck_path))
