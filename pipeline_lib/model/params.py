@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline_lib.config import schema_defaults
-from pipeline_lib.errors import ConfigError, ModelError
+from pipeline_lib.errors import ConfigError, ModelError, check_section_keys
 
 __all__ = ["TASKS", "TRAIN_KEYS", "TASK_KEYS", "PREDICT_KEYS", "NETWORK_KEYS", "TrainParams"]
 
@@ -183,14 +183,7 @@ class TrainParams:
             (block, f"train.{task}", TASK_KEYS, TASK_KEYS),
             (predict, "predict", PREDICT_KEYS, PREDICT_KEYS),
         ):
-            unknown = sorted(set(section) - set(allowed))
-            if unknown:
-                raise ConfigError(f"{name}.{unknown[0]}: unknown key; allowed: {', '.join(allowed)}")
-            missing = [k for k in keys if k not in section]
-            if missing:
-                raise ConfigError(
-                    f"{name}.{missing[0]}: missing; validate the config against the schema, which fills it"
-                )
+            check_section_keys(dict(section), name, tuple(keys), tuple(allowed))
             values.update({k: section[k] for k in keys})
         return cls(task=task, **values)
 

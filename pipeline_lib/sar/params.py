@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pipeline_lib.errors import ConfigError
+from pipeline_lib.errors import ConfigError, check_section_keys
 
 __all__ = ["SpeckleParams", "CONFIG_KEYS"]
 
@@ -52,14 +52,7 @@ class SpeckleParams:
     @classmethod
     def from_config(cls, speckle: Mapping[str, object]) -> SpeckleParams:
         """The parameters from the validated ``sar.speckle`` mapping (every key present: the schema fills them)."""
-        unknown = sorted(set(speckle) - set(CONFIG_KEYS))
-        if unknown:
-            raise ConfigError(f"sar.speckle: unknown keys {unknown}; allowed: {', '.join(CONFIG_KEYS)}")
-        missing = [k for k in CONFIG_KEYS if k not in speckle]
-        if missing:
-            raise ConfigError(
-                f"sar.speckle.{missing[0]}: missing; validate the config against the schema, which fills it"
-            )
+        check_section_keys(dict(speckle), "sar.speckle", tuple(CONFIG_KEYS), tuple(CONFIG_KEYS))
         looks = speckle["looks"]
         sigma = speckle["sigma"]
         if not isinstance(sigma, int | float) or (looks is not None and not isinstance(looks, int | float)):
