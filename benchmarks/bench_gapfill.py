@@ -97,9 +97,9 @@ def main() -> None:
     train = {"batch_size": args.batch, "patch_px": args.patch, "log_every": 50}
     runs = []
     for seed in args.seeds:
-        masks = borrow_masks(series, seed=seed, max_dates=args.max_dates, cloud_range=(0.05, 0.7))
+        masks = borrow_masks(series, seed=seed, max_dates=args.max_dates, min_clear=0.95, cloud_range=(0.05, 0.7))
         masked = series.with_s2_valid(apply_masks(series.s2_valid, masks))
-        fill = FillParams(variant=args.variant, max_steps=args.steps, seed=seed)
+        fill = FillParams.defaults(variant=args.variant, max_steps=args.steps, seed=seed)
         models, times = {}, {}
         for task in ("sar_to_visible", "sar_to_swir", "visible_to_swir"):
             t0 = time.perf_counter()

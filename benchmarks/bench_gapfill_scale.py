@@ -59,7 +59,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     series = synthetic(args.size, args.dates)
-    fill = FillParams(max_steps=args.steps)
+    fill = FillParams.defaults(max_steps=args.steps)
     models, per_step = {}, {}
     for task in ("sar_to_visible", "visible_to_swir"):
         t0 = time.perf_counter()

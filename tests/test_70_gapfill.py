@@ -129,12 +129,14 @@ def test_linear_interpolation_is_exact_on_linear_series_and_nearest_picks_neares
 @pytest.fixture(scope="module")
 def models() -> dict[str, dict]:
     s = make_series()
-    fill = FillParams(max_steps=2, seed=3)
+    fill = FillParams.defaults(max_steps=2, seed=3)
     return {t: train_series(s, t, fill, _train(t)) for t in ("sar_to_visible", "sar_to_swir", "visible_to_swir")}
 
 
 def test_training_is_reproducible_and_saved(models: dict[str, dict], tmp_path: Path) -> None:
-    again = train_series(make_series(), "sar_to_visible", FillParams(max_steps=2, seed=3), _train("sar_to_visible"))
+    again = train_series(
+        make_series(), "sar_to_visible", FillParams.defaults(max_steps=2, seed=3), _train("sar_to_visible")
+    )
     for k, v in models["sar_to_visible"]["generator"].items():
         assert np.array_equal(v.numpy(), again["generator"][k].numpy()), k
     save_model(models["sar_to_visible"], tmp_path / "m.pt")
@@ -148,7 +150,7 @@ def test_training_needs_clear_guides() -> None:
     s = make_series()
     s = s.with_s2_valid(np.zeros_like(s.s2_valid))
     with pytest.raises(ModelError, match="two clear guides"):
-        train_series(s, "sar_to_visible", FillParams(max_steps=1), _train("sar_to_visible"))
+        train_series(s, "sar_to_visible", FillParams.defaults(max_steps=1), _train("sar_to_visible"))
 
 
 @pytest.mark.parametrize("route", ["direct", "chained"])
@@ -157,7 +159,7 @@ def test_observed_pixels_are_never_changed(models: dict[str, dict], route: str) 
     s1_valid = s.s1_valid.copy()
     s1_valid[2, 30:40, 0:64] = False  # no S1 over part of the cloud: nothing can be predicted there
     s = Series(s.dates, np.where(s1_valid[:, None], s.s1, np.nan), s.s2, s1_valid, s.s2_valid, s.crs, s.transform)
-    bands, source, unc = fill_date(s, 2, models, FillParams(), route, tile_px=64, overlap_px=0)
+    bands, source, unc = fill_date(s, 2, models, FillParams.defaults(), route, tile_px=64, overlap_px=0)
     clear = s.s2_valid[2]
     # bit for bit, NaN-free, on every clear pixel
     assert np.array_equal(bands[:, clear].view(np.uint32), s.s2[2][:, clear].view(np.uint32))
@@ -169,14 +171,14 @@ def test_observed_pixels_are_never_changed(models: dict[str, dict], route: str) 
     assert (source[pred] == SOURCE_PREDICTED).all() and np.isfinite(bands[:, pred]).all()
     assert np.isfinite(unc[pred]).all() and (unc[pred] >= 0).all()
     # a date with no cloud comes back unchanged
-    b0, src0, _ = fill_date(s, 0, models, FillParams(), route, tile_px=64, overlap_px=0)
+    b0, src0, _ = fill_date(s, 0, models, FillParams.defaults(), route, tile_px=64, overlap_px=0)
     assert np.array_equal(b0.view(np.uint32), s.s2[0].view(np.uint32)) and (src0 == SOURCE_OBSERVED).all()
 
 
 def test_blend_without_models_is_the_weighted_guides() -> None:
     s = make_series()
     none = dict.fromkeys(("sar_to_visible", "sar_to_swir", "visible_to_swir"))
-    bands, source, _ = fill_date(s, 2, none, FillParams(), "direct", tile_px=64, overlap_px=0)
+    bands, source, _ = fill_date(s, 2, none, FillParams.defaults(), "direct", tile_px=64, overlap_px=0)
     cloud = ~s.s2_valid[2]
     lo = np.minimum(s.s2[1], s.s2[3])[:, cloud]
     hi = np.maximum(s.s2[1], s.s2[3])[:, cloud]
@@ -187,7 +189,7 @@ def test_product_cog_stac_item_and_collection(models: dict[str, dict], tmp_path:
     s = make_series()
     items = []
     for i in (1, 2):
-        bands, source, unc = fill_date(s, i, models, FillParams(), "chained", tile_px=64, overlap_px=0)
+        bands, source, unc = fill_date(s, i, models, FillParams.defaults(), "chained", tile_px=64, overlap_px=0)
         tif = tmp_path / "gapfill" / f"{s.dates[i]}.tif"
         write_product(tif, s.dates[i], bands, source, unc, s.crs, s.transform)
         with rasterio.open(tif) as ds:
@@ -235,7 +237,7 @@ def test_read_series_from_cogs(tmp_path: Path) -> None:
 def test_borrow_masks_uses_real_masks_of_other_dates_and_skips_neighbours() -> None:
     cloudy = {1: (slice(0, 20), slice(0, 64)), 4: (slice(40, 64), slice(0, 30))}
     s = make_series(cloudy=cloudy)
-    masks = borrow_masks(s, seed=0, max_dates=8)
+    masks = borrow_masks(s, seed=0, max_dates=8, min_clear=0.95, cloud_range=(0.01, 0.7))
     assert masks, "expected at least one evaluation date"
     clear_dates = [i for i in range(len(DATES)) if s.s2_valid[i].all()]
     picked = sorted(masks)
@@ -251,8 +253,8 @@ def test_borrow_masks_uses_real_masks_of_other_dates_and_skips_neighbours() -> N
 
 def test_evaluation_scores_only_masked_pixels_and_linear_is_exact_on_linear_truth() -> None:
     s = make_series(cloudy={1: (slice(0, 20), slice(0, 64))})
-    masks = borrow_masks(s, seed=0)
-    res = evaluate_fill(s, masks, {}, FillParams(), tile_px=64, overlap_px=0)
+    masks = borrow_masks(s, seed=0, max_dates=8, min_clear=0.95, cloud_range=(0.01, 0.7))
+    res = evaluate_fill(s, masks, {}, FillParams.defaults(), tile_px=64, overlap_px=0)
     n_masked = sum(int(m.sum()) for _, m in masks.values())
     assert res["visible"]["all"]["pixels"] == n_masked
     assert res["visible"]["all"]["linear"]["rmse"]["mean"] < 1e-6
@@ -280,7 +282,7 @@ def test_gapfill_config_defaults_and_errors(tmp_path: Path) -> None:
     demo = load_region("demo", repo / "config" / "regions")
     g = demo["gapfill"]
     assert g["swir"] == "chained" and g["variant"] == "no_uc_sg" and g["evaluate"]["max_dates"] == 8
-    assert fill_params(g) == FillParams(max_steps=60)
+    assert fill_params(g) == FillParams.defaults(max_steps=60)
     assert gapfill_dates(demo["dates"], g) == demo["dates"]
     assert gapfill_dates(demo["dates"], {**g, "range": ["2022-01-01", "2022-01-20"]}) == ["2022-01-04", "2022-01-16"]
     with pytest.raises(ConfigError, match="gapfill.dates"):
@@ -304,14 +306,16 @@ def test_report_section_and_workflow_metrics(models: dict[str, dict], tmp_path: 
         write_cog(s.s1[i], s1p[d], crs=s.crs, transform=tr, descriptions=["VV", "VH"], stac=False)
         data = np.concatenate([np.nan_to_num(s.s2[i]), s.s2_valid[i][None].astype(np.float32)])
         write_cog(data, s2p[d], crs=s.crs, transform=tr, descriptions=[*S2_BANDS, "valid"], stac=False)
-        bands, source, unc = fill_date(s, i, models, FillParams(), "chained", tile_px=64, overlap_px=0)
+        bands, source, unc = fill_date(s, i, models, FillParams.defaults(), "chained", tile_px=64, overlap_px=0)
         fills.append(tmp_path / "gapfill" / f"{d}.tif")
         write_product(fills[-1], d, bands, source, unc, s.crs, s.transform)
     ckpts = {}
     for task in ("sar_to_visible", "visible_to_swir"):
         ckpts[task] = tmp_path / f"{task}.pt"
         save_model(models[task], ckpts[task])
-    cfg = {"swir": "chained", "variant": "no_uc_sg", "evaluate": {"max_dates": 8, "min_clear": 0.95}}
+    from pipeline_lib.config import schema_defaults
+
+    cfg = schema_defaults("gapfill")  # a validated block: the schema fills every key
     out = run_gapfill_evaluate(
         s1p, s2p, ckpts, fills, tmp_path / "gapfill" / "metrics.json", cfg, {"tile_px": 64, "overlap_px": 0}, 1
     )

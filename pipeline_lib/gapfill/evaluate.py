@@ -39,9 +39,9 @@ METHODS = ("gapfill", "linear", "nearest", "blend")
 def borrow_masks(
     series: Series,
     seed: int,
-    max_dates: int = 8,
-    min_clear: float = 0.95,
-    cloud_range: tuple[float, float] = (0.01, 0.7),
+    max_dates: int,
+    min_clear: float,
+    cloud_range: tuple[float, float],
 ) -> dict[int, tuple[int, np.ndarray]]:
     """{evaluation date index: (donor date index, mask (y, x) bool)}; see the module docstring."""
     rng = np.random.default_rng(seed)

@@ -104,14 +104,22 @@ def series_task(name: str) -> SeriesTask:
 
 @dataclass(frozen=True)
 class FillParams:
-    """Settings of the gap-fill model (schema ``gapfill``); checks in one place."""
+    """Settings of the gap-fill model (schema ``gapfill``, the only home of their defaults); checks in one place."""
 
-    variant: str = "no_uc_sg"  # best on the demo (README: the L_con shortcut of the guided variants)
-    guides: int = 2  # guide dates per pixel
-    both_sides: bool = True  # first two guides: nearest clear before and after
-    pair_window: int = 4  # training guides among the nearest clear dates of i
-    max_steps: int = 200
-    seed: int = 0
+    variant: str  # network variant of the one model per region and task
+    guides: int  # guide dates per pixel
+    both_sides: bool  # first two guides: nearest clear before and after
+    pair_window: int  # training guides among the nearest clear dates of i
+    max_steps: int
+    seed: int
+
+    @classmethod
+    def defaults(cls, **overrides: Any) -> FillParams:
+        """The schema's ``gapfill`` defaults with ``overrides`` (tests, benchmarks, tools without a region)."""
+        from pipeline_lib.config import schema_defaults
+
+        cfg = schema_defaults("gapfill")
+        return cls(**{**{f: cfg[f] for f in cls.__dataclass_fields__}, **overrides})
 
     def __post_init__(self) -> None:
         if self.variant not in GAPFILL_VARIANTS:

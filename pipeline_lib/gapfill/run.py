@@ -38,8 +38,11 @@ _FILL_KEYS = ("variant", "guides", "both_sides", "pair_window", "max_steps", "se
 
 
 def fill_params(cfg: Mapping[str, Any]) -> FillParams:
-    """The :class:`FillParams` of a validated ``gapfill`` config block."""
-    return FillParams(**{k: cfg[k] for k in _FILL_KEYS if k in cfg})
+    """The :class:`FillParams` of a validated ``gapfill`` config block (the schema fills every key)."""
+    missing = [k for k in _FILL_KEYS if k not in cfg]
+    if missing:
+        raise ConfigError(f"gapfill.{missing[0]}: missing; validate the config against the schema, which fills it")
+    return FillParams(**{k: cfg[k] for k in _FILL_KEYS})
 
 
 def _series(s1: Mapping[str, str | os.PathLike[str]], s2: Mapping[str, str | os.PathLike[str]]) -> Series:
@@ -47,12 +50,13 @@ def _series(s1: Mapping[str, str | os.PathLike[str]], s2: Mapping[str, str | os.
 
 
 def _masks(series: Series, cfg: Mapping[str, Any]) -> dict[int, tuple[int, np.ndarray]]:
-    ev = cfg.get("evaluate", {})
+    ev = cfg["evaluate"]  # the schema fills every key
     return borrow_masks(
         series,
-        seed=int(cfg.get("seed", 0)),
-        max_dates=int(ev.get("max_dates", 8)),
-        min_clear=float(ev.get("min_clear", 0.95)),
+        seed=int(cfg["seed"]),
+        max_dates=int(ev["max_dates"]),
+        min_clear=float(ev["min_clear"]),
+        cloud_range=(float(ev["min_cloud"]), float(ev["max_cloud"])),
     )
 
 
