@@ -113,6 +113,7 @@ def main() -> None:
             masks,
             {"gapfill_direct": (models, "direct"), "gapfill_chained": (models, "chained")},
             fill,
+            "chained",
             tile_px=64,
             overlap_px=0,
         )

@@ -254,7 +254,7 @@ def test_borrow_masks_uses_real_masks_of_other_dates_and_skips_neighbours() -> N
 def test_evaluation_scores_only_masked_pixels_and_linear_is_exact_on_linear_truth() -> None:
     s = make_series(cloudy={1: (slice(0, 20), slice(0, 64))})
     masks = borrow_masks(s, seed=0, max_dates=8, min_clear=0.95, cloud_range=(0.01, 0.7))
-    res = evaluate_fill(s, masks, {}, FillParams.defaults(), tile_px=64, overlap_px=0)
+    res = evaluate_fill(s, masks, {}, FillParams.defaults(), "chained", tile_px=64, overlap_px=0)
     n_masked = sum(int(m.sum()) for _, m in masks.values())
     assert res["visible"]["all"]["pixels"] == n_masked
     assert res["visible"]["all"]["linear"]["rmse"]["mean"] < 1e-6

@@ -131,7 +131,7 @@ def evaluate_fill(
     masks: dict[int, tuple[int, np.ndarray]],
     model_sets: dict[str, tuple[dict[str, dict[str, Any] | None], str]],
     fill: FillParams,
-    blend_route: str = "chained",
+    blend_route: str,
     *,
     tile_px: int,
     overlap_px: int,

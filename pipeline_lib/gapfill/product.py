@@ -56,7 +56,7 @@ def fill_date(
     target: int,
     models: Mapping[str, dict[str, Any] | None],
     fill: FillParams,
-    swir_route: str = "chained",
+    swir_route: str,
     *,
     tile_px: int,
     overlap_px: int,

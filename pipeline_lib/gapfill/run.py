@@ -107,7 +107,7 @@ def run_gapfill_fill(
     if date not in series.dates:
         raise ConfigError(f"gapfill: date {date} has no S1/S2 image in the series; add it to the region's dates")
     i = series.dates.index(date)
-    route = str(cfg.get("swir", "chained"))
+    route = str(cfg["swir"])
     models = _models(ckpts)
     for need in ("sar_to_visible", swir_task(route)):
         if need not in models:
@@ -122,7 +122,7 @@ def run_gapfill_fill(
         overlap_px=predict["overlap_px"],
         device=device if device != "auto" else "cpu",
     )
-    tags = {"swir_route": route, "variant": str(cfg.get("variant", "")), "region_dates": ",".join(series.dates)}
+    tags = {"swir_route": route, "variant": str(cfg["variant"]), "region_dates": ",".join(series.dates)}
     write_product(out_tif, date, bands, source, unc, series.crs, series.transform, tags)
     _LOG.info("gapfill %s: %.1f %% predicted", date, 100 * float((source == SOURCE_PREDICTED).mean()))
 
@@ -149,7 +149,7 @@ def run_gapfill_evaluate(
     torch.set_num_threads(max(1, int(threads)))
     series = _series(s1, s2)
     masks = _masks(series, cfg)
-    route = str(cfg.get("swir", "chained"))
+    route = str(cfg["swir"])
     models = _models(ckpts)
     tiles = {"tile_px": predict["tile_px"], "overlap_px": predict["overlap_px"]}
     res = evaluate_fill(series, masks, {"gapfill": (models, route)}, fill_params(cfg), route, **tiles)
@@ -167,7 +167,7 @@ def run_gapfill_evaluate(
         }
     out = {
         "swir_route": route,
-        "variant": str(cfg.get("variant", "")),
+        "variant": str(cfg["variant"]),
         "evaluation": {k: v for k, v in res.items() if k in ("visible", "swir")},
         "spearman_uncertainty_abs_error": res["spearman_uncertainty_abs_error"].get("gapfill", float("nan")),
         "evaluation_dates": {
