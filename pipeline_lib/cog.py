@@ -133,7 +133,7 @@ def cog_writer(
 
     The caller writes (band, rows, cols) blocks with ``dst.write(block, window=Window(...))`` into an
     uncompressed tiled GTiff staged beside ``path`` (compressing it and decompressing it again for the conversion
-    cost more than the disk it saves: BENCHMARKS.md, "COG staging"); on exit GDAL's COG driver converts it (same options as
+    cost more than the disk it saves: BENCHMARKS.md, "Idle runs, 2026-12-05"); on exit GDAL's COG driver converts it (same options as
     :func:`write_cog`: 512 blocks, ZSTD, averaged overviews) with the GDAL cache capped at
     ``STREAM_CACHE_MB``, the result is read back block by block (same cap) and moved into place. Memory is
     bounded by the blocks the caller writes, not by the image. Windows never written read as nodata.
