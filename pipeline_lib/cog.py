@@ -14,17 +14,21 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from xml.etree.ElementTree import SubElement, tostring
 
 import numpy as np
 import rasterio
 import rasterio.errors
 import rasterio.shutil
+from affine import Affine
+from rasterio.windows import Window
 
 from pipeline_lib.errors import ProductError
 from pipeline_lib.io import atomic_path
 from pipeline_lib.stac import stac_sidecar_path, write_stac_sidecar
+from pipeline_lib.xmlsafe import parse_xml
 
-__all__ = ["COG_OPTIONS", "STREAM_CACHE_MB", "write_cog", "cog_writer", "read_named_bands"]
+__all__ = ["COG_OPTIONS", "STREAM_CACHE_MB", "CogStream", "write_cog", "cog_writer", "read_named_bands"]
 
 
 def _describe(
@@ -39,11 +43,14 @@ def _describe(
         ds.update_tags(i, **btags)
 
 
+#: tile edge of every COG (px)
+BLOCK = 512
+
 #: GDAL COG driver options of every COG we write (https://gdal.org/drivers/raster/cog.html)
 COG_OPTIONS: dict[str, Any] = {
     "driver": "COG",
     "COMPRESS": "ZSTD",
-    "BLOCKSIZE": 512,
+    "BLOCKSIZE": BLOCK,
     "OVERVIEW_RESAMPLING": "AVERAGE",
     "BIGTIFF": "IF_SAFER",
     "NUM_THREADS": "ALL_CPUS",
@@ -113,6 +120,68 @@ def _write_stac_sidecar(path: str | os.PathLike[str], tags: Mapping[str, str] | 
 STREAM_CACHE_MB = 64
 
 
+def overview_factors(height: int, width: int, block: int) -> list[int]:
+    """Overview factors the GDAL COG driver makes by default for a ``height`` × ``width`` image."""
+    factors: list[int] = []
+    f, h, w = 1, height, width
+    while h > block or w > block:
+        f *= 2
+        h, w = -(-height // f), -(-width // f)
+        factors.append(f)
+    return factors
+
+
+def overview_shape(height: int, width: int, factor: int) -> tuple[int, int]:
+    """(rows, cols) of the overview of a ``height`` × ``width`` image at ``factor`` (rounded up, as GDAL)."""
+    return -(-height // factor), -(-width // factor)
+
+
+def is_aligned(row0: int, col0: int, rows: int, cols: int, height: int, width: int, factor: int) -> bool:
+    """Whether a window maps onto whole pixels of the ``factor`` overview: it starts on a multiple of
+    ``factor`` and its size is one too unless it reaches the image's edge."""
+    return (
+        row0 % factor == 0
+        and col0 % factor == 0
+        and (rows % factor == 0 or row0 + rows == height)
+        and (cols % factor == 0 or col0 + cols == width)
+    )
+
+
+class CogStream:
+    """What :func:`cog_writer` yields: ``write`` (band, rows, cols) blocks at windows of the full image.
+
+    Each block goes to the uncompressed stage; while every block is aligned to the coarsest overview
+    (:func:`pipeline_lib.overviews.is_aligned`) it is also reduced to every overview level, written to one
+    stage per level. One writer at a time (the stage files are not shared between threads).
+    """
+
+    def __init__(self, base: Any, levels: Sequence[Any], factors: Sequence[int]) -> None:
+        self.base = base
+        self.levels = list(levels)
+        self.factors = list(factors)
+        #: every block so far was aligned, so the level stages hold the image's overviews
+        self.overviews_complete = bool(self.factors)
+        if self.factors:
+            from pipeline_lib.overviews import average_levels  # numba: only streamed COGs with overviews load it
+
+            self._average_levels = average_levels
+
+    def write(self, block: np.ndarray, window: Window) -> None:
+        """Write a (band, rows, cols) block at ``window`` of the full-resolution image."""
+        self.base.write(block, window=window)
+        if not self.overviews_complete:
+            return
+        r0, c0 = int(window.row_off), int(window.col_off)
+        rows, cols = int(window.height), int(window.width)
+        if not is_aligned(r0, c0, rows, cols, self.base.height, self.base.width, self.factors[-1]):
+            self.overviews_complete = False  # GDAL computes the overviews from the stage at the end instead
+            return
+        for f, dst, level in zip(
+            self.factors, self.levels, self._average_levels(block, len(self.factors)), strict=True
+        ):
+            dst.write(level, window=Window(c0 // f, r0 // f, level.shape[2], level.shape[1]))
+
+
 @contextlib.contextmanager
 def cog_writer(
     path: str | os.PathLike[str],
@@ -128,61 +197,122 @@ def cog_writer(
     tags: Mapping[str, str] | None = None,
     band_tags: Sequence[Mapping[str, str]] | None = None,
     stac: bool = True,
-) -> Iterator[Any]:
-    """Stream a Cloud-Optimised GeoTIFF window by window, atomically; yields a rasterio dataset to ``write``.
+) -> Iterator[CogStream]:
+    """Stream a Cloud-Optimised GeoTIFF window by window, atomically; yields a :class:`CogStream` to ``write``.
 
     The caller writes (band, rows, cols) blocks with ``dst.write(block, window=Window(...))`` into an
-    uncompressed tiled GTiff staged beside ``path`` (compressing it and decompressing it again for the conversion
-    cost more than the disk it saves: BENCHMARKS.md, "Idle runs, 2026-12-05"); on exit GDAL's COG driver converts it (same options as
-    :func:`write_cog`: 512 blocks, ZSTD, averaged overviews) with the GDAL cache capped at
-    ``STREAM_CACHE_MB``, the result is read back block by block (same cap) and moved into place. Memory is
-    bounded by the blocks the caller writes, not by the image. Windows never written read as nodata.
+    uncompressed tiled GTiff staged beside ``path`` (compressing it and decompressing it again for the
+    conversion cost more than the disk it saves: BENCHMARKS.md, "Idle runs, 2026-12-05"). For float data
+    with NaN nodata, blocks aligned to the coarsest overview are also reduced to their averaged overview
+    levels as they arrive (:mod:`pipeline_lib.overviews`), so the caller's writer thread computes them and
+    GDAL only copies them; otherwise GDAL averages them from the stage. On exit GDAL's COG driver converts
+    the stage (same options as :func:`write_cog`: 512 blocks, ZSTD, averaged overviews) with the GDAL
+    cache capped at ``STREAM_CACHE_MB``, the result's tile index is checked (:func:`_verify_raster`) and
+    it is moved into place. Memory is bounded by the blocks the caller writes, not by the image. Windows
+    never written read as nodata.
     """
     if count != len(descriptions):
         raise ValueError(f"cog_writer: {count=} does not match {len(descriptions)} descriptions")
     _drop_stac_sidecar(path)
+    profile = {
+        "driver": "GTiff",
+        "dtype": dtype,
+        "count": count,
+        "height": height,
+        "width": width,
+        "crs": crs,
+        "transform": transform,
+        "nodata": nodata,
+        "tiled": True,
+        "blockxsize": BLOCK,
+        "blockysize": BLOCK,
+        "BIGTIFF": "IF_NEEDED",  # uncompressed: the size is known, so IF_NEEDED decides exactly
+    }
+    own_levels = np.issubdtype(np.dtype(dtype), np.floating) and nodata is not None and np.isnan(nodata)
+    factors = overview_factors(height, width, BLOCK) if own_levels else []
     # rasterio hands an int GDAL_CACHEMAX to GDALSetCacheMax64, i.e. bytes (64 would mean 64 B)
     with atomic_path(path, suffix=".tif") as tmp, rasterio.Env(GDAL_CACHEMAX=int(STREAM_CACHE_MB * 2**20)):
-        stage = tmp.with_name(tmp.name[: -len(".tif")] + ".stage.tif")
+        stem = tmp.name[: -len(".tif")]
+        stage = tmp.with_name(f"{stem}.stage.tif")
+        level_paths = [tmp.with_name(f"{stem}.stage.ovr{f}.tif") for f in factors]
+        vrt = tmp.with_name(f"{stem}.stage.vrt")
         try:
-            with rasterio.open(
-                stage,
-                "w",
-                driver="GTiff",
-                dtype=dtype,
-                count=count,
-                height=height,
-                width=width,
-                crs=crs,
-                transform=transform,
-                nodata=nodata,
-                tiled=True,
-                blockxsize=512,
-                blockysize=512,
-                BIGTIFF="IF_NEEDED",  # uncompressed: the size is known, so IF_NEEDED decides exactly
-            ) as dst:
-                _describe(dst, descriptions, tags, band_tags)
-                yield dst
-            # LEVEL=1: much faster than the default level 9 on σ0 float32 at the same size (BENCHMARKS.md)
-            rasterio.shutil.copy(stage, tmp, **COG_OPTIONS, LEVEL=1)
+            with contextlib.ExitStack() as stack:
+                base = stack.enter_context(rasterio.open(stage, "w", **profile))
+                _describe(base, descriptions, tags, band_tags)
+                levels = [
+                    stack.enter_context(rasterio.open(p, "w", **_level_profile(profile, f)))
+                    for p, f in zip(level_paths, factors, strict=True)
+                ]
+                stream = CogStream(base, levels, factors)
+                yield stream
+            _convert_stage(stage, level_paths if stream.overviews_complete else [], vrt, tmp)
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                stage.unlink()
-        _verify_raster(tmp, (count, height, width))  # reads every block once, under the same cache cap
+            for p in (stage, vrt, *level_paths):
+                p.unlink(missing_ok=True)
+        _verify_raster(tmp, (count, height, width))
     if stac:
         _write_stac_sidecar(path, tags)  # as write_cog: a STAC item beside the COG once it is in place
 
 
+def _level_profile(profile: Mapping[str, Any], factor: int) -> dict[str, Any]:
+    """The stage profile of the ``factor`` overview level: its size rounded up, pixels ``factor`` times larger."""
+    rows, cols = overview_shape(profile["height"], profile["width"], factor)
+    return {**profile, "height": rows, "width": cols, "transform": profile["transform"] @ Affine.scale(factor)}
+
+
+def _convert_stage(stage: Path, levels: Sequence[Path], vrt: Path, out: Path) -> None:
+    """GDAL COG conversion of the stage; with ``levels``, through a VRT that declares them as its overviews
+    (GDAL's VRT ``<Overview>`` element, https://gdal.org/drivers/raster/vrt.html), copied as they are."""
+    if not levels:
+        # LEVEL=1: much faster than the default level 9 on σ0 float32 at the same size (BENCHMARKS.md)
+        rasterio.shutil.copy(stage, out, **COG_OPTIONS, LEVEL=1)
+        return
+    rasterio.shutil.copy(stage, vrt, driver="VRT")  # carries CRS, nodata, descriptions and tags
+    root = parse_xml(vrt.read_bytes(), name=str(vrt))
+    for band in root.iter("VRTRasterBand"):
+        for level in levels:
+            ovr = SubElement(band, "Overview")
+            SubElement(ovr, "SourceFilename", relativeToVRT="1").text = level.name
+            SubElement(ovr, "SourceBand").text = band.get("band", "1")
+    vrt.write_bytes(tostring(root))
+    rasterio.shutil.copy(vrt, out, **COG_OPTIONS, LEVEL=1, OVERVIEWS="FORCE_USE_EXISTING")
+
+
 def _verify_raster(path: Path, shape: tuple[int, ...]) -> None:
-    """Re-read a freshly written raster: GDAL reports some write failures (a full disk) only as warnings."""
+    """Check a freshly written GeoTIFF: GDAL reports some write failures (a full disk) only as warnings.
+
+    The size must match and every tile of every level must have a non-empty entry in the tile index that
+    lies inside the file (a write cut short leaves the file shorter than its index or a block unwritten);
+    the smallest level is decoded. Cheaper than decoding every block, and it catches the same failures.
+    """
     try:
+        size = os.path.getsize(path)
         with rasterio.open(path) as ds:
             if (ds.count, ds.height, ds.width) != tuple(shape):
-                raise OSError(f"{path}: wrote {(ds.count, ds.height, ds.width)}, expected {tuple(shape)}")
-            for _, window in ds.block_windows(1):
-                ds.read(window=window)
+                raise OSError(f"wrote {(ds.count, ds.height, ds.width)}, expected {tuple(shape)}")
+            factors = ds.overviews(1)
+            for ovr, factor in [(None, 1), *enumerate(factors)]:
+                _check_tile_index(ds, ovr, factor, size)
+        with rasterio.open(path, **({"overview_level": len(factors) - 1} if factors else {})) as small:
+            small.read()
     except (rasterio.errors.RasterioError, OSError) as exc:
         raise OSError(errno.EIO, f"{path}: written raster does not read back ({str(exc).splitlines()[0]})") from exc
+
+
+def _check_tile_index(ds: Any, ovr: int | None, factor: int, size: int) -> None:
+    """Every tile of one level (``ovr`` None: full resolution) has an entry inside a ``size``-byte file."""
+    by, bx = ds.block_shapes[0]
+    rows, cols = overview_shape(ds.height, ds.width, factor)
+    bands = [1] if ds.profile.get("interleave") == "pixel" else range(1, ds.count + 1)
+    for b in bands:
+        for y in range(-(-rows // by)):
+            for x in range(-(-cols // bx)):
+                offset = ds.get_tag_item(f"BLOCK_OFFSET_{x}_{y}", "TIFF", bidx=b, ovr=ovr)
+                nbytes = ds.get_tag_item(f"BLOCK_SIZE_{x}_{y}", "TIFF", bidx=b, ovr=ovr)
+                if not offset or not nbytes or int(offset) == 0 or int(offset) + int(nbytes) > size:
+                    level = "full resolution" if ovr is None else f"overview {factor}"
+                    raise OSError(f"tile ({x}, {y}) of band {b} at {level} is missing or cut short")
 
 
 def read_named_bands(
