@@ -47,7 +47,8 @@ def speckle_dask(in_nc: Path, out_nc: Path, threads: int, band_rows: int = 256) 
 
     from pipeline_lib.sar.chunks import create_sigma0, open_sigma0, row_bands
     from pipeline_lib.sar.params import SpeckleParams
-    from pipeline_lib.sar.speckle import halo_rows, lee_sigma, z98_streaming
+    from pipeline_lib.sar.quantile import z98_streaming
+    from pipeline_lib.sar.speckle import halo_rows, lee_sigma
 
     params = SpeckleParams(7, 3, 0.9, None)
     halo = halo_rows(params)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,8 @@ import pytest
 import rasterio
 import xarray as xr
 import xarray_sentinel
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rasterio.windows import Window
 from test_20_sar_synthetic import ROME_DEM, SARSEN_SAFE, make_centered_grid, make_product, tiny_grid
 
@@ -20,7 +23,8 @@ from pipeline_lib.sar.chunks import create_sigma0, open_sigma0
 from pipeline_lib.sar.noise import noise_power, parse_noise
 from pipeline_lib.sar.params import SpeckleParams
 from pipeline_lib.sar.product import find_pol_files, open_sigma_lut
-from pipeline_lib.sar.speckle import lee_sigma, z98_streaming, z98_value
+from pipeline_lib.sar.quantile import key_histogram, z98_streaming, z98_value
+from pipeline_lib.sar.speckle import lee_sigma
 from pipeline_lib.sar.terrain import (
     LOOKUP_STEP,
     Geocoder,
@@ -67,6 +71,51 @@ def test_streaming_z98_is_exact() -> None:
     bands = [img[a : a + 37] for a in range(0, img.shape[0], 37)]
     assert z98_streaming(lambda: iter(bands)) == z98_value(img)
     assert np.isnan(z98_streaming(lambda: iter([np.full((3, 3), np.nan, np.float32)])))
+    # pass 1 made elsewhere (calibration): one pass left, same value; a histogram of other values is ignored
+    hist = sum(key_histogram(b) for b in bands)
+    passes = []
+
+    def counted() -> Iterator[np.ndarray]:
+        passes.append(1)
+        return iter(bands)
+
+    assert z98_streaming(counted, hist) == z98_value(img) and len(passes) == 1
+    passes.clear()
+    assert z98_streaming(counted, key_histogram(img[:100])) == z98_value(img) and len(passes) == 3
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(width=32, allow_nan=True, allow_infinity=True),
+            st.sampled_from([0.0, -0.0, 1e-5, -1e-5, 3.0]),
+        ),
+        min_size=1,
+        max_size=300,
+    )
+)
+def test_z98_by_histogram_equals_the_sort(values: list[float]) -> None:
+    """Any float32 values (both zeros, infinities, NaN, denormals), in bands or not, with or without pass 1."""
+    img = np.asarray(values, dtype=np.float32)
+    bands = [img[a : a + 7] for a in range(0, img.size, 7)]
+    expected = z98_value(img)
+    for hist in (None, sum(key_histogram(b) for b in bands)):
+        got = z98_streaming(lambda: iter(bands), hist)
+        assert (np.isnan(got) and np.isnan(expected)) or got == expected
+
+
+def test_calibration_stores_pass_one_of_z98(tmp_path: Path) -> None:
+    """The calibrated file's key histograms are exactly those of its σ0, so speckle reads it once less."""
+    grid = tiny_grid()
+    safe = make_product(tmp_path, grid)
+    nc = tmp_path / "cal.nc"
+    run_calibrate(safe, grid, nc, band_lines=7, threads=2)
+    with open_sigma0(nc) as src:
+        for k in range(len(src.polarisations)):
+            hist = src.key_histogram(k)
+            assert hist is not None and hist.sum() > 0
+            np.testing.assert_array_equal(hist, key_histogram(src.read(k, slice(None))))
 
 
 def _write_nc(path: Path, data: np.ndarray, line0: int = 1000, pixel0: int = 2000, looks: float = 4.0) -> None:

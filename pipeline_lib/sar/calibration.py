@@ -38,7 +38,7 @@ from pipeline_lib.errors import CoverageError, ProductError
 from pipeline_lib.grid import Grid
 from pipeline_lib.guard import corrupt_metadata
 from pipeline_lib.safe import open_product
-from pipeline_lib.sar.chunks import create_sigma0, row_bands
+from pipeline_lib.sar.chunks import create_sigma0, row_bands, write_key_histograms
 from pipeline_lib.sar.lut import CalibrationLut, parse_sigma_lut
 from pipeline_lib.sar.noise import NoiseModel, is_void, noise_power, parse_noise
 from pipeline_lib.sar.product import (
@@ -48,6 +48,7 @@ from pipeline_lib.sar.product import (
     read_geolocation_grid,
     read_image_info,
 )
+from pipeline_lib.sar.quantile import KEY_BINS, key_histogram
 from pipeline_lib.sar.window import RangeDoppler, grid_window, height_range, window_around
 
 log = logging.getLogger(__name__)
@@ -195,8 +196,9 @@ def _calibrated_bands(
     band_lines: int,
     threads: int,
     label: str,
-) -> Iterator[tuple[int, int, int, np.ndarray]]:
-    """(polarisation index, first row, stop row, σ0 band) of every row band, computed by ``threads`` threads, in order."""
+) -> Iterator[tuple[int, int, int, np.ndarray, np.ndarray]]:
+    """(polarisation index, first row, stop row, σ0 band, its Z98 key histogram) of every row band, computed by
+    ``threads`` threads, in order."""
     local = threading.local()
     opened: list[rasterio.io.DatasetReader] = []
     lock = threading.Lock()
@@ -209,12 +211,13 @@ def _calibrated_bands(
                 opened.append(handles[k])
         return handles[k]
 
-    def work(k: int, a: int, b: int) -> tuple[int, int, int, np.ndarray]:
+    def work(k: int, a: int, b: int) -> tuple[int, int, int, np.ndarray, np.ndarray]:
         f, lut, noise = inputs[k]
-        return k, a, b, calibrate_band(reader(k), lut, noise, lines[a:b], pixels, f"{label}/{f.measurement}")
+        sigma0 = calibrate_band(reader(k), lut, noise, lines[a:b], pixels, f"{label}/{f.measurement}")
+        return k, a, b, sigma0, key_histogram(sigma0)
 
     n = max(1, int(threads))
-    pending: deque[Future[tuple[int, int, int, np.ndarray]]] = deque()
+    pending: deque[Future[tuple[int, int, int, np.ndarray, np.ndarray]]] = deque()
     try:
         with ThreadPoolExecutor(max_workers=n) as pool:
             for k in range(len(inputs)):
@@ -320,5 +323,10 @@ def _calibrate_files(
         rasterio.Env(GDAL_CACHEMAX=READ_CACHE_MB * 2**20),  # rasterio passes an int in bytes
         create_sigma0(out_nc, [f.polarisation for f in files], lines, pixels, attrs, var_attrs) as var,
     ):
-        for k, b0, b1, sigma0 in _calibrated_bands(inputs, shape, lines, pixels, band_lines, threads, str(safe_path)):
+        hist = np.zeros((len(files), KEY_BINS), dtype=np.int64)  # pass 1 of Lee sigma's Z98, for free here
+        for k, b0, b1, sigma0, h in _calibrated_bands(
+            inputs, shape, lines, pixels, band_lines, threads, str(safe_path)
+        ):
             var[k, b0:b1, :] = sigma0
+            hist[k] += h
+        write_key_histograms(var, hist)

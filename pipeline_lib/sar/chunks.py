@@ -5,6 +5,8 @@ The files are NetCDF-4 (HDF5) written with netCDF4-python variable by variable, 
 so no step holds a whole scene: peak memory is set by the band height, not by the scene. The layout is
 the one xarray writes (``polarisation`` vlen-string coordinate, int64 ``line``/``pixel`` coordinates with
 full-product indices, float32 ``sigma0`` with NaN fill), so ``xarray.open_dataset`` reads them unchanged.
+Calibrated files also hold ``sigma0_key_histogram`` (polarisation, key_bin): pass 1 of Lee sigma's exact
+Z98, made while the bands were written (:mod:`pipeline_lib.sar.quantile`).
 
 Chunking: ``(1, CHUNK_LINES, CHUNK_PIXELS)`` = (1, 256, 1024): row bands write whole chunks and a
 terrain-correction tile reads only the chunks of its GRD window. Compression is off by default: on
@@ -26,10 +28,22 @@ import numpy as np
 from pipeline_lib.errors import ProductError
 from pipeline_lib.io import atomic_path
 
-__all__ = ["CHUNK_LINES", "CHUNK_PIXELS", "Sigma0File", "row_bands", "open_sigma0", "create_sigma0"]
+__all__ = [
+    "CHUNK_LINES",
+    "CHUNK_PIXELS",
+    "KEY_HISTOGRAM",
+    "Sigma0File",
+    "row_bands",
+    "open_sigma0",
+    "create_sigma0",
+    "write_key_histograms",
+]
 
 CHUNK_LINES = 256
 CHUNK_PIXELS = 1024
+
+#: variable of the calibrated file holding each polarisation's Z98 key histogram
+KEY_HISTOGRAM = "sigma0_key_histogram"
 
 
 def row_bands(n: int, size: int) -> list[tuple[int, int]]:
@@ -63,6 +77,13 @@ class Sigma0File:
     def shape(self) -> tuple[int, int]:
         """(lines, pixels) of the stored window."""
         return (int(self.lines.size), int(self.pixels.size))
+
+    def key_histogram(self, pol_index: int) -> np.ndarray | None:
+        """Pass 1 of the exact Z98 of one polarisation, as calibration stored it (:mod:`pipeline_lib.sar.quantile`);
+        None if the file has none (written by another tool, or filtered)."""
+        if KEY_HISTOGRAM not in self.ds.variables:
+            return None
+        return np.asarray(self.ds[KEY_HISTOGRAM][pol_index, :], dtype=np.int64)
 
     def read(self, pol_index: int, rows: slice, cols: slice | None = None) -> np.ndarray:
         """float32 σ0 of one polarisation on window-relative ``rows`` × ``cols`` (NaN = no data)."""
@@ -144,3 +165,13 @@ def create_sigma0(
             yield var
         finally:
             ds.close()
+
+
+def write_key_histograms(var: netCDF4.Variable[Any], histograms: np.ndarray) -> None:
+    """Store each polarisation's Z98 key histogram (polarisation, key bin) beside ``sigma0`` in its open file."""
+    ds = var.group()
+    ds.createDimension("key_bin", histograms.shape[1])
+    hist = ds.createVariable(KEY_HISTOGRAM, "i8", ("polarisation", "key_bin"), zlib=True, complevel=1)
+    hist.long_name = "counts of finite sigma0 by the top 16 bits of their order-preserving float32 key"
+    hist.comment = "pass 1 of the exact Z98 radix select (pipeline_lib.sar.quantile)"
+    hist[:] = histograms

@@ -27,7 +27,7 @@ bits), so the banded result is bit-for-bit the whole-image one while memory is b
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
@@ -37,6 +37,7 @@ import numpy as np
 
 from pipeline_lib.sar.chunks import create_sigma0, open_sigma0, row_bands
 from pipeline_lib.sar.params import SpeckleParams
+from pipeline_lib.sar.quantile import z98_streaming, z98_value
 
 __all__ = [
     "sigma_range",
@@ -219,51 +220,6 @@ def _lee_sigma_kernel(
     return out
 
 
-def z98_value(values: np.ndarray) -> float:
-    """SNAP's Z98 of the finite values: sorted[int(0.98·n) − 1] (NaN when there is none)."""
-    valid = np.asarray(values, dtype=np.float32)
-    valid = valid[np.isfinite(valid)]
-    if valid.size == 0:
-        return float("nan")
-    k = max(int(valid.size * 0.98) - 1, 0)  # SNAP computeZ98Values
-    return float(np.partition(valid, k)[k])
-
-
-def _sortable_key(values: np.ndarray) -> np.ndarray:
-    """uint32 keys ordered as the float32 values (IEEE-754 bit trick: flip all bits of negatives, the sign of others)."""
-    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
-    flip = np.where(bits >> np.uint32(31), np.uint32(0xFFFFFFFF), np.uint32(0x80000000))
-    return np.asarray(bits ^ flip)
-
-
-def z98_streaming(bands: Callable[[], Iterable[np.ndarray]]) -> float:
-    """Exactly :func:`z98_value` of the concatenated bands, in two streaming passes (radix select).
-
-    Pass 1 histograms the top 16 bits of the order-preserving float32 keys; pass 2 keeps only the
-    values of the bin holding rank k and selects in them. ``bands`` is called once per pass and must
-    yield the same values each time. Memory: one band plus one histogram bin.
-    """
-    hist = np.zeros(1 << 16, dtype=np.int64)
-    for band in bands():
-        v = np.asarray(band, dtype=np.float32)
-        hist += np.bincount((_sortable_key(v[np.isfinite(v)]) >> np.uint32(16)).astype(np.int64), minlength=1 << 16)
-    n = int(hist.sum())
-    if n == 0:
-        return float("nan")
-    k = max(int(n * 0.98) - 1, 0)
-    cum = np.cumsum(hist)
-    b = int(np.searchsorted(cum, k, side="right"))
-    before = int(cum[b - 1]) if b > 0 else 0
-    kept = []
-    for band in bands():
-        v = np.asarray(band, dtype=np.float32)
-        v = v[np.isfinite(v)]
-        kept.append(v[(_sortable_key(v) >> np.uint32(16)) == b])
-    vals = np.concatenate(kept)
-    r = k - before
-    return float(np.partition(vals, r)[r])
-
-
 def point_target_mask(intensity: np.ndarray, target: int, z98: float | None = None) -> np.ndarray:
     """Pixels kept as point targets (Z98 rule of Lee et al. 2009, SNAP cluster size > 5).
 
@@ -310,17 +266,19 @@ def lee_sigma_bands(
     looks: float,
     band_rows: int = 256,
     threads: int = 1,
+    key_histogram: np.ndarray | None = None,
 ) -> float:
     """Lee sigma of an image too large for memory, band by band with halo rows; returns the Z98 used.
 
     ``read(a, b)`` returns rows [a, b) (all columns), ``write(a, b, out)`` stores filtered rows [a, b).
-    Z98 is the whole image's (two streaming passes, exact), and each band is filtered with
+    Z98 is the whole image's (two streaming passes, exact; one with ``key_histogram``, the first pass made by
+    calibration: :func:`pipeline_lib.sar.quantile.z98_streaming`), and each band is filtered with
     ``halo_rows`` extra rows on both sides, so the result equals :func:`lee_sigma` of the whole image
     bit for bit. Reads and writes happen on the calling thread; ``threads`` bands are filtered at
     once (the numba kernels release the GIL).
     """
     bands = row_bands(n_rows, band_rows)
-    z98 = z98_streaming(lambda: (read(a, b) for a, b in bands))
+    z98 = z98_streaming(lambda: (read(a, b) for a, b in bands), key_histogram)
     halo = halo_rows(params)
 
     def filt(ext: np.ndarray, a: int, b: int, e0: int) -> tuple[int, int, np.ndarray]:
@@ -372,4 +330,5 @@ def run_speckle(
                 def write(a: int, b: int, out: np.ndarray, k: int = k) -> None:
                     var[k, a:b, :] = out
 
-                lee_sigma_bands(read, write, src.shape[0], params, n_looks, band_rows, threads)
+                hist = src.key_histogram(k)
+                lee_sigma_bands(read, write, src.shape[0], params, n_looks, band_rows, threads, hist)

@@ -605,43 +605,77 @@ def run_terrain(
                 )
 
 
+@dataclass
+class _TileInput:
+    """One output tile ready to be sampled: its lookup and the GRD window being read for it."""
+
+    rows: slice
+    cols: slice
+    line: np.ndarray
+    pixel: np.ndarray
+    window: tuple[slice, slice] | None
+    bands: Future[list[np.ndarray]] | None  # every polarisation on ``window``, read by the reader thread
+
+
 def _stream_tiles(src: Sigma0File, coarse: CoarseLookup, grid: Grid, dem: Path | None, tile: int, dst: Any) -> bool:
-    """Terrain-correct ``grid`` tile by tile into ``dst``, each tile written by one writer thread while the
-    next one is computed; whether any output pixel of the first polarisation is finite."""
+    """Terrain-correct ``grid`` tile by tile into ``dst``; whether any output pixel of the first polarisation
+    is finite.
+
+    Three stages overlap: while tile n is sampled (numba, all threads), a reader thread reads tile n + 1's GRD
+    window (netCDF4 releases the GIL; HDF5 allows one reader) and a writer thread writes tile n − 1, so the
+    serial I/O runs beside the parallel kernels instead of between them.
+    """
+    tiles = [
+        (slice(r0, r1), slice(c0, c1))
+        for r0, r1 in row_bands(grid.height, tile)
+        for c0, c1 in row_bands(grid.width, tile)
+    ]
     covered = False
-    writer = ThreadPoolExecutor(max_workers=1)  # one writer: the tile's compression overlaps the next tile
+    reader = ThreadPoolExecutor(max_workers=1)
+    writer = ThreadPoolExecutor(max_workers=1)
     pending: Future[None] | None = None
     try:
-        for r0, r1 in row_bands(grid.height, tile):
-            for c0, c1 in row_bands(grid.width, tile):
-                out, sampled = _terrain_tile(src, coarse, grid, dem, slice(r0, r1), slice(c0, c1))
-                if sampled:
-                    covered = covered or bool(np.isfinite(out[0]).any())
-                if pending is not None:
-                    pending.result()
-                window = Window(c0, r0, c1 - c0, r1 - r0)  # type: ignore[arg-type]
-                pending = writer.submit(dst.write, out, window=window)
+        nxt = _prepare_tile(src, coarse, grid, dem, *tiles[0], reader)
+        for i in range(len(tiles)):
+            cur = nxt
+            if i + 1 < len(tiles):
+                nxt = _prepare_tile(src, coarse, grid, dem, *tiles[i + 1], reader)
+            out = _sample_tile(src, cur)
+            if cur.window is not None:
+                covered = covered or bool(np.isfinite(out[0]).any())
+            if pending is not None:
+                pending.result()
+            window = Window(cur.cols.start, cur.rows.start, out.shape[2], out.shape[1])  # type: ignore[arg-type]
+            pending = writer.submit(dst.write, out, window=window)
         if pending is not None:
             pending.result()
     finally:
+        reader.shutdown(wait=True)
         writer.shutdown(wait=True)
     return covered
 
 
-def _terrain_tile(
-    src: Sigma0File, coarse: CoarseLookup, grid: Grid, dem: Path | None, rows: slice, cols: slice
-) -> tuple[np.ndarray, bool]:
-    """σ0 dB of every polarisation on one output tile (NaN outside the GRD window) and whether the tile's
-    lookup touched the stored GRD window at all."""
+def _prepare_tile(
+    src: Sigma0File, coarse: CoarseLookup, grid: Grid, dem: Path | None, rows: slice, cols: slice, reader: Any
+) -> _TileInput:
+    """The tile's lookup (numba, on this thread) and its GRD window's read, queued on ``reader``."""
     heights = tile_heights(Path(dem), grid, rows, cols) if dem is not None else None
     line, pixel = interp_lookup(coarse, rows, cols, heights)
-    out = np.full((len(src.polarisations), rows.stop - rows.start, cols.stop - cols.start), np.nan, dtype=np.float32)
     win = _grd_window(line, pixel, src.line0, src.pixel0, src.shape)
     if win is None:
-        return out, False
+        return _TileInput(rows, cols, line, pixel, None, None)
     wr, wc = win
-    for k in range(len(src.polarisations)):
-        band = src.read(k, wr, wc)
-        sample_db(band, src.line0 + wr.start, src.pixel0 + wc.start, line, pixel, out=out[k])
-        del band
-    return out, True
+    bands = reader.submit(lambda: [src.read(k, wr, wc) for k in range(len(src.polarisations))])
+    return _TileInput(rows, cols, line, pixel, win, bands)
+
+
+def _sample_tile(src: Sigma0File, tile: _TileInput) -> np.ndarray:
+    """σ0 dB of every polarisation on one prepared tile (NaN outside the GRD window)."""
+    shape = (len(src.polarisations), tile.rows.stop - tile.rows.start, tile.cols.stop - tile.cols.start)
+    out = np.full(shape, np.nan, dtype=np.float32)
+    if tile.window is None or tile.bands is None:
+        return out
+    wr, wc = tile.window
+    for k, band in enumerate(tile.bands.result()):
+        sample_db(band, src.line0 + wr.start, src.pixel0 + wc.start, tile.line, tile.pixel, out=out[k])
+    return out
