@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from workflow_utils import make_workdir, snakemake
 
 from pipeline_lib.cog import write_cog
+from pipeline_lib.config import schema_defaults
 from pipeline_lib.errors import ConfigError
 from pipeline_lib.grid import make_centered_grid
 from pipeline_lib.model.evaluate import run_evaluate
@@ -108,6 +109,29 @@ def test_select_params_checks() -> None:
         SelectParams.from_config({"margin": 1.5})
     with pytest.raises(ConfigError, match="unknown"):
         SelectParams.from_config({"margins": 0.1})
+
+
+def test_without_validation_the_tasks_fallback_is_selected(tmp_path: Path) -> None:
+    """No validation score (select.validations 0, or too few dates): select.fallback of the task, if predicted."""
+    grid = make_centered_grid((12.5, 42.0), (8, 8))
+    preds, uncs = {}, {}
+    for k, m in enumerate(("blend", "no_uc_sg")):
+        preds[m], uncs[m] = tmp_path / f"{m}.tif", tmp_path / f"{m}_uncertainty.tif"
+        for path, value in ((preds[m], 0.1 + k), (uncs[m], 0.01 + k)):
+            write_cog(np.full((2, 8, 8), value, np.float32), path, crs=grid.crs, transform=grid.transform,
+                      descriptions=["B11", "B12"])  # fmt: skip
+    out = (tmp_path / "s.tif", tmp_path / "su.tif", tmp_path / "s.json")
+    r = run_select([], preds, uncs, 0.05, *out, fallback="no_uc_sg")
+    assert r["method"] == "no_uc_sg" and r["fallback"] == "no_uc_sg" and "select.fallback" in r["reason"]
+    with rasterio.open(out[0]) as src:
+        assert src.tags()["selected_method"] == "no_uc_sg" and float(src.read().max()) == pytest.approx(1.1)
+    assert run_select([], preds, uncs, 0.05, *out, fallback="no_uc")["method"] == "blend"  # not trained
+    assert run_select([], preds, uncs, 0.05, *out)["method"] == "blend"
+    p = SelectParams.from_config(schema_defaults("select"))
+    assert (p.fallback_for("sar_to_visible"), p.fallback_for("visible_to_swir")) == ("blend", "no_uc_sg")
+    assert SelectParams.from_config({}).fallback_for("visible_to_swir") == "blend"
+    with pytest.raises(ConfigError, match=r"^select\.fallback\.sar_to_swir: "):
+        SelectParams.from_config({"fallback": {"sar_to_swir": "blend"}})
 
 
 DATES = ["2021-12-11", "2021-12-23", "2022-01-04", "2022-01-16", "2022-01-28"]

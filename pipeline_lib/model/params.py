@@ -54,8 +54,9 @@ TASK_KEYS = (
 PREDICT_KEYS = ("tile_px", "overlap_px")
 #: settings that shape the network: a prediction takes them from the checkpoint it loads
 NETWORK_KEYS = ("filters", "levels", "eta")
-#: keys of the ``train`` section that are no training parameter (the rule's device and threads, the task blocks)
-_OTHER_TRAIN_KEYS = ("device", "threads", *TASKS)
+#: keys of the ``train`` section that are no training parameter (the rule's device and threads, the number of
+#: seed-ensemble members the workflow trains, :mod:`pipeline_lib.model.ensemble`; the task blocks)
+_OTHER_TRAIN_KEYS = ("device", "threads", "ensemble", *TASKS)
 
 _INTS: tuple[str, ...] = (
     "batch_size",

@@ -16,13 +16,16 @@
   1.4 % of predicted reflectances were negative on the real chips); the file's tags
   ``clipped_below`` / ``clipped_above`` count the clipped values (evaluation reports them in
   ``info.clipped_predictions``). Baselines are observed values and are never changed.
+- Seed ensembles (``train.ensemble``, :mod:`pipeline_lib.model.ensemble`): the members' unclipped
+  predictions are averaged, then clipped; their sample standard deviation joins the uncertainty in
+  quadrature. One checkpoint is the single-model path, unchanged.
 - Output: COG on the stack's grid with the target bands, NaN where S_i is invalid or no guide is.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +36,7 @@ from pipeline_lib.cog import write_cog
 from pipeline_lib.errors import ModelError
 from pipeline_lib.model.baselines import BASELINES, guide_weights, weighted_spread, weighted_sum
 from pipeline_lib.model.data import VARIANTS, StackData, denormalise_diff, load_stack
+from pipeline_lib.model.ensemble import combine_members
 from pipeline_lib.model.networks import Generator
 from pipeline_lib.model.params import TrainParams
 from pipeline_lib.model.train import build_generator, load_checkpoint, select_device, variant_flags
@@ -188,10 +192,45 @@ def predict_arrays(
     return (clip_reflectance(pred)[0] if clip else pred), weighted_spread(recon, w)
 
 
+def _load_member(
+    ckpt: Path, variant: str, data: StackData, p: TrainParams, dev: torch.device, stack_nc: Path
+) -> tuple[Generator, TrainParams]:
+    """The generator of one checkpoint, checked against the variant and the stack, with its network shape."""
+    ck = load_checkpoint(Path(ckpt))
+    if ck["variant"] != variant:
+        raise ModelError(f"{ckpt}: holds variant {ck['variant']!r}, not {variant!r}; pass the right checkpoint")
+    if ck["band_s"] != data.band_s or ck["band_t"] != data.band_t:
+        raise ModelError(f"{ckpt}: bands {ck['band_s']}/{ck['band_t']} differ from the stack's; retrain")
+    if not (np.allclose(ck["source_range"], data.source_range) and np.allclose(ck["target_range"], data.target_range)):
+        raise ModelError(f"{ckpt}: normalisation ranges differ from {stack_nc}'s; retrain")
+    q = p.with_network_of(TrainParams.from_checkpoint(ck["params"], str(ckpt)))
+    generator = build_generator(variant, len(data.band_s), len(data.band_t), q)
+    generator.load_state_dict(ck["generator"])
+    generator.to(dev)
+    return generator, q
+
+
+def _predict_members(
+    data: StackData, variant: str, ckpts: Sequence[Path], p: TrainParams, device: str, stack_nc: Path
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Unclipped (prediction, uncertainty) of a network variant: its one checkpoint, or the ensemble's mean
+    and quadrature-joined uncertainty over several (:func:`pipeline_lib.model.ensemble.combine_members`)."""
+    if not ckpts:
+        raise ModelError(f"variant {variant!r} needs a checkpoint; pass models/{{experiment}}/{variant}.pt")
+    dev = select_device(device, _LOG)
+    preds, uncs = [], []
+    for ckpt in ckpts:
+        generator, q = _load_member(Path(ckpt), variant, data, p, dev, stack_nc)
+        pred, unc = predict_arrays(data, variant, q, generator, dev, clip=False)
+        preds.append(pred)
+        uncs.append(unc)
+    return combine_members(preds, uncs)
+
+
 def run_predict(
     stack_nc: Path,
     variant: str,
-    ckpt: Path | None,
+    ckpt: Path | Sequence[Path] | None,
     out_tif: Path,
     out_uncertainty_tif: Path | None,
     params: TrainParams,
@@ -201,6 +240,8 @@ def run_predict(
     """Predict T_i for ``variant`` (network or baseline) and write the COG(s) on the stack's grid.
 
     ``params`` are for the stack's task; a network's shape (filters, levels, eta) comes from its checkpoint.
+    ``ckpt`` is one checkpoint or the members of a seed ensemble (``train.ensemble``; several: their mean,
+    the members' spread joining the uncertainty, tags ``ensemble_members`` and ``ensemble_checkpoints``).
     """
     if variant not in VARIANTS and variant not in BASELINES:
         raise ModelError(f"variant {variant!r} is unknown; expected one of {list(VARIANTS) + list(BASELINES)}")
@@ -209,30 +250,13 @@ def run_predict(
     torch.set_num_threads(max(1, int(threads)))
     data = load_stack(Path(stack_nc))
     params.check_task(data.task, str(stack_nc))
-    p = params
-    generator = None
-    dev = torch.device("cpu")
-    if variant in VARIANTS:
-        if ckpt is None:
-            raise ModelError(f"variant {variant!r} needs a checkpoint; pass models/{{experiment}}/{variant}.pt")
-        ck = load_checkpoint(Path(ckpt))
-        if ck["variant"] != variant:
-            raise ModelError(f"{ckpt}: holds variant {ck['variant']!r}, not {variant!r}; pass the right checkpoint")
-        if ck["band_s"] != data.band_s or ck["band_t"] != data.band_t:
-            raise ModelError(f"{ckpt}: bands {ck['band_s']}/{ck['band_t']} differ from the stack's; retrain")
-        if not (
-            np.allclose(ck["source_range"], data.source_range) and np.allclose(ck["target_range"], data.target_range)
-        ):
-            raise ModelError(f"{ckpt}: normalisation ranges differ from {stack_nc}'s; retrain")
-        p = p.with_network_of(TrainParams.from_checkpoint(ck["params"], str(ckpt)))
-        dev = select_device(device, _LOG)
-        generator = build_generator(variant, len(data.band_s), len(data.band_t), p)
-        generator.load_state_dict(ck["generator"])
-        generator.to(dev)
-    pred, unc = predict_arrays(data, variant, p, generator, dev, clip=False)
+    ckpts = [] if ckpt is None else [Path(ckpt)] if isinstance(ckpt, str | Path) else [Path(c) for c in ckpt]
     counts = {"below": 0, "above": 0}
     if variant in VARIANTS:
+        pred, unc = _predict_members(data, variant, ckpts, params, device, Path(stack_nc))
         pred, counts = clip_reflectance(pred)
+    else:
+        pred, unc = predict_arrays(data, variant, params, None, torch.device("cpu"), clip=False)
     transform = Affine(*data.transform[:6])
     tags = {
         "variant": variant,
@@ -242,11 +266,13 @@ def run_predict(
         "clipped_below": str(counts["below"]),
         "clipped_above": str(counts["above"]),
     }
+    spread = "weighted mean |R_g - R_h| over guide pairs (= |T_i^(j->i) - T_i^(k->i)| for 2)"
+    quantity = f"uncertainty: {spread}"
+    if variant in VARIANTS and len(ckpts) > 1:
+        tags = {**tags, "ensemble_members": str(len(ckpts)), "ensemble_checkpoints": ";".join(c.name for c in ckpts)}
+        quantity = f"uncertainty: sqrt(mean over members of ({spread})^2 + members' sample variance (ddof 1))"
     write_cog(pred, out_tif, crs=data.crs, transform=transform, descriptions=data.band_t, tags=tags)
     if out_uncertainty_tif is not None:
         assert unc is not None
-        utags = {
-            **tags,
-            "quantity": "uncertainty: weighted mean |R_g - R_h| over guide pairs (= |T_i^(j->i) - T_i^(k->i)| for 2)",
-        }
+        utags = {**tags, "quantity": quantity}
         write_cog(unc, out_uncertainty_tif, crs=data.crs, transform=transform, descriptions=data.band_t, tags=utags)

@@ -43,7 +43,7 @@ from affine import Affine
 from pipeline_lib.cog import read_named_bands, write_cog
 from pipeline_lib.errors import ConfigError, ModelError
 from pipeline_lib.io import write_json_atomic
-from pipeline_lib.model.params import TrainParams
+from pipeline_lib.model.params import TASKS, TrainParams
 from pipeline_lib.model.variants import baselines
 
 __all__ = [
@@ -77,6 +77,7 @@ class SelectParams:
     margin: float = 0.05  # relative lead over the blend's validation RMSE needed to replace the blend
     max_steps: int | None = None  # training cap of validation models (None: the region's train.max_steps)
     max_gap_mismatch_days: float | None = None  # drop validation experiments costlier than this
+    fallback: Mapping[str, str] | None = None  # task -> method when no validation score exists (None: blend)
 
     def validated_variants(self, configured: Sequence[str]) -> list[str]:
         """The experiment's network variants that are trained on the validation experiments."""
@@ -91,11 +92,19 @@ class SelectParams:
             raise ConfigError(f"select.margin={self.margin} must be in [0, 1)")
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"select.max_steps={self.max_steps} must be ≥ 1 or null")
+        for task, method in (self.fallback or {}).items():
+            if task not in TASKS or not isinstance(method, str):
+                raise ConfigError(f"select.fallback.{task}: {method!r} is no task's method; give {{task: method}}")
+
+    def fallback_for(self, task: str) -> str:
+        """The method selected for ``task`` when an experiment has no validation score (``select.fallback``)."""
+        return str((self.fallback or {}).get(task, "blend"))
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any] | None) -> SelectParams:
         s = dict(section or {})
         keys = {"validations", "neighbours", "variants", "seeds", "margin", "max_steps", "max_gap_mismatch_days"}
+        keys |= {"fallback"}
         unknown = set(s) - keys
         if unknown:
             raise ConfigError(f"select: unknown keys {sorted(unknown)}")
@@ -283,7 +292,7 @@ def choose_method(table: Mapping[str, Mapping[str, float]], margin: float, neigh
     about the test's neighbour (on the real chips it picked a neighbour 85 % worse than the blend).
     """
     if "blend" not in table:
-        return "blend", "no validation score: blend by default"
+        return "blend", "no validation score: blend by default"  # run_select applies select.fallback first
     blend = float(table["blend"]["rmse"])
     pool = [m for m in table if neighbours or m not in NEIGHBOURS]
     best = min(pool, key=lambda m: (float(table[m]["rmse"]), m != "blend"))
@@ -297,6 +306,13 @@ def choose_method(table: Mapping[str, Mapping[str, float]], margin: float, neigh
     return "blend", f"{best} leads the blend on validation by only {lead:.1%} (< margin {margin:.0%}): blend kept"
 
 
+def _fallback(fallback: str, preds: Mapping[str, Path]) -> tuple[str, str]:
+    """(method, reason) when no validation score exists: ``fallback`` if it was predicted, else the blend."""
+    if fallback in preds:
+        return fallback, f"no validation score: {fallback}, the task's select.fallback"
+    return "blend", f"no validation score and no {fallback} prediction (select.fallback): blend"
+
+
 def run_select(
     validation_jsons: Sequence[Path],
     preds: Mapping[str, Path],
@@ -306,16 +322,20 @@ def run_select(
     out_uncertainty_tif: Path,
     out_json: Path,
     neighbours: bool = False,
+    fallback: str = "blend",
 ) -> dict[str, Any]:
     """Choose the method from the validation runs and write selected.tif, its uncertainty and selected.json.
 
     ``preds``/``uncertainty`` are the *test* experiment's rasters by method; only the chosen one's
-    are read (the truth never is). With no validation run, the blend is selected.
+    are read (the truth never is). With no validation score, ``fallback`` (the task's ``select.fallback``)
+    is selected when the experiment has its prediction, else the blend.
     """
     runs = [json.loads(Path(p).read_text(encoding="utf-8")) for p in validation_jsons]
     table = aggregate_validation(runs)
     available = {m: s for m, s in table.items() if m in preds}
     method, reason = choose_method(available, margin, neighbours)
+    if "blend" not in available:
+        method, reason = _fallback(fallback, preds)
     if method not in preds:
         raise ModelError(f"selected method {method!r} has no test prediction; pass pred/{{experiment}}/{method}.tif")
     unc_from = method if method in uncertainty else "blend"
@@ -346,6 +366,7 @@ def run_select(
         "reason": reason,
         "margin": margin,
         "neighbours": neighbours,
+        "fallback": fallback,
         "uncertainty_from": unc_from,
         "validation": table,
         "validation_ranking": ranking,

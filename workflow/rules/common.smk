@@ -296,13 +296,41 @@ PLAIN_VARIANTS = model_variants.wildcard_pattern(
 
 
 def train_params(region, experiment):
-    """The region's train section without device and threads (per-task blocks included): the script builds
-    pipeline_lib.model.params.TrainParams from it for the experiment's task (experiment_task).
+    """The region's train section without device, threads and ensemble (per-task blocks included): the
+    script builds pipeline_lib.model.params.TrainParams from it for the experiment's task (experiment_task).
     """
     train = dict(region_cfg(region)["train"])
-    train.pop("device", None)
-    train.pop("threads", None)
+    for key in ("device", "threads", "ensemble"):
+        train.pop(key, None)
     return train
+
+
+def ensemble_size(region):
+    """train.ensemble: members per network variant (1 = one model; pipeline_lib.model.ensemble)."""
+    from pipeline_lib.model.ensemble import check_ensemble
+
+    try:
+        return check_ensemble(region_cfg(region)["train"]["ensemble"])
+    except ConfigError as exc:
+        _fail(exc)
+
+
+def member_train_params(region, experiment, member):
+    """train_params of ensemble member m >= 1: seed train.seed + m."""
+    from pipeline_lib.model.ensemble import member_seeds
+
+    train = train_params(region, experiment)
+    train["seed"] = member_seeds(train["seed"], int(member) + 1)[-1]
+    return train
+
+
+def model_checkpoints(region, experiment, variant):
+    """The checkpoints of a network variant: {variant}.pt, then {variant}.member{m}.pt per extra member."""
+    from pipeline_lib.model.ensemble import member_checkpoints
+
+    return member_checkpoints(
+        f"results/{region}/models/{experiment}", variant, ensemble_size(region)
+    )
 
 
 def experiment_task(region, experiment):
@@ -316,9 +344,10 @@ def network_variants(region, experiment):
 def predict_inputs(wildcards):
     inputs = {"stack": f"results/{wildcards.region}/stacks/{wildcards.experiment}.nc"}
     if wildcards.variant not in BASELINES:
-        inputs["ckpt"] = (
-            f"results/{wildcards.region}/models/{wildcards.experiment}/{wildcards.variant}.pt"
+        ckpts = model_checkpoints(
+            wildcards.region, wildcards.experiment, wildcards.variant
         )
+        inputs["ckpt"] = ckpts[0] if len(ckpts) == 1 else ckpts
     return inputs
 
 

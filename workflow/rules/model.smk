@@ -1,5 +1,6 @@
 # TIRSIT, its ablations and pix2pix: training (GPU rule), prediction over the full grid, evaluation.
-# Baselines (neighbour_j, neighbour_k, blend) need no training.
+# Baselines (neighbour_j, neighbour_k, blend) need no training. train.ensemble: n > 1 adds members 1 .. n-1
+# (train_member, seed train.seed + m); predict then averages the members (pipeline_lib.model.ensemble).
 
 
 rule train:
@@ -26,6 +27,22 @@ rule train:
         device=rcfg("train", "device"),
     script:
         "../scripts/train.py"
+
+
+use rule train as train_member with:
+    output:
+        "results/{region}/models/{experiment}/{variant}.member{member}.pt",
+    log:
+        "logs/{region}/train/{experiment}/{variant}.member{member}.log",
+    benchmark:
+        "benchmarks/runs/{region}/train/{experiment}/{variant}.member{member}.tsv"
+    wildcard_constraints:
+        variant=TRAIN_VARIANTS,
+        member=r"[1-9][0-9]*",
+    params:
+        task=lambda wc: experiment_task(wc.region, wc.experiment),
+        train=lambda wc: member_train_params(wc.region, wc.experiment, wc.member),
+        device=rcfg("train", "device"),
 
 
 rule predict:

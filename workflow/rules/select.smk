@@ -119,5 +119,8 @@ rule select:
     params:
         margin=rcfg("select", "margin"),
         neighbours=rcfg("select", "neighbours"),
+        fallback=lambda wc: select_params(wc.region).fallback_for(
+            experiment_task(wc.region, wc.experiment)
+        ),
     script:
         "../scripts/select.py"

@@ -15,5 +15,6 @@ with job(snakemake) as log:
         Path(snakemake.output.uncertainty),
         Path(snakemake.output.json),
         neighbours=bool(snakemake.params.neighbours),
+        fallback=str(snakemake.params.fallback),
     )
     log.info("selected %s: %s", result["method"], result["reason"])
