@@ -15,7 +15,7 @@ Full-scene path (:func:`run_terrain`), chunked so memory is bounded by the tile,
 1. :func:`compute_coarse_lookup` — once per scene, for all polarisations: zero-Doppler line and slant
    range at a lattice of grid pixels every ``lookup_step`` px (default 32), at one height (WGS84
    ellipsoid, h = 0, without a DEM) or at height levels ≤ 500 m apart spanning the DEM.
-2. Per ``tile`` × ``tile`` output tile (default 2048²): :func:`interp_lookup` interpolates line and slant
+2. Per ``tile`` × ``tile`` output tile (default 1024²): :func:`interp_lookup` interpolates line and slant
    range bilinearly in the lattice and linearly in height (the DEM warped bilinearly onto the tile),
    then converts slant to ground range per pixel (the SRGR coefficients are linear in azimuth time
    between annotation polynomials, so the pixel has kinks that a lattice would smear: interpolating the
@@ -24,7 +24,10 @@ Full-scene path (:func:`run_terrain`), chunked so memory is bounded by the tile,
    linear interpolation — as exact as evaluating it (the error ≤ Δ²/8·max|P''| measured 1.3e-5 px at
    10 m), at a fraction of the cost of a degree-8 polynomial per pixel (BENCHMARKS.md); the GRD
    window the tile touches is read from the filtered NetCDF; :func:`sample_db` resamples every
-   polarisation bilinearly (numba ``prange``, ``threads``) and the tile is streamed into the COG.
+   polarisation bilinearly (numba ``prange``, ``threads``) and the tile is streamed into the COG, which
+   reduces it to its overview levels on the way (:class:`pipeline_lib.cog.CogStream`). The next tile's
+   GRD window is read on a reader thread and the last tile written on a writer thread while this one is
+   sampled, so the serial I/O overlaps the parallel kernels.
 
 Accuracy bound: the lattice interpolation must stay within 0.05 GRD px of the exact per-pixel lookup
 (:func:`compute_lookup`, same heights). Step 32 with height levels 500 m apart stays more than 10× inside it,
@@ -33,9 +36,10 @@ result depend on the batching; the measured errors per step and level spacing ar
 ("Design measurements moved out of module docstrings"). The per-pixel functions (:func:`compute_lookup`,
 :func:`resample_by_lookup`) remain as the reference.
 
-Memory is bounded by the tile, not the grid: per 2048² tile float64 line/pixel (64 MB), float32 output
-(32 MB) and the GRD windows it touches, plus the COG writer's capped GDAL cache; measured peaks are in
-BENCHMARKS.md.
+Memory is bounded by the tile, not the grid: per 1024² tile float64 line/pixel (16 MB), float32 output
+(8 MB per polarisation) and the GRD windows it touches, for the tile being sampled, the one being read and
+the one being written, plus the COG writer's capped GDAL cache; measured peaks are in BENCHMARKS.md
+(2048² tiles, with three in flight, came within 5 % of the 1 GB budget on a whole scene).
 
 Vertical datum: DEMs such as the Rome 30 m DEM carry EGM96 heights. They are converted to ellipsoidal
 heights with PROJ (EPSG:4326+5773 → EPSG:4979) when the EGM96 geoid grid (``us_nga_egm96_15.tif``) is
@@ -496,7 +500,7 @@ def tile_heights(dem: Path, grid: Grid, rows: slice, cols: slice) -> np.ndarray:
 @numba.njit(cache=True, nogil=True)
 def _inside_bounds(line: np.ndarray, pixel: np.ndarray, line0: float, pixel0: float, h: int, w: int) -> np.ndarray:
     # min/max of (line - line0, pixel - pixel0) over the points inside [0, h-1] × [0, w-1], in one pass
-    # without the tile-sized temporaries of the numpy expression (≈ 200 MB per 2048² tile); NaN is outside
+    # without the tile-sized temporaries of the numpy expression (≈ 50 MB per 1024² tile); NaN is outside
     res = np.array([np.inf, -np.inf, np.inf, -np.inf])
     for i in range(line.shape[0]):
         for j in range(line.shape[1]):
@@ -542,7 +546,7 @@ def _numba_threads(n: int) -> Iterator[None]:
 
 
 #: output tile edge (grid pixels)
-TILE = 2048
+TILE = 1024
 
 
 def run_terrain(
