@@ -12,7 +12,7 @@ load average at its start and end (the machine is shared: figures taken under lo
 Run from the repository root::
 
     PYTHONPATH=. python benchmarks/bench_sar_chain.py --dest /tmp/fullscene [--layout esa|tiled] [--crop 4096]
-        [--threads 2] [--work DIR] [--steps calibrate,speckle,terrain_correct] [--rss-trace]
+        [--threads 2] [--work DIR] [--steps calibrate,speckle,terrain_correct] [--rss-trace] [--settle]
 
 Prints one line per step and writes ``results.json`` in the work folder (default ``DEST/chain-<layout>``).
 Heavy: about 10 GB of disk for the intermediate NetCDFs of a full scene.
@@ -145,6 +145,27 @@ def _run(step: str, safe: Path, grid: Grid, cal: Path, fil: Path, tif: Path, thr
         run_terrain(fil, safe, grid, tif, dem=None, threads=threads)
 
 
+def _step_inputs(step: str, safe: Path, work: Path) -> list[Path]:
+    """The files a step reads in bulk: the measurement TIFFs, or the σ0 NetCDF of the step before."""
+    if step == "calibrate":
+        return sorted((safe / "measurement").glob("*.tiff"))
+    return [work / ("calibrated.nc" if step == "speckle" else "filtered.nc")]
+
+
+def settle(paths: list[Path]) -> None:
+    """Flush every dirty page to disk and read ``paths`` once into the page cache.
+
+    A step writes gigabytes; without this the next step's timing depends on how much of the previous
+    step's output the kernel is still writing back, and whether its inputs were evicted meanwhile.
+    """
+    os.sync()
+    for p in paths:
+        with open(p, "rb") as fh:
+            while fh.read(16 << 20):
+                pass
+    os.sync()
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dest", type=Path, required=True, help="folder of the full-size GRD (built if absent)")
@@ -154,6 +175,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--steps", default=",".join(STEPS))
     ap.add_argument("--rss-trace", action="store_true", help="write <step>.rss.tsv (RSS every 0.1 s)")
+    ap.add_argument(
+        "--settle",
+        action="store_true",
+        help="before each step: flush dirty pages (sync) and read its inputs once, so every step starts cached",
+    )
     ap.add_argument("--child", choices=STEPS, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--safe", type=Path, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -171,6 +197,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     print(f"grid {grid.height} × {grid.width} px ({grid.height * grid.width / 1e6:.0f} Mpix), ellipsoid")
     results = []
     for step in a.steps.split(","):
+        if a.settle:
+            settle(_step_inputs(step, safe, work))
         cmd = [sys.executable, __file__, "--dest", str(a.dest), "--layout", a.layout, "--crop", str(a.crop)]
         cmd += ["--threads", str(a.threads), "--work", str(work), "--child", step, "--safe", str(safe)]
         cmd += ["--rss-trace"] if a.rss_trace else []

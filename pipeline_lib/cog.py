@@ -167,11 +167,21 @@ class CogStream:
             self._average_levels = average_levels
 
     def write(self, block: np.ndarray, window: Window) -> None:
-        """Write a (band, rows, cols) block at ``window`` of the full-resolution image."""
-        self.base.write(block, window=window)
+        """Write a (band, rows, cols) block at ``window`` of the full-resolution image.
+
+        With NaN nodata, the stage's 512² blocks that a block-aligned window fills with NaN only are not
+        written: the stage is sparse there and reads NaN (a window is written once)."""
+        r0, c0 = int(window.row_off), int(window.col_off)
+        if self.factors and r0 % BLOCK == 0 and c0 % BLOCK == 0:
+            for i in range(0, block.shape[1], BLOCK):
+                for j in range(0, block.shape[2], BLOCK):
+                    sub = block[:, i : i + BLOCK, j : j + BLOCK]
+                    if not np.isnan(sub).all():
+                        self.base.write(sub, window=Window(c0 + j, r0 + i, sub.shape[2], sub.shape[1]))
+        else:
+            self.base.write(block, window=window)
         if not self.overviews_complete:
             return
-        r0, c0 = int(window.row_off), int(window.col_off)
         rows, cols = int(window.height), int(window.width)
         if not is_aligned(r0, c0, rows, cols, self.base.height, self.base.width, self.factors[-1]):
             self.overviews_complete = False  # GDAL computes the overviews from the stage at the end instead
@@ -238,7 +248,8 @@ def cog_writer(
         vrt = tmp.with_name(f"{stem}.stage.vrt")
         try:
             with contextlib.ExitStack() as stack:
-                base = stack.enter_context(rasterio.open(stage, "w", **profile))
+                sparse = {"SPARSE_OK": "TRUE"} if factors else {}  # NaN blocks left out (CogStream.write)
+                base = stack.enter_context(rasterio.open(stage, "w", **profile, **sparse))
                 _describe(base, descriptions, tags, band_tags)
                 levels = [
                     stack.enter_context(rasterio.open(p, "w", **_level_profile(profile, f)))
