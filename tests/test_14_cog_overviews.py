@@ -153,3 +153,16 @@ def test_a_cut_short_cog_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     with pytest.raises(OSError, match="does not read back"):
         write_cog(img, tmp_path / "x.tif", crs="EPSG:32633", transform=TRANSFORM, descriptions=["b"], stac=False)
     assert not list(tmp_path.iterdir())  # nothing half-written under the final name
+
+
+def test_predictor_follows_the_data_type(tmp_path: Path) -> None:
+    """Floats get the floating-point predictor, integers horizontal differencing; values survive exactly."""
+    rng = np.random.default_rng(1)
+    for dtype, predictor in (("float32", "3"), ("uint16", "2")):
+        img = (rng.random((1, 600, 700)) * 1000).astype(dtype)
+        path = tmp_path / f"{dtype}.tif"
+        nodata = float("nan") if dtype == "float32" else 0
+        write_cog(img, path, crs="EPSG:32633", transform=TRANSFORM, descriptions=["b"], nodata=nodata, stac=False)
+        with rasterio.open(path) as ds:
+            assert ds.tags(ns="IMAGE_STRUCTURE")["PREDICTOR"] == predictor
+            np.testing.assert_array_equal(ds.read(), img)
