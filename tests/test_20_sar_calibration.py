@@ -67,6 +67,41 @@ def test_noise_uses_every_azimuth_block() -> None:
     assert np.all(eta > 0)
 
 
+def test_noise_on_a_window_is_the_plain_formula_in_any_order() -> None:
+    """η on a window (in-place blocks, runs of equal vector pairs) equals N_range · N_az from the plain
+    per-element formula, for ordered and shuffled lines and pixels, with and without overlapping blocks."""
+    import dataclasses
+
+    from pipeline_lib.sar.noise import azimuth_noise, range_noise
+
+    files = find_pol_files(open_product(SARSEN_SAFE), "VV")
+    model = parse_noise(files.reader.parse_xml(files.noise))
+    b1, b2 = model.azimuth_blocks[:2]
+    lines = np.arange(int(b1.line[40]), int(b1.line[40]) + 300)
+    pixels = np.arange(b1.last_sample - 200, b2.first_sample + 200)
+    rng = np.random.default_rng(0)
+    vec_lines = np.array([r.line for r in model.range_vectors], dtype=np.float64)
+    overlapping = dataclasses.replace(
+        model, azimuth_blocks=(dataclasses.replace(b1, last_sample=b2.first_sample + 50), *model.azimuth_blocks[1:])
+    )
+    for m in (model, overlapping):
+        for ll, pp in ((lines, pixels), (rng.permutation(lines), rng.permutation(pixels))):
+            got = noise_power(m, ll, pp)
+            for i in range(0, ll.size, 37):
+                hi = int(np.clip(np.searchsorted(vec_lines, ll[i], side="right"), 1, vec_lines.size - 1))
+                w = (ll[i] - vec_lines[hi - 1]) / (vec_lines[hi] - vec_lines[hi - 1])
+                lo_v, hi_v = m.range_vectors[hi - 1], m.range_vectors[hi]
+                rng_row = (1 - w) * np.interp(pp, lo_v.pixel, lo_v.lut) + w * np.interp(pp, hi_v.pixel, hi_v.lut)
+                np.testing.assert_allclose(range_noise(m, ll[i : i + 1], pp)[0], rng_row, rtol=1e-12)
+                az = np.ones(pp.size)
+                for b in m.azimuth_blocks:  # later blocks win where they overlap
+                    inside = (pp >= b.first_sample) & (pp <= b.last_sample)
+                    if b.first_line <= ll[i] <= b.last_line:
+                        az[inside] = np.interp(float(ll[i]), b.line, b.lut)
+                np.testing.assert_allclose(azimuth_noise(m, ll[i : i + 1], pp)[0], az, rtol=1e-12)
+                np.testing.assert_allclose(got[i], rng_row * az, rtol=1e-12)
+
+
 def test_legacy_range_only_noise_lut() -> None:
     files = find_pol_files(open_product(LEGACY_ZIP), "VV", need_measurement=False)
     root = files.reader.parse_xml(files.noise)

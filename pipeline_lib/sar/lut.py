@@ -17,7 +17,27 @@ import numpy as np
 
 from pipeline_lib.errors import ProductError
 
-__all__ = ["CalibrationLut", "parse_sigma_lut"]
+__all__ = ["CalibrationLut", "parse_sigma_lut", "blend_rows"]
+
+
+def blend_rows(rows: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``(1 − w[i]) · rows[lo[i]] + w[i] · rows[hi[i]]`` for every output line i, float64 (lines × pixels).
+
+    The lines of a band share one or two (lo, hi) pairs, so each run of equal pairs is filled with one
+    broadcast multiply-add from the pair's difference row — two passes over the output instead of the
+    expression's fancy-indexed copies and temporaries (same values to rounding: a + w·(b − a)).
+    """
+    out = np.empty((lo.size, rows.shape[1]), dtype=np.float64)
+    if lo.size == 0:
+        return out
+    change = np.flatnonzero((lo[1:] != lo[:-1]) | (hi[1:] != hi[:-1])) + 1
+    starts = np.concatenate([[0], change])
+    stops = np.concatenate([change, [lo.size]])
+    for a, b in zip(starts.tolist(), stops.tolist(), strict=True):
+        base = rows[lo[a]]
+        np.multiply(w[a:b, None], rows[hi[a]] - base, out=out[a:b])
+        out[a:b] += base
+    return out
 
 
 @dataclass(frozen=True)
@@ -30,13 +50,14 @@ class CalibrationLut:
 
     def interp(self, lines: np.ndarray, pixels: np.ndarray) -> np.ndarray:
         """Bilinear values on ``lines`` × ``pixels`` (float64), NaN outside the LUT's span."""
-        rows = np.array([np.interp(pixels, self.pixels, v) for v in self.values])  # along pixel, per LUT line
         ln = np.asarray(lines, dtype=np.float64)
         i0 = np.clip(np.searchsorted(self.lines, ln, side="right") - 1, 0, max(self.lines.size - 2, 0))
         i1 = np.minimum(i0 + 1, self.lines.size - 1)
         span = np.where(i1 > i0, self.lines[i1] - self.lines[i0], 1.0)
-        w = ((ln - self.lines[i0]) / span)[:, None]
-        out = (1.0 - w) * rows[i0] + w * rows[i1]
+        w = (ln - self.lines[i0]) / span
+        needed, back = np.unique(np.concatenate([i0, i1]), return_inverse=True)
+        rows = np.array([np.interp(pixels, self.pixels, self.values[k]) for k in needed])  # along pixel
+        out = blend_rows(rows, back[: i0.size], back[i0.size :], w)
         outside_l = (ln < self.lines[0]) | (ln > self.lines[-1])
         pp = np.asarray(pixels, dtype=np.float64)
         outside_p = (pp < self.pixels[0]) | (pp > self.pixels[-1])
