@@ -88,15 +88,7 @@ def write_cog(
     if arr.ndim != 3 or arr.shape[0] != len(descriptions):
         raise ValueError(f"write_cog: {arr.shape=} does not match {len(descriptions)} descriptions")
     count, height, width = arr.shape
-    mem_profile = {
-        "dtype": arr.dtype.name,
-        "count": count,
-        "height": height,
-        "width": width,
-        "crs": crs,
-        "transform": transform,
-        "nodata": nodata,
-    }
+    mem_profile = _raster_profile(arr.dtype.name, count, height, width, crs, transform, nodata)
     _drop_stac_sidecar(path)
     with atomic_path(path, suffix=".tif") as tmp:
         # The COG driver is create-copy only: stage in a MEM dataset, then copy.
@@ -109,6 +101,21 @@ def write_cog(
         _verify_raster(tmp, arr.shape)
     if stac:
         _write_stac_sidecar(path, tags)
+
+
+def _raster_profile(
+    dtype: str, count: int, height: int, width: int, crs: Any, transform: Any, nodata: float | int | None
+) -> dict[str, Any]:
+    """The rasterio creation keys every COG stage shares."""
+    return {
+        "dtype": dtype,
+        "count": count,
+        "height": height,
+        "width": width,
+        "crs": crs,
+        "transform": transform,
+        "nodata": nodata,
+    }
 
 
 def _drop_stac_sidecar(path: str | os.PathLike[str]) -> None:
@@ -233,13 +240,7 @@ def cog_writer(
     _drop_stac_sidecar(path)
     profile = {
         "driver": "GTiff",
-        "dtype": dtype,
-        "count": count,
-        "height": height,
-        "width": width,
-        "crs": crs,
-        "transform": transform,
-        "nodata": nodata,
+        **_raster_profile(dtype, count, height, width, crs, transform, nodata),
         "tiled": True,
         "blockxsize": BLOCK,
         "blockysize": BLOCK,
