@@ -119,5 +119,10 @@ rule select:
     params:
         margin=rcfg("select", "margin"),
         neighbours=rcfg("select", "neighbours"),
+        uncertainty=rcfg("select", "uncertainty"),
+        uncertainty_px=rcfg("select", "uncertainty_px"),
+        task=lambda wc: experiment_task(wc.region, wc.experiment),
+        train=lambda wc: train_params(wc.region, wc.experiment),
+        predict=rcfg("predict"),
     script:
         "../scripts/select.py"
