@@ -14,7 +14,13 @@ experiments, which have a truth of their own). Truth-free signals (mean over ban
   ``sgrad``: gradient of S_i; ``tex5``: the blend's local standard deviation (5 × 5) — edges and
   misregistration;
 - ``wmix``: 1 − max_g w_g (how undecided the weights are); ``bright``: the blend's reflectance;
-- ``spread+src``, ``spread+src+bright``: rank sums (scale-free, no fitting).
+- ``regdis``/``regdis5``: |T̂_reg − blend|, T̂_reg a per-band linear map S → T fitted on the guide dates
+  and applied to S_i (sources 1 or 5 px mean-filtered): disagreement with a second predictor;
+- ``dpred``/``dpred5``: the source change mapped to target units, |Σ_g w_g β(S_i − S_g)|, β fitted on
+  the guide dates' own changes (:func:`pipeline_lib.model.uncertainty.predicted_change`);
+- ``spread+src``, ``spread+src+bright``: rank sums (scale-free, no fitting);
+- ``ranked``: the product's rule (:mod:`pipeline_lib.model.uncertainty`, rank sum of spread, source
+  change and predicted change, 5 px) as the select job writes it for the blend.
 
 Fitted combinations (rank space: every signal and the error replaced by its rank / n per experiment; a
 non-negative least-squares fit of the error's rank on the signals' ranks, so monotone in every signal):
@@ -29,10 +35,17 @@ Slovenia has no validation experiment (3 clear dates): ``fit-own``/``fit-region`
 with the highest mean ρ on the ``fit-region`` pool (same fallback). The test experiment's target image is
 read only to score; no fit, choice or signal reads it.
 
-Error = mean over bands of |blend − T_i| on the valid pixels. No network is trained; the stacks are built
-from ``data/real-ts/`` as :mod:`bench_select` builds them (a minute on 2 cores).
+Rule search: every rank sum and rank maximum of 1–3 signals, ranked by the mean ρ on the validation
+experiments that neither predict nor use *any* test target date (a leakage-free choice of one fixed
+rule for all experiments); the top ones with their ρ on the test experiments. ``ranked`` is its winner.
 
-    PYTHONPATH=. python benchmarks/bench_uncertainty.py --out /tmp/unc [--validations 2]
+Error = mean over bands of |blend − T_i| on the valid pixels; the stacks are built from
+``data/real-ts/`` as :mod:`bench_select` builds them (about 20 s on 2 cores). With ``--network V`` the
+network V is also trained (``--steps``, ``--seeds``) on the test and validation stacks of
+``--network-on`` (the visible→SWIR cases, where ``bench_select`` selected ``no_uc_sg``) and its own
+uncertainty, the ranked rule built on it and three signals are scored against *its* error.
+
+    PYTHONPATH=. python benchmarks/bench_uncertainty.py --out /tmp/unc [--validations 2] [--network no_uc_sg]
 """
 
 from __future__ import annotations
@@ -296,25 +309,32 @@ def network_rhos(stack: Path, truth_tif: Path, variant: str, ck: Path, params: T
 
 
 def network_table(args: argparse.Namespace) -> None:
-    """ρ against the error of ``--network`` (mean and range over ``--seeds``) on ``--network-on``."""
+    """ρ against the error of ``--network`` (mean and range over ``--seeds``) on the test and validation
+    experiments of ``--network-on`` (a seed whose training finds no valid patch is skipped)."""
+    from pipeline_lib.errors import ModelError
+
     cols = ("own", "ranked(own)", "spread5", "src5", "dpred5")
     print(f"\n{args.network} ({args.steps} steps, seeds {args.seeds}): ρ with its absolute error, mean [min, max]")
-    print("| experiment | " + " | ".join(cols) + " |")
-    print("|---|" + "---|" * len(cols))
+    print("| experiment | seeds | " + " | ".join(cols) + " |")
+    print("|---|---|" + "---|" * len(cols))
     for name, _, task, _, _ in EXPERIMENTS:
         if name not in args.network_on:
             continue
-        st, tr = args.out / name / "test" / "stack.nc", args.out / name / "test" / "truth.tif"
         p = TrainParams.for_task(task, max_steps=args.steps, patch_px=32, tile_px=128, overlap_px=32)
-        runs = [
-            network_rhos(st, tr, args.network, args.out / name / "net" / f"seed{sd}.pt", p.replace(seed=sd))
-            for sd in args.seeds
-        ]
-        cells = [
-            f"{np.mean([r[k] for r in runs]):+.2f} [{min(r[k] for r in runs):+.2f}, {max(r[k] for r in runs):+.2f}]"
-            for k in cols
-        ]
-        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+        for key in sorted(d.name for d in (args.out / name).iterdir() if (d / "stack.nc").exists()):
+            st, tr = args.out / name / key / "stack.nc", args.out / name / key / "truth.tif"
+            net = args.out / name / ("net" if key == "test" else f"net-{key}")
+            runs = []
+            for sd in args.seeds:
+                try:
+                    runs.append(network_rhos(st, tr, args.network, net / f"seed{sd}.pt", p.replace(seed=sd)))
+                except ModelError as exc:  # a small masked chip can lack a valid patch for a seed's grid
+                    print(f"skipped {name}/{key} seed {sd}: {exc}", file=sys.stderr)
+            cells = [
+                f"{np.mean([r[k] for r in runs]):+.2f} [{min(r[k] for r in runs):+.2f}, {max(r[k] for r in runs):+.2f}]"
+                for k in cols
+            ]
+            print(f"| {name}/{key} | {len(runs)} | " + " | ".join(cells) + " |", flush=True)
 
 
 def main() -> int:
@@ -323,7 +343,7 @@ def main() -> int:
     ap.add_argument("--validations", type=int, default=2)
     ap.add_argument("--top", type=int, default=8, help="rules shown by the search")
     ap.add_argument("--network", default=None, help="also score this network's error (trained on the test stack)")
-    ap.add_argument("--network-on", nargs="*", default=["mon06-v2s", "mon03-v2s", "p18-v2s"])
+    ap.add_argument("--network-on", nargs="*", default=["mon06-v2s", "mon03-v2s", "p18-v2s", "slo-v2s"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--steps", type=int, default=60)
     args = ap.parse_args()
