@@ -31,6 +31,7 @@ from pipeline_lib.model.select import (
     run_validation,
 )
 from pipeline_lib.model.train import run_train
+from pipeline_lib.model.uncertainty import RankedFromStack
 from pipeline_lib.stacks import run_stack
 
 MONTHS = [f"2021-{m:02d}-15" for m in range(2, 11)]
@@ -211,11 +212,17 @@ def test_select_path_never_reads_date_i_and_evaluation_scores_it(tmp_path: Path)
             assert doc["target_date"] == v.target and doc["valid_pixels"] > 0
             scores.append(out)
     sel_tif, sel_unc, sel_json = tmp_path / "pred" / "selected.tif", tmp_path / "pred" / "u.tif", tmp_path / "s.json"
-    result = run_select(scores, preds, uncs, 0.0, sel_tif, sel_unc, sel_json)
+    ranked = RankedFromStack(stack, params.mean_filter, params.k, 5)  # the ranked uncertainty reads the stack only
+    result = run_select(scores, preds, uncs, 0.0, sel_tif, sel_unc, sel_json, ranked=ranked)
     assert result["method"] in ("blend", "no_uc_sg") and result["validation"]["blend"]["n"] == 2 * len(plan)
     with rasterio.open(sel_tif) as src, rasterio.open(preds[result["method"]]) as ref:
         np.testing.assert_array_equal(src.read(), ref.read())
         assert src.tags()["selected_method"] == result["method"]
+    with rasterio.open(sel_unc) as src, rasterio.open(uncs[result["uncertainty_from"]]) as ref:
+        u, own = src.read(), ref.read()
+        assert src.tags()["uncertainty_rule"] == "ranked" and u.shape == own.shape
+        np.testing.assert_array_equal(np.isfinite(u), np.isfinite(own))  # same nodata, values of the same band
+        assert np.nanmax(u) <= np.nanmax(own) + 1e-6 and np.nanmin(u) >= np.nanmin(own) - 1e-6
     for src, dst in moved.items():
         dst.rename(src)
     # evaluation (the only reader of T_i) scores selected exactly as the method it copied

@@ -180,6 +180,7 @@ def selected_block(
         "reason": selection.get("reason", ""),
         "margin": selection.get("margin"),
         "uncertainty_from": selection.get("uncertainty_from"),
+        "uncertainty_rule": selection.get("uncertainty_rule", "spread"),
         **allm,
         "changed": chm,
         "test_rank": test_ranking.index(method) + 1 if method in test_ranking else None,

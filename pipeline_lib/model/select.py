@@ -21,7 +21,9 @@ DESIGN §6 "Method choice without the truth", made careful by what the real chip
 
 The selected method's *test* prediction is copied to ``pred/{experiment}/selected.tif`` (its tags
 name the method) with an uncertainty: the method's own raster where it has one (guided networks,
-blend), else the blend's guide disagreement (neighbours, pix2pix) — stated in the tags.
+blend), else the blend's guide disagreement (neighbours, pix2pix) — stated in the tags — as it is
+(``select.uncertainty: spread``) or re-ordered by the ranked rule of :mod:`pipeline_lib.model.uncertainty`
+from the test stack (``ranked``, tag ``uncertainty_rule``).
 Nothing here reads the truth file of the test experiment; evaluation scores ``selected`` later.
 """
 
@@ -34,7 +36,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rasterio
@@ -45,6 +47,9 @@ from pipeline_lib.errors import ConfigError, ModelError
 from pipeline_lib.io import write_json_atomic
 from pipeline_lib.model.params import TASKS, TrainParams
 from pipeline_lib.model.variants import baselines
+
+if TYPE_CHECKING:  # scipy and xarray: the select job's, not the DAG's (the workflow imports this module)
+    from pipeline_lib.model.uncertainty import RankedFromStack
 
 __all__ = [
     "SelectParams",
@@ -105,10 +110,10 @@ class SelectParams:
         s = dict(section or {})
         keys = {"validations", "neighbours", "variants", "seeds", "margin", "max_steps", "max_gap_mismatch_days"}
         keys |= {"fallback"}
-        unknown = set(s) - keys
+        unknown = set(s) - keys - {"uncertainty", "uncertainty_px"}  # the select job's, passed as rule params
         if unknown:
             raise ConfigError(f"select: unknown keys {sorted(unknown)}")
-        kw: dict[str, Any] = {k: v for k, v in s.items() if v is not None or k in ("max_steps",)}
+        kw: dict[str, Any] = {k: v for k, v in s.items() if k in keys and (v is not None or k == "max_steps")}
         if "seeds" in kw:
             kw["seeds"] = tuple(int(x) for x in kw["seeds"])
         if kw.get("variants") is not None:
@@ -323,12 +328,15 @@ def run_select(
     out_json: Path,
     neighbours: bool = False,
     fallback: str = "blend",
+    ranked: RankedFromStack | None = None,
 ) -> dict[str, Any]:
     """Choose the method from the validation runs and write selected.tif, its uncertainty and selected.json.
 
     ``preds``/``uncertainty`` are the *test* experiment's rasters by method; only the chosen one's
     are read (the truth never is). With no validation score, ``fallback`` (the task's ``select.fallback``)
-    is selected when the experiment has its prediction, else the blend.
+    is selected when the experiment has its prediction, else the blend. The uncertainty is
+    the chosen method's raster as it is (``ranked`` None: rule ``spread``) or, with ``ranked``, that
+    raster re-ordered by the ranked rule (:mod:`pipeline_lib.model.uncertainty`) from the test stack.
     """
     runs = [json.loads(Path(p).read_text(encoding="utf-8")) for p in validation_jsons]
     table = aggregate_validation(runs)
@@ -350,6 +358,9 @@ def run_select(
     with rasterio.open(uncertainty[unc_from]) as src:
         unc = src.read().astype(np.float32)
         udesc = [str(d) for d in src.descriptions]
+    rule = "spread" if ranked is None else "ranked"
+    if ranked is not None:
+        unc = ranked.apply(unc)
     sel_tags = {**tags, "variant": SELECTED, "selected_method": method, "selection": reason}
     write_cog(arr, out_tif, crs=crs, transform=transform, descriptions=desc, tags=sel_tags)
     write_cog(
@@ -358,7 +369,7 @@ def run_select(
         crs=crs,
         transform=transform,
         descriptions=udesc,
-        tags={**sel_tags, "uncertainty_from": unc_from},
+        tags={**sel_tags, "uncertainty_from": unc_from, "uncertainty_rule": rule},
     )
     ranking = sorted(table, key=lambda m: table[m]["rmse"])
     out = {
@@ -368,6 +379,7 @@ def run_select(
         "neighbours": neighbours,
         "fallback": fallback,
         "uncertainty_from": unc_from,
+        "uncertainty_rule": rule,
         "validation": table,
         "validation_ranking": ranking,
         "validation_runs": [

@@ -446,7 +446,7 @@ def validation_meta(region, experiment, val, seed):
 
 
 def select_inputs(wildcards):
-    """Validation scores of every validation experiment and seed, and the test rasters (no truth)."""
+    """Validation scores of every validation experiment and seed, the test rasters and stack (no truth)."""
     region, exp = wildcards.region, wildcards.experiment
     preds, unc = test_outputs(region, exp)
     vals = list(validation_plan(region, exp))
@@ -460,6 +460,7 @@ def select_inputs(wildcards):
         ),
         "preds": preds,
         "uncertainty": unc,
+        "stack": f"results/{region}/stacks/{exp}.nc",
     }
 
 

@@ -122,5 +122,10 @@ rule select:
         fallback=lambda wc: select_params(wc.region).fallback_for(
             experiment_task(wc.region, wc.experiment)
         ),
+        uncertainty=rcfg("select", "uncertainty"),
+        uncertainty_px=rcfg("select", "uncertainty_px"),
+        task=lambda wc: experiment_task(wc.region, wc.experiment),
+        train=lambda wc: train_params(wc.region, wc.experiment),
+        predict=rcfg("predict"),
     script:
         "../scripts/select.py"
