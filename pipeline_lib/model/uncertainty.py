@@ -9,7 +9,8 @@ blend's error"). The ranked uncertainty orders the pixels by the sum of the with
   changed since the guide dates, as the blend weights see it);
 - the predicted change |Σ_g w_g β(S_i − S_g)| (mean over target bands): the source change in target
   units, β a linear map fitted on the guide dates' own changes (T_h − T_g on S_h − S_g, sources
-  ``size`` × ``size`` mean-filtered).
+  ``size`` × ``size`` mean-filtered; at most :data:`FIT_PIXELS` pixels per guide pair, and the prediction
+  per pixel without a pixels × channels design matrix, so a tile's memory stays bounded).
 
 The ranks are then mapped onto the spread's own distribution, band by band (the pixel with score
 quantile q gets the spread's q-quantile of that band), so the raster keeps reflectance units and the
@@ -75,35 +76,40 @@ def source_change(s_i: np.ndarray, s_g: np.ndarray, w: np.ndarray, ok: np.ndarra
     return masked_mean_filter(np.asarray(change), ok, size)
 
 
-def _design(s: np.ndarray) -> np.ndarray:
-    """(pixels, 1 + channels): a constant column and the channels of a (channel, y, x) image."""
-    x = np.nan_to_num(s).reshape(s.shape[0], -1).T.astype(np.float64)
-    return np.concatenate([np.ones((x.shape[0], 1)), x], axis=1)
-
-
 def _smooth(s: np.ndarray, ok: np.ndarray, size: int) -> np.ndarray:
     """(channel, y, x) ``size`` × ``size`` mean over ``ok`` pixels, 0 where none is."""
     return np.asarray(np.nan_to_num(np.stack([masked_mean_filter(c, ok, size) for c in s])))
 
 
+#: pixels per guide pair used to fit β at most (a deterministic subset beyond it: the fit has 1 + channels
+#: unknowns per target band, so a few hundred thousand pixels pin it down and memory stays bounded on a tile)
+FIT_PIXELS = 200_000
+
+
 def predicted_change(data: StackData, w: np.ndarray, ok: np.ndarray, size: int) -> np.ndarray:
     """(y, x) |Σ_g w_g β(S_i − S_g)| (mean over target bands), β fitted on the guide pairs' changes."""
     sm = [_smooth(data.s_i, ok, size)] + [_smooth(s, data.valid_g[g], size) for g, s in enumerate(data.s_g)]
+    rng = np.random.default_rng(0)
     xs, ys = [], []
     for g in range(data.n_guides):
         for h in range(g + 1, data.n_guides):
             dt = (data.t_g_phys[h] - data.t_g_phys[g]).reshape(len(data.band_t), -1).T
-            use = (data.valid_g[g] & data.valid_g[h]).ravel() & np.isfinite(dt).all(axis=1)
-            xs.append(_design(sm[h + 1] - sm[g + 1])[use])
+            use = np.flatnonzero((data.valid_g[g] & data.valid_g[h]).ravel() & np.isfinite(dt).all(axis=1))
+            if use.size > FIT_PIXELS:
+                use = np.sort(rng.choice(use, FIT_PIXELS, replace=False))
+            ds = np.nan_to_num((sm[h + 1] - sm[g + 1]).reshape(len(sm[0]), -1)[:, use]).T.astype(np.float64)
+            xs.append(np.concatenate([np.ones((use.size, 1)), ds], axis=1))  # a constant and the channels
             ys.append(dt[use])
     x, y = np.concatenate(xs), np.concatenate(ys)
     if x.shape[0] <= x.shape[1]:  # too few pixels to fit β: no predicted change
         return np.zeros(ok.shape)
-    beta, *_ = np.linalg.lstsq(x, y, rcond=None)
-    beta[0] = 0.0  # a change predicted from S_i − S_g has no offset
-    wz = np.nan_to_num(w)
-    pred = sum(wz[g].ravel()[:, None] * (_design(sm[0] - sm[g + 1]) @ beta) for g in range(data.n_guides))
-    return np.asarray(np.abs(np.asarray(pred)).mean(axis=1).reshape(ok.shape))
+    beta, *_ = np.linalg.lstsq(x, y, rcond=None)  # (1 + channels, target bands); the offset is dropped:
+    wz = np.nan_to_num(w)  # a change predicted from S_i − S_g has none
+    pred = np.zeros((beta.shape[1], *ok.shape))
+    for g in range(data.n_guides):
+        d = sm[0] - sm[g + 1]
+        pred += wz[g][None] * np.tensordot(beta[1:].T, d, axes=1)  # per pixel, no (pixels × channels) matrix
+    return np.asarray(np.abs(pred).mean(axis=0))
 
 
 def rank01(x: np.ndarray, ok: np.ndarray) -> np.ndarray:
