@@ -174,16 +174,24 @@ def _rank01(v: np.ndarray) -> np.ndarray:
     return np.asarray((stats.rankdata(v) - 0.5) / v.size)
 
 
+def _error_and_mask(
+    truth_tif: Path, data: StackData, pred: np.ndarray, raw: dict[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """|pred − truth| (mean over bands) and the pixels where the truth is valid and every signal finite."""
+    truth, desc, _ = read_named_bands(truth_tif, None)
+    t = np.stack([truth[desc.index(b)] for b in data.band_t])
+    err = np.abs(pred - t).mean(axis=0)
+    ok = (truth[desc.index("valid")] > 0.5) & data.valid_i & np.isfinite(err)
+    for v in raw.values():
+        ok &= np.isfinite(v)
+    return err, ok
+
+
 def score_stack(stack: Path, truth_tif: Path, meta: dict[str, str]) -> Scored:
     """Rank-transformed signals and blend error of one experiment (the truth read only for the error)."""
     data = load_stack(stack)
     blend, raw = signal_maps(data)
-    truth, desc, _ = read_named_bands(truth_tif, None)
-    t = np.stack([truth[desc.index(b)] for b in data.band_t])
-    err = np.abs(blend - t).mean(axis=0)
-    ok = (truth[desc.index("valid")] > 0.5) & data.valid_i & np.isfinite(err)
-    for v in raw.values():
-        ok &= np.isfinite(v)
+    err, ok = _error_and_mask(truth_tif, data, blend, raw)
     ranks = {k: _rank01(v[ok]) for k, v in raw.items()}
     dates = (data.target_date[:10], *(d[:10] for d in data.guide_dates))
     return Scored(meta["name"], meta["key"], meta["folder"], data.task, meta["target"], dates, ranks, _rank01(err[ok]))
@@ -299,12 +307,7 @@ def network_rhos(stack: Path, truth_tif: Path, variant: str, ck: Path, params: T
     _, raw = signal_maps(data)
     raw = {k: raw[k] for k in ("spread5", "src5", "dpred5")}
     raw |= {"own": unc.mean(axis=0), "ranked(own)": ranked_uncertainty(unc, data, w, 5).mean(axis=0)}
-    truth, desc, _ = read_named_bands(truth_tif, None)
-    t = np.stack([truth[desc.index(b)] for b in data.band_t])
-    err = np.abs(pred - t).mean(axis=0)
-    ok = (truth[desc.index("valid")] > 0.5) & data.valid_i & np.isfinite(err)
-    for v in raw.values():
-        ok &= np.isfinite(v)
+    err, ok = _error_and_mask(truth_tif, data, pred, raw)
     return {k: _rho(v[ok], err[ok]) for k, v in raw.items()}
 
 
