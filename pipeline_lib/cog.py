@@ -165,7 +165,7 @@ class CogStream:
     """What :func:`cog_writer` yields: ``write`` (band, rows, cols) blocks at windows of the full image.
 
     Each block goes to the uncompressed stage; while every block is aligned to the coarsest overview
-    (:func:`pipeline_lib.overviews.is_aligned`) it is also reduced to every overview level, written to one
+    (:func:`is_aligned`) it is also reduced to every overview level, written to one
     stage per level. One writer at a time (the stage files are not shared between threads).
     """
 
@@ -265,7 +265,7 @@ def cog_writer(
                 ]
                 stream = CogStream(base, levels, factors)
                 yield stream
-            _convert_stage(stage, level_paths if stream.overviews_complete else [], vrt, tmp)
+            _convert_stage(stage, dtype, level_paths if stream.overviews_complete else [], vrt, tmp)
         finally:
             for p in (stage, vrt, *level_paths):
                 p.unlink(missing_ok=True)
@@ -280,11 +280,10 @@ def _level_profile(profile: Mapping[str, Any], factor: int) -> dict[str, Any]:
     return {**profile, "height": rows, "width": cols, "transform": profile["transform"] @ Affine.scale(factor)}
 
 
-def _convert_stage(stage: Path, levels: Sequence[Path], vrt: Path, out: Path) -> None:
+def _convert_stage(stage: Path, dtype: str, levels: Sequence[Path], vrt: Path, out: Path) -> None:
     """GDAL COG conversion of the stage; with ``levels``, through a VRT that declares them as its overviews
     (GDAL's VRT ``<Overview>`` element, https://gdal.org/drivers/raster/vrt.html), copied as they are."""
-    with rasterio.open(stage) as src:
-        options = {**cog_options(src.dtypes[0]), "LEVEL": 1}
+    options = {**cog_options(dtype), "LEVEL": 1}
     if not levels:
         # LEVEL=1: much faster than the default level 9 on σ0 float32 at the same size (BENCHMARKS.md)
         rasterio.shutil.copy(stage, out, **options)
