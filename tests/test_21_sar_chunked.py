@@ -28,6 +28,8 @@ from pipeline_lib.sar.speckle import lee_sigma
 from pipeline_lib.sar.terrain import (
     LOOKUP_STEP,
     Geocoder,
+    _grd_window,
+    _numba_threads,
     _srgr_pixel,
     compute_coarse_lookup,
     grid_ecef,
@@ -197,6 +199,35 @@ def test_tabulated_srgr_equals_the_polynomials(geocoder: Geocoder) -> None:
     assert np.abs(got - expected).max() < 1e-4
     assert (x > 51e3).any()  # some points beyond the table: the polynomial path
     assert np.isnan(_srgr_pixel(plines[-1] + 1.0, sr0[0] + 1e3, plines, sr0, coef, spacing, table, x0, 0)[0])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    shape=st.tuples(st.integers(1, 40), st.integers(1, 40)),
+    nan_share=st.floats(0.0, 1.0),
+    threads=st.integers(1, 2),
+)
+def test_grd_window_is_the_bounding_box_of_the_points_inside(
+    seed: int, shape: tuple[int, int], nan_share: float, threads: int
+) -> None:
+    """The tile's GRD window (parallel per-row bounds, dynamic chunks) equals the numpy bounding box of the
+    lookup points that fall inside the stored window, plus the bilinear neighbour; None if none does."""
+    rng = np.random.default_rng(seed)
+    line0, pixel0, win = 100, 200, (30, 50)
+    line = rng.uniform(line0 - 10, line0 + 40, shape)
+    pixel = rng.uniform(pixel0 - 10, pixel0 + 60, shape)
+    line[rng.random(shape) < nan_share] = np.nan
+    with _numba_threads(threads):
+        got = _grd_window(line, pixel, line0, pixel0, win)
+    r, c = line - line0, pixel - pixel0
+    inside = (r >= 0) & (r <= win[0] - 1) & (c >= 0) & (c <= win[1] - 1)
+    if not inside.any():
+        assert got is None
+        return
+    rows = slice(int(np.floor(r[inside].min())), min(int(np.floor(r[inside].max())) + 2, win[0]))
+    cols = slice(int(np.floor(c[inside].min())), min(int(np.floor(c[inside].max())) + 2, win[1]))
+    assert got == (rows, cols)
 
 
 def test_tiled_terrain_matches_per_pixel_lookup(tmp_path: Path, geocoder: Geocoder) -> None:

@@ -497,20 +497,32 @@ def tile_heights(dem: Path, grid: Grid, rows: slice, cols: slice) -> np.ndarray:
     return h
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _inside_bounds(line: np.ndarray, pixel: np.ndarray, line0: float, pixel0: float, h: int, w: int) -> np.ndarray:
-    # min/max of (line - line0, pixel - pixel0) over the points inside [0, h-1] × [0, w-1], in one pass
-    # without the tile-sized temporaries of the numpy expression (≈ 50 MB per 1024² tile); NaN is outside
-    res = np.array([np.inf, -np.inf, np.inf, -np.inf])
-    for i in range(line.shape[0]):
+    # min/max of (line - line0, pixel - pixel0) over the points inside [0, h-1] × [0, w-1], one pass per row
+    # in parallel, without the tile-sized temporaries of the numpy expression (≈ 50 MB per 1024² tile); NaN
+    # is outside
+    rows = np.empty((line.shape[0], 4))
+    for i in numba.prange(line.shape[0]):
+        r_lo, r_hi, c_lo, c_hi = np.inf, -np.inf, np.inf, -np.inf
         for j in range(line.shape[1]):
             r = line[i, j] - line0
             c = pixel[i, j] - pixel0
             if r >= 0.0 and r <= h - 1 and c >= 0.0 and c <= w - 1:
-                res[0] = min(res[0], r)
-                res[1] = max(res[1], r)
-                res[2] = min(res[2], c)
-                res[3] = max(res[3], c)
+                r_lo = min(r_lo, r)
+                r_hi = max(r_hi, r)
+                c_lo = min(c_lo, c)
+                c_hi = max(c_hi, c)
+        rows[i, 0] = r_lo
+        rows[i, 1] = r_hi
+        rows[i, 2] = c_lo
+        rows[i, 3] = c_hi
+    res = np.array([np.inf, -np.inf, np.inf, -np.inf])
+    for i in range(rows.shape[0]):
+        res[0] = min(res[0], rows[i, 0])
+        res[1] = max(res[1], rows[i, 1])
+        res[2] = min(res[2], rows[i, 2])
+        res[3] = max(res[3], rows[i, 3])
     return res
 
 
@@ -535,14 +547,25 @@ def _grd_window(
     return slice(a, b), slice(c0, c1)
 
 
+#: rows of a tile handed out at a time by the ``prange`` kernels (numba's ``set_parallel_chunksize``). The
+#: default (0) splits a loop into one equal share per thread up front, so while the reader or writer thread
+#: holds a core the kernel waits for the thread sharing it; chunks of 16 rows are handed out as threads free
+#: up. Whole scene, 2 threads: tile loop 22.4–24.9 → 18.5–18.8 s (BENCHMARKS.md, "Session 6").
+PARALLEL_CHUNK_ROWS = 16
+
+
 @contextlib.contextmanager
 def _numba_threads(n: int) -> Iterator[None]:
+    """``n`` numba threads (at most numba's pool) and dynamic ``prange`` chunks of :data:`PARALLEL_CHUNK_ROWS`
+    on this thread, restored on exit."""
     old = numba.get_num_threads()
     numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
+    old_chunk = numba.set_parallel_chunksize(PARALLEL_CHUNK_ROWS)
     try:
         yield
     finally:
         numba.set_num_threads(old)
+        numba.set_parallel_chunksize(old_chunk)
 
 
 #: output tile edge (grid pixels)
@@ -676,9 +699,9 @@ def _prepare_tile(
 def _sample_tile(src: Sigma0File, tile: _TileInput) -> np.ndarray:
     """σ0 dB of every polarisation on one prepared tile (NaN outside the GRD window)."""
     shape = (len(src.polarisations), tile.rows.stop - tile.rows.start, tile.cols.stop - tile.cols.start)
-    out = np.full(shape, np.nan, dtype=np.float32)
     if tile.window is None or tile.bands is None:
-        return out
+        return np.full(shape, np.nan, dtype=np.float32)
+    out = np.empty(shape, dtype=np.float32)  # sample_db writes every pixel (NaN outside the window)
     wr, wc = tile.window
     for k, band in enumerate(tile.bands.result()):
         sample_db(band, src.line0 + wr.start, src.pixel0 + wc.start, tile.line, tile.pixel, out=out[k])
