@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -248,30 +249,44 @@ def cog_writer(
     }
     own_levels = np.issubdtype(np.dtype(dtype), np.floating) and nodata is not None and np.isnan(nodata)
     factors = overview_factors(height, width, BLOCK) if own_levels else []
-    # rasterio hands an int GDAL_CACHEMAX to GDALSetCacheMax64, i.e. bytes (64 would mean 64 B)
-    with atomic_path(path, suffix=".tif") as tmp, rasterio.Env(GDAL_CACHEMAX=int(STREAM_CACHE_MB * 2**20)):
-        stem = tmp.name[: -len(".tif")]
-        stage = tmp.with_name(f"{stem}.stage.tif")
-        level_paths = [tmp.with_name(f"{stem}.stage.ovr{f}.tif") for f in factors]
-        vrt = tmp.with_name(f"{stem}.stage.vrt")
-        try:
-            with contextlib.ExitStack() as stack:
-                sparse = {"SPARSE_OK": "TRUE"} if factors else {}  # NaN blocks left out (CogStream.write)
-                base = stack.enter_context(rasterio.open(stage, "w", **profile, **sparse))
-                _describe(base, descriptions, tags, band_tags)
-                levels = [
-                    stack.enter_context(rasterio.open(p, "w", **_level_profile(profile, f)))
-                    for p, f in zip(level_paths, factors, strict=True)
-                ]
-                stream = CogStream(base, levels, factors)
-                yield stream
-            _convert_stage(stage, dtype, level_paths if stream.overviews_complete else [], vrt, tmp)
-        finally:
-            for p in (stage, vrt, *level_paths):
-                p.unlink(missing_ok=True)
-        _verify_raster(tmp, (count, height, width))
-    if stac:
-        _write_stac_sidecar(path, tags)  # as write_cog: a STAC item beside the COG once it is in place
+    remover: threading.Thread | None = None
+    try:
+        # rasterio hands an int GDAL_CACHEMAX to GDALSetCacheMax64, i.e. bytes (64 would mean 64 B)
+        with atomic_path(path, suffix=".tif") as tmp, rasterio.Env(GDAL_CACHEMAX=int(STREAM_CACHE_MB * 2**20)):
+            stem = tmp.name[: -len(".tif")]
+            stage = tmp.with_name(f"{stem}.stage.tif")
+            level_paths = [tmp.with_name(f"{stem}.stage.ovr{f}.tif") for f in factors]
+            staged = (stage, tmp.with_name(f"{stem}.stage.vrt"), *level_paths)
+            try:
+                with contextlib.ExitStack() as stack:
+                    sparse = {"SPARSE_OK": "TRUE"} if factors else {}  # NaN blocks left out (CogStream.write)
+                    base = stack.enter_context(rasterio.open(stage, "w", **profile, **sparse))
+                    _describe(base, descriptions, tags, band_tags)
+                    levels = [
+                        stack.enter_context(rasterio.open(p, "w", **_level_profile(profile, f)))
+                        for p, f in zip(level_paths, factors, strict=True)
+                    ]
+                    stream = CogStream(base, levels, factors)
+                    yield stream
+                _convert_stage(stage, dtype, level_paths if stream.overviews_complete else [], staged[1], tmp)
+            except BaseException:
+                _unlink_all(staged)
+                raise
+            # freeing a whole scene's stage took 1.2 s of kernel time: beside the check and the checksum
+            remover = threading.Thread(target=_unlink_all, args=(staged,), name="cog-stage-cleanup")
+            remover.start()
+            _verify_raster(tmp, (count, height, width))
+        if stac:
+            _write_stac_sidecar(path, tags)  # as write_cog: a STAC item beside the COG once it is in place
+    finally:
+        if remover is not None:
+            remover.join()
+
+
+def _unlink_all(paths: Sequence[Path]) -> None:
+    """Remove the files that exist among ``paths``."""
+    for p in paths:
+        p.unlink(missing_ok=True)
 
 
 def _level_profile(profile: Mapping[str, Any], factor: int) -> dict[str, Any]:

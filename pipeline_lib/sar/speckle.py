@@ -27,7 +27,7 @@ bits), so the banded result is bit-for-bit the whole-image one while memory is b
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import lru_cache
 from pathlib import Path
@@ -258,6 +258,18 @@ def halo_rows(params: SpeckleParams) -> int:
     return max(params.window_px // 2, 2 * (params.target_px // 2))
 
 
+def _read_ahead(read: Callable[[int, int], np.ndarray], bands: Sequence[tuple[int, int]]) -> Iterator[np.ndarray]:
+    """``read(a, b)`` of every band in order, the next one read on a second thread while this one is used
+    (the Z98 pass: the NetCDF read and the selection overlap; only that thread reads meanwhile)."""
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        nxt = reader.submit(read, *bands[0]) if bands else None
+        for i in range(len(bands)):
+            assert nxt is not None
+            cur = nxt.result()
+            nxt = reader.submit(read, *bands[i + 1]) if i + 1 < len(bands) else None
+            yield cur
+
+
 def lee_sigma_bands(
     read: Callable[[int, int], np.ndarray],
     write: Callable[[int, int, np.ndarray], None],
@@ -278,7 +290,7 @@ def lee_sigma_bands(
     once (the numba kernels release the GIL).
     """
     bands = row_bands(n_rows, band_rows)
-    z98 = z98_streaming(lambda: (read(a, b) for a, b in bands), key_histogram)
+    z98 = z98_streaming(lambda: _read_ahead(read, bands), key_histogram)
     halo = halo_rows(params)
 
     def filt(ext: np.ndarray, a: int, b: int, e0: int) -> tuple[int, int, np.ndarray]:
