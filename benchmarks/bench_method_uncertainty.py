@@ -18,10 +18,15 @@ extra training. Truth-free signals scored here (each mean over bands, ``5`` = 5 
 None reads the target image of date i; it is read only for the error. Rules: every rank sum of 1–4
 signals of :data:`SEARCH`, ranked by the mean ρ (over seeds) on the validation experiments that neither
 predict nor use any test target date (as ``bench_uncertainty`` chose ``ranked``); plus a non-negative
-rank-space fit (scipy NNLS) on the same validation experiments. Each network is trained ``--steps`` steps
-per seed on the experiment's own stack (60 steps ≈ 5 s on a core); predictions are cached under ``--out``.
+rank-space fit (scipy NNLS) on the same validation experiments; the same choice per task and per test
+experiment (validation experiments that avoid its own target date); and, for reference only, the rule
+with the most test passes chosen *on the test truth* (an oracle, the ceiling of the search). Each network
+is trained ``--steps`` steps per seed on the experiment's own stack (60 steps ≈ 5 s on a core; 5 networks
+× 19 experiments × 3 seeds ≈ 25 min of one core); predictions are cached under ``--out``
+(``{experiment}/{key}/methods/seed{s}.npz``), so a rerun only scores (about 3 min).
 
-    PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/bench_method_uncertainty.py --out /tmp/unc6/w
+    PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/bench_method_uncertainty.py --out /tmp/unc6/w \
+        --seeds 0 1 2 --val-seeds 0 --max-parts 3
 
 ``--out`` is ``bench_uncertainty.py``'s work folder (its stacks are reused; run that one first).
 """
