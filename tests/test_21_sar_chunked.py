@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ from pipeline_lib.sar.noise import noise_power, parse_noise
 from pipeline_lib.sar.params import SpeckleParams
 from pipeline_lib.sar.product import find_pol_files, open_sigma_lut
 from pipeline_lib.sar.quantile import key_histogram, z98_streaming, z98_value
-from pipeline_lib.sar.speckle import lee_sigma
+from pipeline_lib.sar.speckle import lee_sigma, lee_sigma_images
 from pipeline_lib.sar.terrain import (
     LOOKUP_STEP,
     Geocoder,
@@ -146,6 +146,34 @@ def test_chunked_lee_sigma_equals_whole_image(tmp_path: Path) -> None:
     run_speckle(src, dst, SpeckleParams(9, 5, 0.8, None), band_rows=8)
     with xr.open_dataset(dst) as ds:
         np.testing.assert_array_equal(ds["sigma0"].values[0], lee_sigma(data[0], SpeckleParams(9, 5, 0.8, None), 4.0))
+
+
+def test_images_in_one_pipeline_each_use_their_own_z98() -> None:
+    """Two images through one pool (the second's Z98 selected while the first is filtered): each gets its
+    own Z98 and equals its whole-image filter; the errors of a writer reach the caller."""
+    rng = np.random.default_rng(5)
+    images = [(s * rng.gamma(4.0, 0.25, (97, 60))).astype(np.float32) for s in (0.05, 2.0)]
+    images[1][10:20, 10:20] *= 40.0
+    params = SpeckleParams(7, 3, 0.9, None)
+    outs = [np.full_like(im, -1.0) for im in images]
+
+    def writer(k: int) -> Callable[[int, int, np.ndarray], None]:
+        def write(a: int, b: int, out: np.ndarray) -> None:
+            outs[k][a:b] = out
+
+        return write
+
+    reads = [lambda a, b, im=im: im[a:b] for im in images]
+    z98s = lee_sigma_images(reads, [writer(0), writer(1)], 97, params, 4.0, band_rows=11, threads=2)
+    assert z98s == [z98_value(im) for im in images] and z98s[0] != z98s[1]
+    for im, out in zip(images, outs, strict=True):
+        np.testing.assert_array_equal(out, lee_sigma(im, params, 4.0))
+
+    def broken(a: int, b: int, out: np.ndarray) -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        lee_sigma_images(reads, [writer(0), broken], 97, params, 4.0, band_rows=11, threads=2)
 
 
 @pytest.fixture(scope="module")

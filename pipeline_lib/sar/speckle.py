@@ -18,7 +18,7 @@ its window, as SNAP does at a source-tile border. NaN pixels are no-data: skippe
 NaN. Deviation from SNAP, stated: Z98 is computed over the whole input (SNAP per source tile), and the
 point-target mask is computed before filtering instead of during the raster sweep (order-independent).
 
-Chunked (:func:`lee_sigma_bands`, :func:`run_speckle`): the image is filtered in row bands with
+Chunked (:func:`lee_sigma_bands`, :func:`lee_sigma_images`, :func:`run_speckle`): the image is filtered in row bands with
 ``max(window//2, 2·(target//2))`` halo rows (the point-target rule reaches two target half-widths),
 and Z98 is selected exactly over the whole image in two streaming passes (radix select on the float
 bits), so the banded result is bit-for-bit the whole-image one while memory is bounded by the band.
@@ -26,6 +26,8 @@ bits), so the banded result is bit-for-bit the whole-image one while memory is b
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -47,6 +49,7 @@ __all__ = [
     "lee_sigma",
     "halo_rows",
     "lee_sigma_bands",
+    "lee_sigma_images",
     "run_speckle",
 ]
 
@@ -286,27 +289,64 @@ def lee_sigma_bands(
     Z98 is the whole image's (two streaming passes, exact; one with ``key_histogram``, the first pass made by
     calibration: :func:`pipeline_lib.sar.quantile.z98_streaming`), and each band is filtered with
     ``halo_rows`` extra rows on both sides, so the result equals :func:`lee_sigma` of the whole image
-    bit for bit. Reads and writes happen on the calling thread; ``threads`` bands are filtered at
-    once (the numba kernels release the GIL).
+    bit for bit. ``threads`` bands are filtered at once (the numba kernels release the GIL); the one-image
+    case of :func:`lee_sigma_images`.
     """
+    return lee_sigma_images([read], [write], n_rows, params, looks, band_rows, threads, [key_histogram])[0]
+
+
+def lee_sigma_images(
+    reads: Sequence[Callable[[int, int], np.ndarray]],
+    writes: Sequence[Callable[[int, int, np.ndarray], None]],
+    n_rows: int,
+    params: SpeckleParams,
+    looks: float,
+    band_rows: int = 256,
+    threads: int = 1,
+    key_histograms: Sequence[np.ndarray | None] | None = None,
+) -> list[float]:
+    """:func:`lee_sigma_bands` of several images of ``n_rows`` rows (a scene's polarisations) in one pipeline;
+    returns each image's Z98.
+
+    The bands of every image go through one pool, so it does not drain between images, and image k + 1's
+    Z98 is selected on a second thread while image k is filtered. Bands are written from the calling thread;
+    ``read`` is also called from the selecting thread, so callers whose storage is not thread-safe serialise
+    their ``read`` and ``write`` (:func:`run_speckle` holds one lock around its NetCDF calls).
+    """
+    if len(reads) != len(writes):
+        raise ValueError(f"lee_sigma_images: {len(reads)} readers for {len(writes)} writers")
     bands = row_bands(n_rows, band_rows)
-    z98 = z98_streaming(lambda: _read_ahead(read, bands), key_histogram)
+    hists = list(key_histograms) if key_histograms is not None else [None] * len(reads)
     halo = halo_rows(params)
+    n = max(1, threads)
 
-    def filt(ext: np.ndarray, a: int, b: int, e0: int) -> tuple[int, int, np.ndarray]:
+    def select(k: int) -> float:
+        return z98_streaming(lambda: _read_ahead(reads[k], bands), hists[k])
+
+    def filt(k: int, ext: np.ndarray, a: int, b: int, e0: int, z98: float) -> tuple[int, int, int, np.ndarray]:
         out = lee_sigma(ext, params, looks, z98=z98)
-        return a, b, out[a - e0 : b - e0]
+        return k, a, b, out[a - e0 : b - e0]
 
-    pending: deque[Future[tuple[int, int, np.ndarray]]] = deque()
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        for a, b in bands:
-            e0, e1 = max(a - halo, 0), min(b + halo, n_rows)
-            pending.append(pool.submit(filt, read(e0, e1), a, b, e0))
-            while len(pending) > max(1, threads):
-                write(*pending.popleft().result())
+    def store(done: Future[tuple[int, int, int, np.ndarray]]) -> None:
+        k, a, b, out = done.result()
+        writes[k](a, b, out)
+
+    z98s: list[float] = []
+    pending: deque[Future[tuple[int, int, int, np.ndarray]]] = deque()
+    with ThreadPoolExecutor(max_workers=n) as pool, ThreadPoolExecutor(max_workers=1) as selector:
+        nxt = selector.submit(select, 0) if reads else None
+        for k in range(len(reads)):
+            assert nxt is not None
+            z98s.append(nxt.result())
+            nxt = selector.submit(select, k + 1) if k + 1 < len(reads) else None
+            for a, b in bands:
+                e0, e1 = max(a - halo, 0), min(b + halo, n_rows)
+                pending.append(pool.submit(filt, k, reads[k](e0, e1), a, b, e0, z98s[k]))
+                while len(pending) > n:
+                    store(pending.popleft())
         while pending:
-            write(*pending.popleft().result())
-    return z98
+            store(pending.popleft())
+    return z98s
 
 
 def run_speckle(
@@ -334,13 +374,24 @@ def run_speckle(
         }
         var_attrs = {**src.var_attrs, "long_name": "sigma nought, Lee sigma filtered"}
         with create_sigma0(Path(out_nc), src.polarisations, src.lines, src.pixels, attrs, var_attrs) as var:
-            for k in range(len(src.polarisations)):
+            lock = threading.Lock()  # netCDF-C is not thread-safe: one call at a time, from any thread
 
-                def read(a: int, b: int, k: int = k) -> np.ndarray:
+            def read(a: int, b: int, k: int) -> np.ndarray:
+                with lock:
                     return src.read(k, slice(a, b))
 
-                def write(a: int, b: int, out: np.ndarray, k: int = k) -> None:
+            def write(a: int, b: int, out: np.ndarray, k: int) -> None:
+                with lock:
                     var[k, a:b, :] = out
 
-                hist = src.key_histogram(k)
-                lee_sigma_bands(read, write, src.shape[0], params, n_looks, band_rows, threads, hist)
+            pols = range(len(src.polarisations))
+            lee_sigma_images(
+                [functools.partial(read, k=k) for k in pols],
+                [functools.partial(write, k=k) for k in pols],
+                src.shape[0],
+                params,
+                n_looks,
+                band_rows,
+                threads,
+                [src.key_histogram(k) for k in pols],
+            )
