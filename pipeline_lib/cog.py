@@ -256,7 +256,8 @@ def cog_writer(
             stem = tmp.name[: -len(".tif")]
             stage = tmp.with_name(f"{stem}.stage.tif")
             level_paths = [tmp.with_name(f"{stem}.stage.ovr{f}.tif") for f in factors]
-            staged = (stage, tmp.with_name(f"{stem}.stage.vrt"), *level_paths)
+            vrt = tmp.with_name(f"{stem}.stage.vrt")
+            staged = (stage, vrt, *level_paths)
             try:
                 with contextlib.ExitStack() as stack:
                     sparse = {"SPARSE_OK": "TRUE"} if factors else {}  # NaN blocks left out (CogStream.write)
@@ -268,7 +269,7 @@ def cog_writer(
                     ]
                     stream = CogStream(base, levels, factors)
                     yield stream
-                _convert_stage(stage, dtype, level_paths if stream.overviews_complete else [], staged[1], tmp)
+                _convert_stage(stage, dtype, level_paths if stream.overviews_complete else [], vrt, tmp)
             except BaseException:
                 _unlink_all(staged)
                 raise

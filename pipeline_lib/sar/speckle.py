@@ -313,10 +313,10 @@ def lee_sigma_images(
     ``read`` is also called from the selecting thread, so callers whose storage is not thread-safe serialise
     their ``read`` and ``write`` (:func:`run_speckle` holds one lock around its NetCDF calls).
     """
-    if len(reads) != len(writes):
-        raise ValueError(f"lee_sigma_images: {len(reads)} readers for {len(writes)} writers")
-    bands = row_bands(n_rows, band_rows)
     hists = list(key_histograms) if key_histograms is not None else [None] * len(reads)
+    if not len(reads) == len(writes) == len(hists):
+        raise ValueError(f"lee_sigma_images: {len(reads)} readers, {len(writes)} writers, {len(hists)} histograms")
+    bands = row_bands(n_rows, band_rows)
     halo = halo_rows(params)
     n = max(1, threads)
 

@@ -550,7 +550,8 @@ def _grd_window(
 #: rows of a tile handed out at a time by the ``prange`` kernels (numba's ``set_parallel_chunksize``). The
 #: default (0) splits a loop into one equal share per thread up front, so while the reader or writer thread
 #: holds a core the kernel waits for the thread sharing it; chunks of 16 rows are handed out as threads free
-#: up. Whole scene, 2 threads: tile loop 22.4–24.9 → 18.5–18.8 s (BENCHMARKS.md, "Session 6").
+#: up. Whole scene, 2 threads: tile loop 23.1–24.9 → 18.5–18.8 s (BENCHMARKS.md, "Idle runs, 2026-12-05
+#: (session 6)").
 PARALLEL_CHUNK_ROWS = 16
 
 
