@@ -152,13 +152,29 @@ def _step_inputs(step: str, safe: Path, work: Path) -> list[Path]:
     return [work / ("calibrated.nc" if step == "speckle" else "filtered.nc")]
 
 
-def settle(paths: list[Path]) -> None:
+def cpu_reference(n: int = 5_000_000) -> float:
+    """Seconds one core takes for a fixed pure-Python loop, measured just before a step: not part of any
+    figure, it shows how fast the (virtual) CPU ran then. On a shared host the same loop has varied by 1.7×
+    within minutes, so a step's time is only comparable with steps whose reference is close to its own."""
+    t0 = time.perf_counter()
+    x = 0
+    for i in range(n):
+        x += i * i
+    return time.perf_counter() - t0
+
+
+def settle(paths: list[Path], drop_caches: bool = False) -> None:
     """Flush every dirty page to disk and read ``paths`` once into the page cache.
 
     A step writes gigabytes; without this the next step's timing depends on how much of the previous
-    step's output the kernel is still writing back, and whether its inputs were evicted meanwhile.
+    step's output the kernel is still writing back, and whether its inputs were evicted meanwhile. With
+    ``drop_caches`` (root only) the page cache is emptied first, so every step also starts with the same
+    amount of free memory: new page-cache pages cost more the fuller the cache is, which otherwise favours
+    whichever run comes first after a quiet spell.
     """
     os.sync()
+    if drop_caches:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
     for p in paths:
         with open(p, "rb") as fh:
             while fh.read(16 << 20):
@@ -180,6 +196,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         action="store_true",
         help="before each step: flush dirty pages (sync) and read its inputs once, so every step starts cached",
     )
+    ap.add_argument(
+        "--drop-caches",
+        action="store_true",
+        help="with --settle: empty the page cache (root) before reading the step's inputs",
+    )
     ap.add_argument("--child", choices=STEPS, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--safe", type=Path, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -198,7 +219,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     results = []
     for step in a.steps.split(","):
         if a.settle:
-            settle(_step_inputs(step, safe, work))
+            settle(_step_inputs(step, safe, work), drop_caches=a.drop_caches)
+        ref = cpu_reference()
         cmd = [sys.executable, __file__, "--dest", str(a.dest), "--layout", a.layout, "--crop", str(a.crop)]
         cmd += ["--threads", str(a.threads), "--work", str(work), "--child", step, "--safe", str(safe)]
         cmd += ["--rss-trace"] if a.rss_trace else []
@@ -206,12 +228,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         if proc.returncode != 0:
             sys.exit(f"{step} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
         res = json.loads(proc.stdout.strip().splitlines()[-1])
-        res.update({"layout": a.layout, "grid": [grid.height, grid.width]})
+        res.update({"layout": a.layout, "grid": [grid.height, grid.width], "cpu_reference_s": round(ref, 3)})
         results.append(res)
         print(
             f"{step:16s} {res['wall_s']:8.1f} s  GRD {res['grd_window_mpix_per_s']:6.1f} Mpix/s  "
             f"out {res['output_mpix_per_s']:6.1f} Mpix/s  peak RSS {res['peak_rss_mb']:7.0f} MB  "
-            f"load {res['load_1m'][0]:.1f}→{res['load_1m'][1]:.1f}"
+            f"load {res['load_1m'][0]:.1f}→{res['load_1m'][1]:.1f}  ref {ref:.2f} s"
         )
     total = sum(r["wall_s"] for r in results)
     print(

@@ -18,7 +18,7 @@ from test_20_sar_synthetic import ROME_DEM, SARSEN_SAFE, make_centered_grid, mak
 from pipeline_lib.cog import cog_writer
 from pipeline_lib.safe import open_product
 from pipeline_lib.sar import run_calibrate, run_speckle, run_terrain
-from pipeline_lib.sar.calibration import calibrate_sigma0, interp_lut
+from pipeline_lib.sar.calibration import CACHE_LINES, calibrate_sigma0, interp_lut
 from pipeline_lib.sar.chunks import create_sigma0, open_sigma0
 from pipeline_lib.sar.noise import noise_power, parse_noise
 from pipeline_lib.sar.params import SpeckleParams
@@ -47,7 +47,12 @@ def test_chunked_calibrate_equals_whole_window(tmp_path: Path) -> None:
     out, out_raw = tmp_path / "cal.nc", tmp_path / "raw.nc"
     run_calibrate(safe, grid, out, margin_px=20, band_lines=9)  # many bands, last one short
     run_calibrate(safe, grid, out_raw, polarisations=("VV",), margin_px=20, band_lines=1000, thermal_noise=False)
-    with xr.open_dataset(out) as ds, xr.open_dataset(out_raw) as raw:
+    # bands of 40 lines: each computed in cache blocks of CACHE_LINES (16, 16, 8), the last band shorter
+    out_blocks = tmp_path / "blocks.nc"
+    run_calibrate(safe, grid, out_blocks, margin_px=20, band_lines=40)
+    with xr.open_dataset(out) as ds, xr.open_dataset(out_raw) as raw, xr.open_dataset(out_blocks) as blocks:
+        assert CACHE_LINES < 40 and 40 % CACHE_LINES != 0 and ds["line"].size % 40 != 0
+        np.testing.assert_array_equal(blocks["sigma0"].values, ds["sigma0"].values)
         lines, pixels = ds["line"].values, ds["pixel"].values
         assert lines.size % 9 != 0 and lines.size > 20
         chunked, no_noise = ds["sigma0"].values, raw["sigma0"].values[0]

@@ -68,6 +68,12 @@ __all__ = [
 
 #: floor for σ0 after thermal-noise subtraction (linear, −50 dB)
 SIGMA0_FLOOR = 1e-5
+#: lines of a band whose LUT, noise and σ0 are computed together (:func:`calibrate_band`): 16 lines of a GRD
+#: (≈ 26 000 px) keep each float64 temporary near 3 MB instead of 53 MB for a 256-line band. On a host whose
+#: memory bandwidth two cores saturate, the whole band's passes ran 30–45 % slower with both cores busy than
+#: with one; in 16-line blocks they took half the time and did not slow down (BENCHMARKS.md, "Idle runs,
+#: 2026-12-06 (session 7)").
+CACHE_LINES = 16
 #: GDAL block cache while reading the measurement (MB). Each line is read once, so caching buys nothing,
 #: and GDAL's default (5 % of RAM) would make the peak RSS depend on the node's RAM (BENCHMARKS.md).
 READ_CACHE_MB = 32
@@ -183,14 +189,22 @@ def calibrate_band(
     pixels: np.ndarray,
     label: str,
 ) -> np.ndarray:
-    """σ0 of one row band (full-product ``lines`` × ``pixels``, contiguous): read, LUT, noise, fused; float32."""
+    """σ0 of one row band (full-product ``lines`` × ``pixels``, contiguous): read, LUT, noise, fused; float32.
+
+    The band is read at once; LUT, noise and σ0 are then computed :data:`CACHE_LINES` lines at a time, so
+    their float64 temporaries stay in the core's cache instead of streaming through memory (every value is
+    pointwise in (line, pixel), so the result is the same to the bit)."""
     window = Window(int(pixels[0]), int(lines[0]), int(pixels.size), int(lines.size))  # type: ignore[arg-type]
     try:
         dn = src.read(1, window=window)
     except rasterio.errors.RasterioError as exc:
         raise ProductError(f"{label}: measurement unreadable ({exc}); download the product again") from exc
-    eta = noise_power(noise, lines, pixels) if noise is not None else 0.0
-    return calibrate_sigma0(dn, interp_lut(lut, lines, pixels), eta)
+    out = np.empty(dn.shape, dtype=np.float32)
+    for a in range(0, lines.size, CACHE_LINES):
+        sub = lines[a : a + CACHE_LINES]
+        eta = noise_power(noise, sub, pixels) if noise is not None else 0.0
+        out[a : a + sub.size] = calibrate_sigma0(dn[a : a + sub.size], interp_lut(lut, sub, pixels), eta)
+    return out
 
 
 Inputs = Sequence[tuple[PolFiles, CalibrationLut, NoiseModel | None]]
