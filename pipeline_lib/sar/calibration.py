@@ -69,10 +69,10 @@ __all__ = [
 #: floor for σ0 after thermal-noise subtraction (linear, −50 dB)
 SIGMA0_FLOOR = 1e-5
 #: lines of a band whose LUT, noise and σ0 are computed together (:func:`calibrate_band`): 16 lines of a GRD
-#: (≈ 26 000 px) keep each float64 temporary near 3 MB instead of 53 MB for a 256-line band. On a host whose
-#: memory bandwidth two cores saturate, the whole band's passes ran 30–45 % slower with both cores busy than
-#: with one; in 16-line blocks they took half the time and did not slow down (BENCHMARKS.md, "Idle runs,
-#: 2026-12-06 (session 7)").
+#: (≈ 26 000 px) keep each float64 temporary near 3 MB, in cache, instead of 53 MB streamed through memory
+#: for a 256-line band. The whole-scene calibrate step took 14.3–14.7 s instead of 19.3–21.9 s on 2 cores and
+#: 21.6–21.9 s instead of 35.0–35.7 s on 1 core, with the same bits (BENCHMARKS.md, "Idle runs, 2026-12-06
+#: (session 7)").
 CACHE_LINES = 16
 #: GDAL block cache while reading the measurement (MB). Each line is read once, so caching buys nothing,
 #: and GDAL's default (5 % of RAM) would make the peak RSS depend on the node's RAM (BENCHMARKS.md).
