@@ -200,10 +200,9 @@ def calibrate_band(
     except rasterio.errors.RasterioError as exc:
         raise ProductError(f"{label}: measurement unreadable ({exc}); download the product again") from exc
     out = np.empty(dn.shape, dtype=np.float32)
-    for a in range(0, lines.size, CACHE_LINES):
-        sub = lines[a : a + CACHE_LINES]
-        eta = noise_power(noise, sub, pixels) if noise is not None else 0.0
-        out[a : a + sub.size] = calibrate_sigma0(dn[a : a + sub.size], interp_lut(lut, sub, pixels), eta)
+    for a, b in row_bands(lines.size, CACHE_LINES):
+        eta = noise_power(noise, lines[a:b], pixels) if noise is not None else 0.0
+        out[a:b] = calibrate_sigma0(dn[a:b], interp_lut(lut, lines[a:b], pixels), eta)
     return out
 
 
