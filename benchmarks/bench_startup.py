@@ -41,12 +41,11 @@ WARM = {
         "lee_sigma(np.ones((16, 16), np.float32), SpeckleParams(7, 3, 0.9, None), 4.4)"
     ),
     "terrain_correct": (
-        "import numpy as np; from pipeline_lib.sar.terrain import sample_db, _inside_bounds, _interp_lookup_kernel; "
-        "ln = np.zeros((4, 4)); sample_db(np.ones((4, 4), np.float32), 0, 0, ln, ln); "
-        "_inside_bounds(ln, ln, 0.0, 0.0, 4, 4); "
-        "z = np.zeros((1, 2, 2)); o = np.empty((2, 2)); "
-        "_interp_lookup_kernel(z, z, np.zeros(1), 32.0, 0, 0, np.zeros((1, 1)), np.arange(2.0), np.zeros(2), "
-        "np.zeros((2, 2)), 10.0, np.zeros((2, 4)), 0.0, o, o.copy())"
+        "import numpy as np; from pipeline_lib.sar.terrain import _lattice_bounds, _terrain_tile_kernel; "
+        "z = np.zeros((1, 2, 2)); t = np.zeros((2, 4)); "
+        "_lattice_bounds(z, z, np.zeros(1), 32.0, 0, 2, 0, 2, 0.0, 0.0, np.arange(2.0), np.zeros(2), t, 0.0); "
+        "_terrain_tile_kernel(z, z, np.zeros(1), 32.0, 0, 0, np.zeros((1, 1)), np.arange(2.0), np.zeros(2), "
+        "np.zeros((2, 2)), 10.0, t, 0.0, np.ones((2, 4, 4), np.float32), 0.0, 0.0, np.empty((2, 2, 2), np.float32))"
     ),
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -10,12 +11,13 @@ import pytest
 import rasterio
 import xarray as xr
 import xarray_sentinel
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from rasterio.windows import Window
 from test_20_sar_synthetic import ROME_DEM, SARSEN_SAFE, make_centered_grid, make_product, tiny_grid
 
 from pipeline_lib.cog import cog_writer
+from pipeline_lib.grid import Grid
 from pipeline_lib.safe import open_product
 from pipeline_lib.sar import run_calibrate, run_speckle, run_terrain
 from pipeline_lib.sar.calibration import CACHE_LINES, calibrate_sigma0, interp_lut
@@ -27,6 +29,7 @@ from pipeline_lib.sar.quantile import key_histogram, z98_streaming, z98_value
 from pipeline_lib.sar.speckle import lee_sigma, lee_sigma_images
 from pipeline_lib.sar.terrain import (
     LOOKUP_STEP,
+    CoarseLookup,
     Geocoder,
     _grd_window,
     _numba_threads,
@@ -36,8 +39,11 @@ from pipeline_lib.sar.terrain import (
     grid_lonlat,
     height_levels,
     interp_lookup,
+    sample_db,
     srgr_table,
+    terrain_tile,
     tile_heights,
+    tile_window,
 )
 
 
@@ -261,6 +267,86 @@ def test_grd_window_is_the_bounding_box_of_the_points_inside(
     rows = slice(int(np.floor(r[inside].min())), min(int(np.floor(r[inside].max())) + 2, win[0]))
     cols = slice(int(np.floor(c[inside].min())), min(int(np.floor(c[inside].max())) + 2, win[1]))
     assert got == (rows, cols)
+
+
+@pytest.fixture(scope="module")
+def rome_lookups(geocoder: Geocoder) -> dict[str, tuple[Grid, CoarseLookup, np.ndarray]]:
+    """A 200 × 180 px grid near Rome with its coarse lookups: on the ellipsoid, and at DEM height levels
+    (with the DEM's heights on the grid)."""
+    grid = make_centered_grid((12.50, 42.00), (200, 180), 10.0)
+    heights = tile_heights(ROME_DEM, grid, slice(0, grid.height), slice(0, grid.width))
+    levels = height_levels(ROME_DEM, grid, LOOKUP_STEP, 500.0)[0]
+    return {
+        "ellipsoid": (grid, compute_coarse_lookup(geocoder, grid, LOOKUP_STEP, np.zeros(1)), np.zeros(grid.shape)),
+        "dem": (grid, compute_coarse_lookup(geocoder, grid, LOOKUP_STEP, levels), heights),
+    }
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    case=st.sampled_from(["ellipsoid", "dem", "no table"]),
+    r0=st.integers(0, 170),
+    c0=st.integers(0, 170),
+    size=st.tuples(st.integers(1, 120), st.integers(1, 120)),
+    lift=st.floats(-400.0, 2500.0),
+    offset=st.tuples(st.integers(-120, 10), st.integers(-120, 10)),
+    stored=st.tuples(st.integers(2, 260), st.integers(2, 260)),
+)
+def test_tile_window_holds_every_sample_and_the_fused_tile_is_lookup_then_sample(
+    rome_lookups: dict[str, tuple[Grid, CoarseLookup, np.ndarray]],
+    case: str,
+    r0: int,
+    c0: int,
+    size: tuple[int, int],
+    lift: float,
+    offset: tuple[int, int],
+    stored: tuple[int, int],
+) -> None:
+    """The GRD window bounded from the lattice alone contains the bounding box of the exact lookup's samples
+    (None only where no sample falls in the stored window), for tiles anywhere on the grid, heights beyond
+    the lookup's levels (extrapolated) and stored windows cutting the tile; where the SRGR table cannot bound
+    the ground range ("no table") the exact lookup decides. On that window the fused tile kernel gives the
+    bits of :func:`interp_lookup` then :func:`sample_db` on the exact window."""
+    grid, coarse, grid_heights = rome_lookups["ellipsoid" if case == "ellipsoid" else "dem"]
+    if case == "no table":  # the table covers no offset: the kernels use the polynomials themselves
+        coarse = dataclasses.replace(coarse, srgr_table=coarse.srgr_table[:, :2], srgr_x0=-1e9)
+    rows = slice(r0, min(r0 + size[0], grid.height))
+    cols = slice(c0, min(c0 + size[1], grid.width))
+    heights = None if case == "ellipsoid" else grid_heights[rows, cols] + lift
+    line, pixel = interp_lookup(coarse, rows, cols, heights)
+    line0 = int(np.nanmin(line)) + offset[0]
+    pixel0 = int(np.nanmin(pixel)) + offset[1]
+    exact = _grd_window(line, pixel, line0, pixel0, stored)
+    got = tile_window(coarse, rows, cols, heights, line0, pixel0, stored)
+    event(f"{case}: window {'none' if got is None else 'read'}, samples {'none' if exact is None else 'some'}")
+    if got is None:
+        assert exact is None
+        return
+    if exact is None:
+        return  # the lattice's box reaches the stored window, the samples do not: read, then all NaN
+    assert got[0].start <= exact[0].start and got[0].stop >= exact[0].stop
+    assert got[1].start <= exact[1].start and got[1].stop >= exact[1].stop
+    rng = np.random.default_rng(r0 * 1000 + c0)
+    data = rng.uniform(0.01, 0.5, (2, *stored)).astype(np.float32)
+    data[1, ::7] = -1.0  # σ0 ≤ 0: NaN dB
+    fused = terrain_tile(
+        coarse, rows, cols, heights, data[:, got[0], got[1]], line0 + got[0].start, pixel0 + got[1].start
+    )
+    for k in range(2):
+        ref = sample_db(data[k, exact[0], exact[1]], line0 + exact[0].start, pixel0 + exact[1].start, line, pixel)
+        np.testing.assert_array_equal(fused[k], ref)
+
+
+def test_tile_window_is_none_outside_the_polynomials_time_span(
+    rome_lookups: dict[str, tuple[Grid, CoarseLookup, np.ndarray]],
+) -> None:
+    """Lines past the last SRGR polynomial have no ground range: no window, whatever the stored window."""
+    grid, coarse, _ = rome_lookups["ellipsoid"]
+    late = dataclasses.replace(coarse, srgr_lines=coarse.srgr_lines - coarse.srgr_lines[-1] - 1e4)
+    line, _ = interp_lookup(coarse, slice(0, 64), slice(0, 64))
+    args = (int(line.min()) - 100, 0, (100_000, 100_000))
+    assert tile_window(late, slice(0, 64), slice(0, 64), None, *args) is None
+    assert tile_window(coarse, slice(0, 64), slice(0, 64), None, *args) is not None
 
 
 def test_tiled_terrain_matches_per_pixel_lookup(tmp_path: Path, geocoder: Geocoder) -> None:

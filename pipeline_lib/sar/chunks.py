@@ -91,6 +91,12 @@ class Sigma0File:
         data = var[pol_index, rows, cols if cols is not None else slice(None)]
         return np.ma.filled(np.ma.asarray(data, dtype=np.float32), np.nan)
 
+    def read_all(self, rows: slice, cols: slice) -> np.ndarray:
+        """float32 σ0 of every polarisation on window-relative ``rows`` × ``cols``, (polarisation, rows, cols) in
+        one C-contiguous array read in one call (NaN = no data)."""
+        data = self.ds["sigma0"][:, rows, cols]
+        return np.ascontiguousarray(np.ma.filled(np.ma.asarray(data, dtype=np.float32), np.nan))
+
 
 @contextlib.contextmanager
 def open_sigma0(path: Path) -> Iterator[Sigma0File]:

@@ -15,19 +15,24 @@ Full-scene path (:func:`run_terrain`), chunked so memory is bounded by the tile,
 1. :func:`compute_coarse_lookup` — once per scene, for all polarisations: zero-Doppler line and slant
    range at a lattice of grid pixels every ``lookup_step`` px (default 32), at one height (WGS84
    ellipsoid, h = 0, without a DEM) or at height levels ≤ 500 m apart spanning the DEM.
-2. Per ``tile`` × ``tile`` output tile (default 1024²): :func:`interp_lookup` interpolates line and slant
-   range bilinearly in the lattice and linearly in height (the DEM warped bilinearly onto the tile),
-   then converts slant to ground range per pixel (the SRGR coefficients are linear in azimuth time
-   between annotation polynomials, so the pixel has kinks that a lattice would smear: interpolating the
-   ground-range pixel in the lattice instead was off by up to 0.12 px on the full-size GRD). Each
-   polynomial is tabulated once per scene every :data:`SRGR_TABLE_STEP_M` of slant range and read with
-   linear interpolation — as exact as evaluating it (the error ≤ Δ²/8·max|P''| measured 1.3e-5 px at
-   10 m), at a fraction of the cost of a degree-8 polynomial per pixel (BENCHMARKS.md); the GRD
-   window the tile touches is read from the filtered NetCDF; :func:`sample_db` resamples every
-   polarisation bilinearly (numba ``prange``, ``threads``) and the tile is streamed into the COG, which
-   reduces it to its overview levels on the way (:class:`pipeline_lib.cog.CogStream`). The next tile's
-   GRD window is read on a reader thread and the last tile written on a writer thread while this one is
-   sampled, so the serial I/O overlaps the parallel kernels.
+2. Per ``tile`` × ``tile`` output tile (default 1024²): the GRD window the tile touches is bounded from the
+   lattice alone (:func:`tile_window`: a pixel's line and slant range are convex combinations of its cell's
+   corners, piecewise linear in height; its ground range a convex combination of SRGR table entries) and
+   read from the filtered NetCDF on a reader thread. :func:`terrain_tile` then computes, per pixel and in
+   one pass (numba ``prange``, ``threads``), what :func:`interp_lookup` and :func:`sample_db` compute apart:
+   line and slant range bilinear in the lattice and linear in height (the DEM warped bilinearly onto the
+   tile); slant → ground range per pixel (the SRGR coefficients are linear in azimuth time between
+   annotation polynomials, so the pixel has kinks that a lattice would smear: interpolating the
+   ground-range pixel in the lattice instead was off by up to 0.12 px on the full-size GRD), each
+   polynomial tabulated once per scene every :data:`SRGR_TABLE_STEP_M` of slant range and read with linear
+   interpolation — as exact as evaluating it (the error ≤ Δ²/8·max|P''| measured 1.3e-5 px at 10 m), at a
+   fraction of the cost of a degree-8 polynomial per pixel (BENCHMARKS.md); then every polarisation
+   sampled bilinearly, in dB. A row's lookup stays in two row buffers instead of two tile-sized float64
+   arrays written and read back per polarisation: the same bits, 15–20 % less time on the tiles of a whole
+   scene on a memory-bound host (BENCHMARKS.md, "Idle runs, 2026-12-06 (session 8)"). The tile is streamed
+   into the COG, which reduces it to its overview levels on the way (:class:`pipeline_lib.cog.CogStream`);
+   the last tile is written on a writer thread while this one is sampled, so the serial I/O overlaps the
+   parallel kernels.
 
 Accuracy bound: the lattice interpolation must stay within 0.05 GRD px of the exact per-pixel lookup
 (:func:`compute_lookup`, same heights). Step 32 with height levels 500 m apart stays more than 10× inside it,
@@ -36,9 +41,8 @@ result depend on the batching; the measured errors per step and level spacing ar
 ("Design measurements moved out of module docstrings"). The per-pixel functions (:func:`compute_lookup`,
 :func:`resample_by_lookup`) remain as the reference.
 
-Memory is bounded by the tile, not the grid: per 1024² tile float64 line/pixel (16 MB), float32 output
-(8 MB per polarisation) and the GRD windows it touches, for the tile being sampled, the one being read and
-the one being written, plus the COG writer's capped GDAL cache; measured peaks are in BENCHMARKS.md
+Memory is bounded by the tile, not the grid: per 1024² tile the float32 output (8 MB per polarisation) and
+the GRD windows it touches, for the tile being sampled, the one being read and the one being written, plus the COG writer's capped GDAL cache; measured peaks are in BENCHMARKS.md
 (2048² tiles, with three in flight, came within 5 % of the 1 GB budget on a whole scene).
 
 Vertical datum: DEMs such as the Rome 30 m DEM carry EGM96 heights. They are converted to ellipsoidal
@@ -104,6 +108,8 @@ __all__ = [
     "resample_by_lookup",
     "sample_db",
     "sigma0_to_db",
+    "tile_window",
+    "terrain_tile",
     "run_terrain",
 ]
 
@@ -344,6 +350,59 @@ def _srgr_pixel(
     return gr / spacing, k
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _lookup_pixel(
+    lat_line: np.ndarray,
+    lat_sr: np.ndarray,
+    levels: np.ndarray,
+    iy: int,
+    fy: float,
+    gx: float,
+    h: float,
+    plines: np.ndarray,
+    sr0: np.ndarray,
+    coef: np.ndarray,
+    spacing: float,
+    table: np.ndarray,
+    x0: float,
+    k: int,
+) -> tuple[float, float, int]:
+    # (line, pixel, SRGR bracket) of one grid pixel at lattice row iy + fy, lattice column gx and ellipsoidal
+    # height h: line and slant range bilinear in the lattice and linear in height, then slant → ground range
+    nlev, _, nx = lat_line.shape
+    ix = min(int(gx), nx - 2)
+    fx = gx - ix
+    w00 = (1.0 - fy) * (1.0 - fx)
+    w01 = (1.0 - fy) * fx
+    w10 = fy * (1.0 - fx)
+    w11 = fy * fx
+    if nlev == 1:
+        s0, t = 0, 0.0
+    else:
+        s0 = 0
+        while s0 < nlev - 2 and h > levels[s0 + 1]:
+            s0 += 1
+        t = (h - levels[s0]) / (levels[s0 + 1] - levels[s0])  # linear extrapolation beyond the ends
+    ln = 0.0
+    sr = 0.0
+    for s in range(s0, min(s0 + 2, nlev)):
+        ws = (1.0 - t) if s == s0 else t
+        ln += ws * (
+            w00 * lat_line[s, iy, ix]
+            + w01 * lat_line[s, iy, ix + 1]
+            + w10 * lat_line[s, iy + 1, ix]
+            + w11 * lat_line[s, iy + 1, ix + 1]
+        )
+        sr += ws * (
+            w00 * lat_sr[s, iy, ix]
+            + w01 * lat_sr[s, iy, ix + 1]
+            + w10 * lat_sr[s, iy + 1, ix]
+            + w11 * lat_sr[s, iy + 1, ix + 1]
+        )
+    px, k = _srgr_pixel(ln, sr, plines, sr0, coef, spacing, table, x0, k)
+    return ln, px, k
+
+
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _interp_lookup_kernel(
     lat_line: np.ndarray,
@@ -362,7 +421,7 @@ def _interp_lookup_kernel(
     out_line: np.ndarray,
     out_pixel: np.ndarray,
 ) -> None:
-    nlev, ny, nx = lat_line.shape
+    nlev, ny, _ = lat_line.shape
     th, tw = out_line.shape
     for i in numba.prange(th):
         gy = (r0 + i) / step
@@ -370,39 +429,10 @@ def _interp_lookup_kernel(
         fy = gy - iy
         k = 0
         for j in range(tw):
-            gx = (c0 + j) / step
-            ix = min(int(gx), nx - 2)
-            fx = gx - ix
-            w00 = (1.0 - fy) * (1.0 - fx)
-            w01 = (1.0 - fy) * fx
-            w10 = fy * (1.0 - fx)
-            w11 = fy * fx
-            if nlev == 1:
-                s0, t = 0, 0.0
-            else:
-                h = heights[i, j]
-                s0 = 0
-                while s0 < nlev - 2 and h > levels[s0 + 1]:
-                    s0 += 1
-                t = (h - levels[s0]) / (levels[s0 + 1] - levels[s0])  # linear extrapolation beyond the ends
-            ln = 0.0
-            sr = 0.0
-            for s in range(s0, min(s0 + 2, nlev)):
-                ws = (1.0 - t) if s == s0 else t
-                ln += ws * (
-                    w00 * lat_line[s, iy, ix]
-                    + w01 * lat_line[s, iy, ix + 1]
-                    + w10 * lat_line[s, iy + 1, ix]
-                    + w11 * lat_line[s, iy + 1, ix + 1]
-                )
-                sr += ws * (
-                    w00 * lat_sr[s, iy, ix]
-                    + w01 * lat_sr[s, iy, ix + 1]
-                    + w10 * lat_sr[s, iy + 1, ix]
-                    + w11 * lat_sr[s, iy + 1, ix + 1]
-                )
-            out_line[i, j] = ln
-            out_pixel[i, j], k = _srgr_pixel(ln, sr, plines, sr0, coef, spacing, table, x0, k)
+            h = heights[i, j] if nlev > 1 else 0.0
+            out_line[i, j], out_pixel[i, j], k = _lookup_pixel(
+                lat_line, lat_sr, levels, iy, fy, (c0 + j) / step, h, plines, sr0, coef, spacing, table, x0, k
+            )
 
 
 def interp_lookup(
@@ -414,12 +444,7 @@ def interp_lookup(
     window's shape; required with several levels), then slant → ground range exactly per pixel.
     """
     shape = (rows.stop - rows.start, cols.stop - cols.start)
-    if coarse.levels.size > 1:
-        if heights is None or heights.shape != shape:
-            raise ValueError(f"interp_lookup: heights of shape {shape} needed for {coarse.levels.size} levels")
-        h = np.ascontiguousarray(heights, dtype=np.float64)
-    else:
-        h = np.zeros((1, 1))
+    h = _kernel_heights(coarse, shape, heights)
     out_line = np.empty(shape)
     out_pixel = np.empty(shape)
     _interp_lookup_kernel(
@@ -442,29 +467,32 @@ def interp_lookup(
     return out_line, out_pixel
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _bilinear_db(bands: np.ndarray, p: int, r: float, c: float) -> float:
+    # σ0 of bands[p] bilinear at window-relative (r, c), in dB; NaN outside the window or where σ0 ≤ 0
+    _, h, w = bands.shape
+    if not (r >= 0.0 and r <= h - 1 and c >= 0.0 and c <= w - 1):
+        return np.nan
+    r0 = min(int(r), max(h - 2, 0))
+    c0 = min(int(c), max(w - 2, 0))
+    r1 = min(r0 + 1, h - 1)
+    c1 = min(c0 + 1, w - 1)
+    fr = r - r0
+    fc = c - c0
+    v = (1.0 - fr) * ((1.0 - fc) * bands[p, r0, c0] + fc * bands[p, r0, c1]) + fr * (
+        (1.0 - fc) * bands[p, r1, c0] + fc * bands[p, r1, c1]
+    )
+    return 10.0 * np.log10(v) if v > 0.0 else np.nan
+
+
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _sample_db_kernel(
-    band: np.ndarray, line0: float, pixel0: float, line: np.ndarray, pixel: np.ndarray, out: np.ndarray
+    bands: np.ndarray, line0: float, pixel0: float, line: np.ndarray, pixel: np.ndarray, out: np.ndarray
 ) -> None:
-    h, w = band.shape
     th, tw = line.shape
     for i in numba.prange(th):
         for j in range(tw):
-            r = line[i, j] - line0
-            c = pixel[i, j] - pixel0
-            if not (r >= 0.0 and r <= h - 1 and c >= 0.0 and c <= w - 1):
-                out[i, j] = np.nan
-                continue
-            r0 = min(int(r), max(h - 2, 0))
-            c0 = min(int(c), max(w - 2, 0))
-            r1 = min(r0 + 1, h - 1)
-            c1 = min(c0 + 1, w - 1)
-            fr = r - r0
-            fc = c - c0
-            v = (1.0 - fr) * ((1.0 - fc) * band[r0, c0] + fc * band[r0, c1]) + fr * (
-                (1.0 - fc) * band[r1, c0] + fc * band[r1, c1]
-            )
-            out[i, j] = 10.0 * np.log10(v) if v > 0.0 else np.nan
+            out[i, j] = _bilinear_db(bands, 0, line[i, j] - line0, pixel[i, j] - pixel0)
 
 
 def sample_db(
@@ -479,8 +507,278 @@ def sample_db(
         out = np.empty(line.shape, dtype=np.float32)
     elif out.shape != line.shape or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise ValueError(f"sample_db: out {out.shape} {out.dtype} must be C-contiguous float32 of shape {line.shape}")
-    _sample_db_kernel(np.ascontiguousarray(band, dtype=np.float32), float(line0), float(pixel0), line, pixel, out)
+    bands = np.ascontiguousarray(band, dtype=np.float32)[np.newaxis]
+    _sample_db_kernel(bands, float(line0), float(pixel0), line, pixel, out)
     return out
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _terrain_tile_kernel(
+    lat_line: np.ndarray,
+    lat_sr: np.ndarray,
+    levels: np.ndarray,
+    step: float,
+    r0: int,
+    c0: int,
+    heights: np.ndarray,
+    plines: np.ndarray,
+    sr0: np.ndarray,
+    coef: np.ndarray,
+    spacing: float,
+    table: np.ndarray,
+    x0: float,
+    bands: np.ndarray,
+    line0: float,
+    pixel0: float,
+    out: np.ndarray,
+) -> None:
+    # _interp_lookup_kernel and _sample_db_kernel fused: each pixel's (line, pixel) is used where it is
+    # computed, for every polarisation, instead of going through two tile-sized float64 arrays
+    nlev, ny, _ = lat_line.shape
+    npol, th, tw = out.shape
+    for i in numba.prange(th):
+        gy = (r0 + i) / step
+        iy = min(int(gy), ny - 2)
+        fy = gy - iy
+        k = 0
+        rr = np.empty(tw)
+        cc = np.empty(tw)
+        for j in range(tw):
+            h = heights[i, j] if nlev > 1 else 0.0
+            ln, px, k = _lookup_pixel(
+                lat_line, lat_sr, levels, iy, fy, (c0 + j) / step, h, plines, sr0, coef, spacing, table, x0, k
+            )
+            rr[j] = ln - line0
+            cc[j] = px - pixel0
+        for p in range(npol):
+            for j in range(tw):
+                out[p, i, j] = _bilinear_db(bands, p, rr[j], cc[j])
+
+
+def terrain_tile(
+    coarse: CoarseLookup,
+    rows: slice,
+    cols: slice,
+    heights: np.ndarray | None,
+    bands: np.ndarray,
+    line0: int,
+    pixel0: int,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """σ0 dB of every polarisation of ``bands`` (polarisation, lines, pixels; first full-product index line0,
+    pixel0) on grid ``rows`` × ``cols``: :func:`interp_lookup` then :func:`sample_db` per polarisation, fused
+    per pixel (the same arithmetic, so the same bits) and parallel (numba ``prange``); NaN outside the window.
+
+    ``out`` (float32, C-contiguous, (polarisation, rows, cols)) is filled and returned if given.
+    """
+    shape = (bands.shape[0], rows.stop - rows.start, cols.stop - cols.start)
+    if out is None:
+        out = np.empty(shape, dtype=np.float32)
+    elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError(f"terrain_tile: out {out.shape} {out.dtype} must be C-contiguous float32 of shape {shape}")
+    _terrain_tile_kernel(
+        coarse.line,
+        coarse.slant_range,
+        coarse.levels,
+        float(coarse.step),
+        rows.start,
+        cols.start,
+        _kernel_heights(coarse, shape[1:], heights),
+        coarse.srgr_lines,
+        coarse.srgr_sr0,
+        coarse.srgr_coef,
+        coarse.pixel_spacing_m,
+        coarse.srgr_table,
+        coarse.srgr_x0,
+        np.ascontiguousarray(bands, dtype=np.float32),
+        float(line0),
+        float(pixel0),
+        out,
+    )
+    return out
+
+
+def _kernel_heights(coarse: CoarseLookup, shape: tuple[int, int], heights: np.ndarray | None) -> np.ndarray:
+    """The tile's heights as the kernels take them: float64 of the tile's shape with several levels, else a dummy."""
+    if coarse.levels.size == 1:
+        return np.zeros((1, 1))
+    if heights is None or heights.shape != shape:
+        raise ValueError(f"terrain lookup: heights of shape {shape} needed for {coarse.levels.size} levels")
+    return np.ascontiguousarray(heights, dtype=np.float64)
+
+
+@numba.njit(cache=True, nogil=True)
+def _lattice_bounds(
+    lat_line: np.ndarray,
+    lat_sr: np.ndarray,
+    levels: np.ndarray,
+    step: float,
+    r0: int,
+    r1: int,
+    c0: int,
+    c1: int,
+    hmin: float,
+    hmax: float,
+    plines: np.ndarray,
+    sr0: np.ndarray,
+    table: np.ndarray,
+    x0: float,
+) -> np.ndarray:
+    # [line min, line max, pixel min, pixel max] that every lookup of grid rows r0:r1 × cols c0:c1 with heights
+    # in [hmin, hmax] lies within (up to rounding), from the lattice alone. Line bounds NaN: no pixel is
+    # defined; pixel bounds NaN: the offsets leave the table (the caller bounds the exact lookup instead).
+    lmin, lmax, smin, smax = _lattice_ranges(lat_line, lat_sr, levels, step, r0, r1, c0, c1, hmin, hmax)
+    return _ground_range_bounds(lmin, lmax, smin, smax, plines, sr0, table, x0)
+
+
+@numba.njit(cache=True, nogil=True)
+def _lattice_ranges(
+    lat_line: np.ndarray,
+    lat_sr: np.ndarray,
+    levels: np.ndarray,
+    step: float,
+    r0: int,
+    r1: int,
+    c0: int,
+    c1: int,
+    hmin: float,
+    hmax: float,
+) -> tuple[float, float, float, float]:
+    # (line min, line max, slant range min, max) of the tile's pixels: each is a convex combination of its
+    # cell corners' values, each piecewise linear in height, so extreme at hmin, hmax or a level between
+    nlev, ny, nx = lat_line.shape
+    iy0 = min(int(r0 / step), ny - 2)
+    iy1 = min(int((r1 - 1) / step), ny - 2) + 1
+    ix0 = min(int(c0 / step), nx - 2)
+    ix1 = min(int((c1 - 1) / step), nx - 2) + 1
+    hs = np.empty(nlev + 2)
+    if nlev == 1:
+        hs[0] = levels[0]
+        nh = 1
+    else:
+        hs[0] = hmin
+        hs[1] = hmax
+        nh = 2
+        for s in range(nlev):
+            if hmin < levels[s] < hmax:
+                hs[nh] = levels[s]
+                nh += 1
+    lmin, lmax, smin, smax = np.inf, -np.inf, np.inf, -np.inf
+    for a in range(iy0, iy1 + 1):
+        for b in range(ix0, ix1 + 1):
+            for q in range(nh):
+                s0, t = 0, 0.0
+                if nlev > 1:
+                    while s0 < nlev - 2 and hs[q] > levels[s0 + 1]:
+                        s0 += 1
+                    t = (hs[q] - levels[s0]) / (levels[s0 + 1] - levels[s0])
+                ln = lat_line[s0, a, b]
+                sr = lat_sr[s0, a, b]
+                if nlev > 1:
+                    ln = (1.0 - t) * ln + t * lat_line[s0 + 1, a, b]
+                    sr = (1.0 - t) * sr + t * lat_sr[s0 + 1, a, b]
+                if ln == ln and sr == sr:
+                    lmin = min(lmin, ln)
+                    lmax = max(lmax, ln)
+                    smin = min(smin, sr)
+                    smax = max(smax, sr)
+    return lmin, lmax, smin, smax
+
+
+@numba.njit(cache=True, nogil=True)
+def _ground_range_bounds(
+    lmin: float,
+    lmax: float,
+    smin: float,
+    smax: float,
+    plines: np.ndarray,
+    sr0: np.ndarray,
+    table: np.ndarray,
+    x0: float,
+) -> np.ndarray:
+    # [lmin, lmax, pixel min, pixel max] of points with lines in [lmin, lmax] and slant ranges in [smin, smax]:
+    # a ground-range pixel is a convex combination of table entries of the polynomials bracketing its line, at
+    # the offsets its slant range allows against their sr0 (see _srgr_pixel)
+    res = np.full(4, np.nan)
+    if not lmin <= lmax:
+        return res
+    n = plines.size
+    k0, k1 = 0, 0
+    if n > 1:
+        lo = max(lmin, plines[0])
+        hi = min(lmax, plines[n - 1])
+        if not lo <= hi:
+            return res  # every line outside the polynomials' time span: NaN everywhere
+        k0 = min(max(np.searchsorted(plines, lo, side="right") - 1, 0), n - 2)
+        k1 = min(np.searchsorted(plines, hi, side="right"), n - 1)
+    res[0] = lmin
+    res[1] = lmax
+    ulo = (smin - sr0[k0 : k1 + 1].max() - x0) * (1.0 / SRGR_TABLE_STEP_M)
+    uhi = (smax - sr0[k0 : k1 + 1].min() - x0) * (1.0 / SRGR_TABLE_STEP_M)
+    if not (ulo >= 0.0 and uhi < table.shape[1] - 1):
+        return res
+    block = table[k0 : k1 + 1, int(ulo) : int(uhi) + 2]
+    res[2] = block.min()
+    res[3] = block.max()
+    return res
+
+
+#: GRD lines and pixels added on each side of a tile's lattice bounds: covers the bilinear neighbour and any
+#: rounding between the bounds and the per-pixel arithmetic (≪ 1 px)
+BOUNDS_MARGIN_PX = 2
+
+
+def tile_window(
+    coarse: CoarseLookup,
+    rows: slice,
+    cols: slice,
+    heights: np.ndarray | None,
+    line0: int,
+    pixel0: int,
+    shape: tuple[int, int],
+) -> tuple[slice, slice] | None:
+    """Window-relative (rows, cols) of the stored GRD window (first index line0, pixel0, ``shape``) that holds
+    every sample of the tile ``rows`` × ``cols``; None if no sample lies in it.
+
+    Bounded from the lattice (:func:`_lattice_bounds`, plus :data:`BOUNDS_MARGIN_PX`), without the per-pixel
+    lookup; where that cannot bound the ground range, from the exact lookup (:func:`interp_lookup`).
+    """
+    if coarse.levels.size > 1:
+        h = _kernel_heights(coarse, (rows.stop - rows.start, cols.stop - cols.start), heights)
+        if not np.isfinite(h).any():
+            return None
+        hmin, hmax = float(np.nanmin(h)), float(np.nanmax(h))
+    else:
+        hmin = hmax = 0.0
+    b = _lattice_bounds(
+        coarse.line,
+        coarse.slant_range,
+        coarse.levels,
+        float(coarse.step),
+        rows.start,
+        rows.stop,
+        cols.start,
+        cols.stop,
+        hmin,
+        hmax,
+        coarse.srgr_lines,
+        coarse.srgr_sr0,
+        coarse.srgr_table,
+        coarse.srgr_x0,
+    )
+    if np.isnan(b[0]):
+        return None
+    if np.isnan(b[2]):
+        line, pixel = interp_lookup(coarse, rows, cols, heights)
+        return _grd_window(line, pixel, line0, pixel0, shape)
+    m = BOUNDS_MARGIN_PX
+    a = max(int(np.floor(b[0] - line0)) - m, 0)
+    z = min(int(np.floor(b[1] - line0)) + 1 + m, shape[0])
+    c = max(int(np.floor(b[2] - pixel0)) - m, 0)
+    d = min(int(np.floor(b[3] - pixel0)) + 1 + m, shape[1])
+    if a >= z or c >= d:
+        return None
+    return slice(a, z), slice(c, d)
 
 
 def sub_grid(grid: Grid, rows: slice, cols: slice) -> Grid:
@@ -635,14 +933,13 @@ def run_terrain(
 
 @dataclass
 class _TileInput:
-    """One output tile ready to be sampled: its lookup and the GRD window being read for it."""
+    """One output tile ready to be sampled: its heights and the GRD window being read for it."""
 
     rows: slice
     cols: slice
-    line: np.ndarray
-    pixel: np.ndarray
+    heights: np.ndarray | None
     window: tuple[slice, slice] | None
-    bands: Future[list[np.ndarray]] | None  # every polarisation on ``window``, read by the reader thread
+    bands: Future[np.ndarray] | None  # every polarisation on ``window``, read by the reader thread
 
 
 def _stream_tiles(src: Sigma0File, coarse: CoarseLookup, grid: Grid, dem: Path | None, tile: int, dst: Any) -> bool:
@@ -668,7 +965,7 @@ def _stream_tiles(src: Sigma0File, coarse: CoarseLookup, grid: Grid, dem: Path |
             cur = nxt
             if i + 1 < len(tiles):
                 nxt = _prepare_tile(src, coarse, grid, dem, *tiles[i + 1], reader)
-            out = _sample_tile(src, cur)
+            out = _sample_tile(src, coarse, cur)
             if cur.window is not None:
                 covered = covered or bool(np.isfinite(out[0]).any())
             if pending is not None:
@@ -686,24 +983,20 @@ def _stream_tiles(src: Sigma0File, coarse: CoarseLookup, grid: Grid, dem: Path |
 def _prepare_tile(
     src: Sigma0File, coarse: CoarseLookup, grid: Grid, dem: Path | None, rows: slice, cols: slice, reader: Any
 ) -> _TileInput:
-    """The tile's lookup (numba, on this thread) and its GRD window's read, queued on ``reader``."""
+    """The tile's heights and GRD window (:func:`tile_window`, on this thread) and the window's read, queued on
+    ``reader``."""
     heights = tile_heights(Path(dem), grid, rows, cols) if dem is not None else None
-    line, pixel = interp_lookup(coarse, rows, cols, heights)
-    win = _grd_window(line, pixel, src.line0, src.pixel0, src.shape)
+    win = tile_window(coarse, rows, cols, heights, src.line0, src.pixel0, src.shape)
     if win is None:
-        return _TileInput(rows, cols, line, pixel, None, None)
-    wr, wc = win
-    bands = reader.submit(lambda: [src.read(k, wr, wc) for k in range(len(src.polarisations))])
-    return _TileInput(rows, cols, line, pixel, win, bands)
+        return _TileInput(rows, cols, heights, None, None)
+    return _TileInput(rows, cols, heights, win, reader.submit(src.read_all, *win))
 
 
-def _sample_tile(src: Sigma0File, tile: _TileInput) -> np.ndarray:
+def _sample_tile(src: Sigma0File, coarse: CoarseLookup, tile: _TileInput) -> np.ndarray:
     """σ0 dB of every polarisation on one prepared tile (NaN outside the GRD window)."""
     shape = (len(src.polarisations), tile.rows.stop - tile.rows.start, tile.cols.stop - tile.cols.start)
     if tile.window is None or tile.bands is None:
         return np.full(shape, np.nan, dtype=np.float32)
-    out = np.empty(shape, dtype=np.float32)  # sample_db writes every pixel (NaN outside the window)
     wr, wc = tile.window
-    for k, band in enumerate(tile.bands.result()):
-        sample_db(band, src.line0 + wr.start, src.pixel0 + wc.start, tile.line, tile.pixel, out=out[k])
-    return out
+    bands = tile.bands.result()
+    return terrain_tile(coarse, tile.rows, tile.cols, tile.heights, bands, src.line0 + wr.start, src.pixel0 + wc.start)
