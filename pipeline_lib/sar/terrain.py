@@ -28,7 +28,7 @@ Full-scene path (:func:`run_terrain`), chunked so memory is bounded by the tile,
    interpolation — as exact as evaluating it (the error ≤ Δ²/8·max|P''| measured 1.3e-5 px at 10 m), at a
    fraction of the cost of a degree-8 polynomial per pixel (BENCHMARKS.md); then every polarisation
    sampled bilinearly, in dB. A row's lookup stays in two row buffers instead of two tile-sized float64
-   arrays written and read back per polarisation: the same bits, 15–20 % less time on the tiles of a whole
+   arrays written and read back per polarisation: the same bits, 16–20 % less time on the tiles of a whole
    scene on a memory-bound host (BENCHMARKS.md, "Idle runs, 2026-12-06 (session 8)"). The tile is streamed
    into the COG, which reduces it to its overview levels on the way (:class:`pipeline_lib.cog.CogStream`);
    the last tile is written on a writer thread while this one is sampled, so the serial I/O overlaps the
@@ -42,8 +42,9 @@ result depend on the batching; the measured errors per step and level spacing ar
 :func:`resample_by_lookup`) remain as the reference.
 
 Memory is bounded by the tile, not the grid: per 1024² tile the float32 output (8 MB per polarisation) and
-the GRD windows it touches, for the tile being sampled, the one being read and the one being written, plus the COG writer's capped GDAL cache; measured peaks are in BENCHMARKS.md
-(2048² tiles, with three in flight, came within 5 % of the 1 GB budget on a whole scene).
+the GRD windows it touches, for the tile being sampled, the one being read and the one being written, plus
+the COG writer's capped GDAL cache; measured peaks are in BENCHMARKS.md (2048² tiles, with three in flight,
+came within 5 % of the 1 GB budget on a whole scene).
 
 Vertical datum: DEMs such as the Rome 30 m DEM carry EGM96 heights. They are converted to ellipsoidal
 heights with PROJ (EPSG:4326+5773 → EPSG:4979) when the EGM96 geoid grid (``us_nga_egm96_15.tif``) is
