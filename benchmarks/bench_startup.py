@@ -44,8 +44,10 @@ WARM = {
         "import numpy as np; from pipeline_lib.sar.terrain import _lattice_bounds, _terrain_tile_kernel; "
         "z = np.zeros((1, 2, 2)); t = np.zeros((2, 4)); "
         "_lattice_bounds(z, z, np.zeros(1), 32.0, 0, 2, 0, 2, 0.0, 0.0, np.arange(2.0), np.zeros(2), t, 0.0); "
-        "_terrain_tile_kernel(z, z, np.zeros(1), 32.0, 0, 0, np.zeros((1, 1)), np.arange(2.0), np.zeros(2), "
-        "np.zeros((2, 2)), 10.0, t, 0.0, np.ones((2, 4, 4), np.float32), 0.0, 0.0, np.empty((2, 2, 2), np.float32))"
+        "lookup = (z, z, np.zeros(1), 32.0, 0, 0, np.zeros((1, 1)), np.arange(2.0), np.zeros(2), np.zeros((2, 2)), "
+        "10.0, t, 0.0); "
+        "_terrain_tile_kernel(lookup, np.ones((2, 4, 4), np.float32), 0.0, 0.0, np.empty((2, 2, 2), np.float32), "
+        "np.empty((0, 0)), np.empty((0, 0)))"
     ),
 }
 

@@ -404,38 +404,6 @@ def _lookup_pixel(
     return ln, px, k
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _interp_lookup_kernel(
-    lat_line: np.ndarray,
-    lat_sr: np.ndarray,
-    levels: np.ndarray,
-    step: float,
-    r0: int,
-    c0: int,
-    heights: np.ndarray,
-    plines: np.ndarray,
-    sr0: np.ndarray,
-    coef: np.ndarray,
-    spacing: float,
-    table: np.ndarray,
-    x0: float,
-    out_line: np.ndarray,
-    out_pixel: np.ndarray,
-) -> None:
-    nlev, ny, _ = lat_line.shape
-    th, tw = out_line.shape
-    for i in numba.prange(th):
-        gy = (r0 + i) / step
-        iy = min(int(gy), ny - 2)
-        fy = gy - iy
-        k = 0
-        for j in range(tw):
-            h = heights[i, j] if nlev > 1 else 0.0
-            out_line[i, j], out_pixel[i, j], k = _lookup_pixel(
-                lat_line, lat_sr, levels, iy, fy, (c0 + j) / step, h, plines, sr0, coef, spacing, table, x0, k
-            )
-
-
 def interp_lookup(
     coarse: CoarseLookup, rows: slice, cols: slice, heights: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -445,26 +413,11 @@ def interp_lookup(
     window's shape; required with several levels), then slant → ground range exactly per pixel.
     """
     shape = (rows.stop - rows.start, cols.stop - cols.start)
-    h = _kernel_heights(coarse, shape, heights)
     out_line = np.empty(shape)
     out_pixel = np.empty(shape)
-    _interp_lookup_kernel(
-        coarse.line,
-        coarse.slant_range,
-        coarse.levels,
-        float(coarse.step),
-        rows.start,
-        cols.start,
-        h,
-        coarse.srgr_lines,
-        coarse.srgr_sr0,
-        coarse.srgr_coef,
-        coarse.pixel_spacing_m,
-        coarse.srgr_table,
-        coarse.srgr_x0,
-        out_line,
-        out_pixel,
-    )
+    no_bands = np.empty((0, 1, 1), dtype=np.float32)
+    no_out = np.empty((0, *shape), dtype=np.float32)
+    _terrain_tile_kernel(_lookup_args(coarse, rows, cols, heights), no_bands, 0.0, 0.0, no_out, out_line, out_pixel)
     return out_line, out_pixel
 
 
@@ -515,35 +468,29 @@ def sample_db(
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _terrain_tile_kernel(
-    lat_line: np.ndarray,
-    lat_sr: np.ndarray,
-    levels: np.ndarray,
-    step: float,
-    r0: int,
-    c0: int,
-    heights: np.ndarray,
-    plines: np.ndarray,
-    sr0: np.ndarray,
-    coef: np.ndarray,
-    spacing: float,
-    table: np.ndarray,
-    x0: float,
+    lookup: tuple[Any, ...],
     bands: np.ndarray,
     line0: float,
     pixel0: float,
     out: np.ndarray,
+    keep_line: np.ndarray,
+    keep_pixel: np.ndarray,
 ) -> None:
-    # _interp_lookup_kernel and _sample_db_kernel fused: each pixel's (line, pixel) is used where it is
-    # computed, for every polarisation, instead of going through two tile-sized float64 arrays
+    # the lookup (_lookup_args) of each row (line, pixel), less (line0, pixel0), into two row buffers, then every
+    # polarisation sampled from them: each pixel's lookup is used while it is in cache instead of going through
+    # two tile-sized float64 arrays. keep_line and keep_pixel of the tile's shape are the buffers (interp_lookup,
+    # no bands); otherwise each row gets its own
+    lat_line, lat_sr, levels, step, r0, c0, heights, plines, sr0, coef, spacing, table, x0 = lookup
     nlev, ny, _ = lat_line.shape
     npol, th, tw = out.shape
+    keep = keep_line.shape[0] == th
     for i in numba.prange(th):
         gy = (r0 + i) / step
         iy = min(int(gy), ny - 2)
         fy = gy - iy
         k = 0
-        rr = np.empty(tw)
-        cc = np.empty(tw)
+        rr = keep_line[i] if keep else np.empty(tw)
+        cc = keep_pixel[i] if keep else np.empty(tw)
         for j in range(tw):
             h = heights[i, j] if nlev > 1 else 0.0
             ln, px, k = _lookup_pixel(
@@ -577,24 +524,10 @@ def terrain_tile(
         out = np.empty(shape, dtype=np.float32)
     elif out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise ValueError(f"terrain_tile: out {out.shape} {out.dtype} must be C-contiguous float32 of shape {shape}")
+    bands = np.ascontiguousarray(bands, dtype=np.float32)
+    no_rows = np.empty((0, 0))
     _terrain_tile_kernel(
-        coarse.line,
-        coarse.slant_range,
-        coarse.levels,
-        float(coarse.step),
-        rows.start,
-        cols.start,
-        _kernel_heights(coarse, shape[1:], heights),
-        coarse.srgr_lines,
-        coarse.srgr_sr0,
-        coarse.srgr_coef,
-        coarse.pixel_spacing_m,
-        coarse.srgr_table,
-        coarse.srgr_x0,
-        np.ascontiguousarray(bands, dtype=np.float32),
-        float(line0),
-        float(pixel0),
-        out,
+        _lookup_args(coarse, rows, cols, heights), bands, float(line0), float(pixel0), out, no_rows, no_rows
     )
     return out
 
@@ -606,6 +539,26 @@ def _kernel_heights(coarse: CoarseLookup, shape: tuple[int, int], heights: np.nd
     if heights is None or heights.shape != shape:
         raise ValueError(f"terrain lookup: heights of shape {shape} needed for {coarse.levels.size} levels")
     return np.ascontiguousarray(heights, dtype=np.float64)
+
+
+def _lookup_args(coarse: CoarseLookup, rows: slice, cols: slice, heights: np.ndarray | None) -> tuple[Any, ...]:
+    """The lookup's arguments of :func:`_terrain_tile_kernel` for grid ``rows`` × ``cols``."""
+    shape = (rows.stop - rows.start, cols.stop - cols.start)
+    return (
+        coarse.line,
+        coarse.slant_range,
+        coarse.levels,
+        float(coarse.step),
+        rows.start,
+        cols.start,
+        _kernel_heights(coarse, shape, heights),
+        coarse.srgr_lines,
+        coarse.srgr_sr0,
+        coarse.srgr_coef,
+        coarse.pixel_spacing_m,
+        coarse.srgr_table,
+        coarse.srgr_x0,
+    )
 
 
 @numba.njit(cache=True, nogil=True)
