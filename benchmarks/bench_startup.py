@@ -41,9 +41,11 @@ WARM = {
         "lee_sigma(np.ones((16, 16), np.float32), SpeckleParams(7, 3, 0.9, None), 4.4)"
     ),
     "terrain_correct": (
-        "import numpy as np; from pipeline_lib.sar.terrain import _lattice_bounds, _terrain_tile_kernel; "
+        "import numpy as np; "
+        "from pipeline_lib.sar.terrain import _ground_range_bounds, _lattice_ranges, _terrain_tile_kernel; "
         "z = np.zeros((1, 2, 2)); t = np.zeros((2, 4)); "
-        "_lattice_bounds(z, z, np.zeros(1), 32.0, 0, 2, 0, 2, 0.0, 0.0, np.arange(2.0), np.zeros(2), t, 0.0); "
+        "r = _lattice_ranges(z, z, np.zeros(1), 32.0, 0, 2, 0, 2, 0.0, 0.0); "
+        "_ground_range_bounds(*r, np.arange(2.0), np.zeros(2), t, 0.0); "
         "lookup = (z, z, np.zeros(1), 32.0, 0, 0, np.zeros((1, 1)), np.arange(2.0), np.zeros(2), np.zeros((2, 2)), "
         "10.0, t, 0.0); "
         "_terrain_tile_kernel(lookup, np.ones((2, 4, 4), np.float32), 0.0, 0.0, np.empty((2, 2, 2), np.float32), "

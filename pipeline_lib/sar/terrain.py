@@ -562,30 +562,6 @@ def _lookup_args(coarse: CoarseLookup, rows: slice, cols: slice, heights: np.nda
 
 
 @numba.njit(cache=True, nogil=True)
-def _lattice_bounds(
-    lat_line: np.ndarray,
-    lat_sr: np.ndarray,
-    levels: np.ndarray,
-    step: float,
-    r0: int,
-    r1: int,
-    c0: int,
-    c1: int,
-    hmin: float,
-    hmax: float,
-    plines: np.ndarray,
-    sr0: np.ndarray,
-    table: np.ndarray,
-    x0: float,
-) -> np.ndarray:
-    # [line min, line max, pixel min, pixel max] that every lookup of grid rows r0:r1 × cols c0:c1 with heights
-    # in [hmin, hmax] lies within (up to rounding), from the lattice alone. Line bounds NaN: no pixel is
-    # defined; pixel bounds NaN: the offsets leave the table (the caller bounds the exact lookup instead).
-    lmin, lmax, smin, smax = _lattice_ranges(lat_line, lat_sr, levels, step, r0, r1, c0, c1, hmin, hmax)
-    return _ground_range_bounds(lmin, lmax, smin, smax, plines, sr0, table, x0)
-
-
-@numba.njit(cache=True, nogil=True)
 def _lattice_ranges(
     lat_line: np.ndarray,
     lat_sr: np.ndarray,
@@ -694,7 +670,7 @@ def tile_window(
     """Window-relative (rows, cols) of the stored GRD window (first index line0, pixel0, ``shape``) that holds
     every sample of the tile ``rows`` × ``cols``; None if no sample lies in it.
 
-    Bounded from the lattice (:func:`_lattice_bounds`, plus :data:`BOUNDS_MARGIN_PX`), without the per-pixel
+    Bounded from the lattice (:func:`_lattice_ranges`, :func:`_ground_range_bounds`, plus :data:`BOUNDS_MARGIN_PX`), without the per-pixel
     lookup; where that cannot bound the ground range, from the exact lookup (:func:`interp_lookup`).
     """
     if coarse.levels.size > 1:
@@ -704,7 +680,10 @@ def tile_window(
         hmin, hmax = float(np.nanmin(h)), float(np.nanmax(h))
     else:
         hmin = hmax = 0.0
-    b = _lattice_bounds(
+    # [line min, line max, pixel min, pixel max] that every lookup of the tile lies within (up to rounding),
+    # from the lattice alone. Line bounds NaN: no pixel is defined; pixel bounds NaN: the offsets leave the
+    # SRGR table, and the exact lookup decides
+    line_sr = _lattice_ranges(
         coarse.line,
         coarse.slant_range,
         coarse.levels,
@@ -715,11 +694,8 @@ def tile_window(
         cols.stop,
         hmin,
         hmax,
-        coarse.srgr_lines,
-        coarse.srgr_sr0,
-        coarse.srgr_table,
-        coarse.srgr_x0,
     )
+    b = _ground_range_bounds(*line_sr, coarse.srgr_lines, coarse.srgr_sr0, coarse.srgr_table, coarse.srgr_x0)
     if np.isnan(b[0]):
         return None
     if np.isnan(b[2]):
