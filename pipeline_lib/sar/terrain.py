@@ -352,6 +352,18 @@ def _srgr_pixel(
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _height_bracket(levels: np.ndarray, h: float) -> tuple[int, float]:
+    # (s0, t): height h lies at t between levels s0 and s0 + 1 (linear extrapolation beyond the ends); one level: (0, 0)
+    n = levels.size
+    if n == 1:
+        return 0, 0.0
+    s0 = 0
+    while s0 < n - 2 and h > levels[s0 + 1]:
+        s0 += 1
+    return s0, (h - levels[s0]) / (levels[s0 + 1] - levels[s0])
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _lookup_pixel(
     lat_line: np.ndarray,
     lat_sr: np.ndarray,
@@ -377,13 +389,7 @@ def _lookup_pixel(
     w01 = (1.0 - fy) * fx
     w10 = fy * (1.0 - fx)
     w11 = fy * fx
-    if nlev == 1:
-        s0, t = 0, 0.0
-    else:
-        s0 = 0
-        while s0 < nlev - 2 and h > levels[s0 + 1]:
-            s0 += 1
-        t = (h - levels[s0]) / (levels[s0 + 1] - levels[s0])  # linear extrapolation beyond the ends
+    s0, t = _height_bracket(levels, h)
     ln = 0.0
     sr = 0.0
     for s in range(s0, min(s0 + 2, nlev)):
@@ -597,11 +603,7 @@ def _lattice_ranges(
     for a in range(iy0, iy1 + 1):
         for b in range(ix0, ix1 + 1):
             for q in range(nh):
-                s0, t = 0, 0.0
-                if nlev > 1:
-                    while s0 < nlev - 2 and hs[q] > levels[s0 + 1]:
-                        s0 += 1
-                    t = (hs[q] - levels[s0]) / (levels[s0 + 1] - levels[s0])
+                s0, t = _height_bracket(levels, hs[q])
                 ln = lat_line[s0, a, b]
                 sr = lat_sr[s0, a, b]
                 if nlev > 1:
