@@ -152,6 +152,23 @@ def _step_inputs(step: str, safe: Path, work: Path) -> list[Path]:
     return [work / ("calibrated.nc" if step == "speckle" else "filtered.nc")]
 
 
+def step_outputs(step: str, work: Path) -> list[Path]:
+    """The files a step writes in the work folder."""
+    if step == "terrain_correct":
+        return [work / "s1.tif", work / "s1.stac.json"]
+    return [work / ("calibrated.nc" if step == "calibrate" else "filtered.nc")]
+
+
+def remove_outputs(paths: list[Path]) -> None:
+    """Delete a step's outputs before it runs, untimed, as Snakemake does before a job.
+
+    Otherwise each round's step replaces the previous round's file on rename, and freeing a 3.6 GB file
+    whose pages are cached took about 0.5 s of the step's own time: not work a fresh run of the chain does.
+    """
+    for p in paths:
+        p.unlink(missing_ok=True)
+
+
 def cpu_reference(n: int = 5_000_000) -> float:
     """Seconds one core takes for a fixed pure-Python loop, measured just before a step: not part of any
     figure, it shows how fast the (virtual) CPU ran then. On a shared host the same loop has varied by 1.7×
@@ -218,6 +235,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     print(f"grid {grid.height} × {grid.width} px ({grid.height * grid.width / 1e6:.0f} Mpix), ellipsoid")
     results = []
     for step in a.steps.split(","):
+        remove_outputs(step_outputs(step, work))
         if a.settle:
             settle(_step_inputs(step, safe, work), drop_caches=a.drop_caches)
         ref = cpu_reference()

@@ -17,8 +17,8 @@ run in alternation with the same script, pinned with ``taskset``::
         taskset -c 0 python benchmarks/bench_terrain_phases.py --work $W --threads 1 --repo $repo --drop-caches
     done
 
-Prints one JSON line: repository, threads, CPU reference, wall time and seconds per phase. Overwrites
-``s1.tif`` in the work folder.
+Prints one JSON line: repository, threads, CPU reference, wall time and seconds per phase. Deletes
+``s1.tif`` (and its STAC item) in the work folder before the run, untimed, as Snakemake does, then writes it.
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if hasattr(mod, name):
             setattr(mod, name, timed(times, label, getattr(mod, name)))
     safe = next((a.dest / "esa").glob("*.SAFE"))
+    bench_sar_chain.remove_outputs(bench_sar_chain.step_outputs("terrain_correct", a.work))
     bench_sar_chain.settle([a.work / "filtered.nc"], drop_caches=a.drop_caches)
     ref = bench_sar_chain.cpu_reference()
     grid = read_grid(a.work / "grid.json")
