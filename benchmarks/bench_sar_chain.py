@@ -155,7 +155,9 @@ def _step_inputs(step: str, safe: Path, work: Path) -> list[Path]:
 def step_outputs(step: str, work: Path) -> list[Path]:
     """The files a step writes in the work folder."""
     if step == "terrain_correct":
-        return [work / "s1.tif", work / "s1.stac.json"]
+        from pipeline_lib.stac import stac_sidecar_path
+
+        return [work / "s1.tif", stac_sidecar_path(work / "s1.tif")]
     return [work / ("calibrated.nc" if step == "calibrate" else "filtered.nc")]
 
 

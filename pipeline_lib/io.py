@@ -131,13 +131,12 @@ class _WritebackFollower:
         self.path = path
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        if _start_writeback() is not None:
-            self._thread = threading.Thread(target=self._run, name=f"writeback {path.name}", daemon=True)
+        start = _start_writeback()
+        if start is not None:
+            self._thread = threading.Thread(target=self._run, args=(start,), name=f"writeback {path.name}", daemon=True)
             self._thread.start()
 
-    def _run(self) -> None:
-        start = _start_writeback()
-        assert start is not None
+    def _run(self, start: Callable[[int], None]) -> None:
         started = 0
         fd, inode = -1, -1  # descriptor opened on the temporary, and its inode
         try:
